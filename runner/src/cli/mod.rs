@@ -1,0 +1,226 @@
+//! The `respawn` command line: parse, call the library, print. No logic a test would want lives here.
+
+mod plan;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use respawn::ui::LogFormat;
+use respawn::workflow::Invalid;
+
+/// Exit codes of DESIGN.md §9.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const RUN_FAILED: u8 = 1;
+    pub const INVALID: u8 = 2;
+    #[allow(dead_code)]
+    pub const INTERRUPTED: u8 = 3;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "respawn",
+    version,
+    about = "Disaster-recovery runner: recreate, verify and tear down environments from versioned workflows",
+    long_about = "respawn runs versioned recovery workflows (YAML) whose steps are sandboxed WebAssembly plugins. \
+                  It recreates an environment in another region from stored images, verifies it, measures RTO \
+                  and RPO, and leaves a tamper-evident report.\n\n\
+                  Exit codes: 0 success, 1 the run failed, 2 bad usage or invalid input, 3 interrupted (resumable)."
+)]
+pub struct Cli {
+    /// More log detail on stderr (-v, -vv). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a workflow file; exit 0 when valid, 2 with every problem listed as file:line:col.
+    Validate(validate::ValidateArgs),
+    /// Show what a run would do, without side effects.
+    Plan(plan::PlanArgs),
+    /// Recreate, verify, then tear down the environment, and write a report.
+    Drill(RunArgs),
+    /// Recreate and verify the environment for real, passing approval gates on a TTY or with --yes.
+    Failover(FailoverArgs),
+    /// Continue an interrupted run from its journal.
+    Resume(ResumeArgs),
+    /// List runs recorded in the state store.
+    Runs(StateArgs),
+    /// Render the report of a run.
+    Report(ReportArgs),
+    /// Audit trail commands.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Write respawn.lock beside a workflow, pinning every plugin by sha256.
+    Lock(WorkflowArg),
+    /// Build and check stored OCI images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Inspect and scaffold plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+/// Options shared by commands that take a workflow and params.
+#[derive(Debug, Args)]
+pub struct WorkflowParams {
+    /// Path of the workflow YAML.
+    pub workflow: PathBuf,
+    /// A workflow param, NAME=VALUE; repeatable.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = respawn::workflow::params::parse_assignment)]
+    pub params: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub target: WorkflowParams,
+    /// Skip teardown, leaving the drilled environment up.
+    #[arg(long)]
+    pub keep: bool,
+    /// Where report.json, report.md and junit.xml go (default .respawn/runs/RUN_ID/).
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+    /// State store URL for the journal (default file://.respawn/state).
+    #[arg(long, env = "RESPAWN_STATE")]
+    pub state: Option<String>,
+    /// Hide progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FailoverArgs {
+    #[command(flatten)]
+    pub target: WorkflowParams,
+    /// Confirm every approval gate without asking.
+    #[arg(long)]
+    pub yes: bool,
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+    #[arg(long, env = "RESPAWN_STATE")]
+    pub state: Option<String>,
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    pub run_id: String,
+    #[arg(long, env = "RESPAWN_STATE")]
+    pub state: Option<String>,
+    /// Resume even though another runner's lease looks alive.
+    #[arg(long)]
+    pub takeover: bool,
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    #[arg(long, env = "RESPAWN_STATE")]
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    pub run_id: String,
+    #[arg(long, value_parser = ["json", "md", "junit"], default_value = "md")]
+    pub format: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Re-hash a run's journal chain and name the first altered, removed or reordered event.
+    Verify {
+        run_id: String,
+        #[arg(long, env = "RESPAWN_STATE")]
+        state: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct WorkflowArg {
+    pub workflow: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Pack a directory into a reproducible OCI image layout in a store.
+    Pack {
+        dir: PathBuf,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        tag: String,
+    },
+    /// Re-hash every blob of a stored OCI image layout.
+    Verify { store_url: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// List the builtin plugins.
+    List,
+    /// Show a plugin's name, version, digest, operations and wanted capabilities.
+    Inspect { plugin: String },
+    /// Scaffold a new plugin crate.
+    New { name: String },
+}
+
+/// Runs a parsed command line and maps the outcome to an exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Validate(args) => validate::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Drill(_) => not_built("drill"),
+        Command::Failover(_) => not_built("failover"),
+        Command::Resume(_) => not_built("resume"),
+        Command::Runs(_) => not_built("runs"),
+        Command::Report(_) => not_built("report"),
+        Command::Audit(_) => not_built("audit verify"),
+        Command::Lock(_) => not_built("lock"),
+        Command::Image(_) => not_built("image"),
+        Command::Plugin(_) => not_built("plugin"),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            if let Some(invalid) = err.downcast_ref::<Invalid>() {
+                eprintln!("{invalid}");
+                let n = invalid.diagnostics.len();
+                eprintln!("error: {n} problem{} found", if n == 1 { "" } else { "s" });
+                return ExitCode::from(exit::INVALID);
+            }
+            eprintln!("error: {err:#}");
+            let code = if err.downcast_ref::<Usage>().is_some() {
+                exit::INVALID
+            } else {
+                exit::RUN_FAILED
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// A usage error: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+fn not_built(command: &str) -> anyhow::Result<u8> {
+    Err(Usage(format!(
+        "`respawn {command}` is not built yet in this version"
+    ))
+    .into())
+}

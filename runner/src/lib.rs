@@ -1,0 +1,8 @@
+//! respawn: a disaster-recovery runner. Versioned YAML recovery workflows whose steps are sandboxed WebAssembly
+//! plugins recreate an environment in another region from stored images, verify it, and report RTO and RPO.
+//!
+//! Layout (see `docs/architecture.md`): [`workflow`] and [`plan`] are pure; the CLI in `cli/` is thin.
+
+pub mod plan;
+pub mod ui;
+pub mod workflow;

@@ -1,0 +1,326 @@
+//! `${{ … }}` expressions, evaluated by minijinja.
+//!
+//! Expressions see only `params`, `run` (id, mode, started_at) and `steps.<id>.outputs`: no I/O, no environment,
+//! no secrets. Undefined names are errors, never empty strings. A string that is exactly one expression keeps the
+//! expression's type (a number stays a number); otherwise the pieces are joined as text.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
+use serde::Serialize;
+
+/// Fuel for one evaluation: enough for any sensible expression, small enough that `range(…)` tricks end fast.
+const FUEL: u64 = 20_000;
+
+const OPEN: &str = "${{";
+const CLOSE: &str = "}}";
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ExprError {
+    #[error("unterminated `${{{{` (expected a closing `}}}}`)")]
+    Unterminated,
+    #[error("invalid expression `{expr}`: {message}")]
+    Syntax { expr: String, message: String },
+    #[error("expression `{expr}`: {message}")]
+    Eval {
+        expr: String,
+        message: String,
+        undefined: bool,
+    },
+    #[error("key of `with` mapping must be a string")]
+    NonStringKey,
+}
+
+/// A piece of a string: literal text, or the source of one expression (without delimiters).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece<'a> {
+    Text(&'a str),
+    Expr(&'a str),
+}
+
+/// Splits `s` into text and expressions.
+pub fn split(s: &str) -> Result<Vec<Piece<'_>>, ExprError> {
+    let mut pieces = Vec::new();
+    let mut rest = s;
+    while let Some(start) = rest.find(OPEN) {
+        if start > 0 {
+            pieces.push(Piece::Text(&rest[..start]));
+        }
+        let after = &rest[start + OPEN.len()..];
+        let end = after.find(CLOSE).ok_or(ExprError::Unterminated)?;
+        pieces.push(Piece::Expr(after[..end].trim()));
+        rest = &after[end + CLOSE.len()..];
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Text(rest));
+    }
+    Ok(pieces)
+}
+
+/// True when `s` contains at least one expression.
+pub fn has_expr(s: &str) -> bool {
+    s.contains(OPEN)
+}
+
+fn env() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
+        env
+    })
+}
+
+/// The names an expression reads, as dotted chains (`steps.site.outputs.path`, `params.region`).
+pub fn references(source: &str) -> Result<Vec<String>, ExprError> {
+    let expr = env()
+        .compile_expression(source)
+        .map_err(|e| ExprError::Syntax {
+            expr: source.to_string(),
+            message: describe(&e),
+        })?;
+    let mut names: Vec<String> = expr.undeclared_variables(true).into_iter().collect();
+    names.sort();
+    Ok(names)
+}
+
+fn describe(e: &minijinja::Error) -> String {
+    match e.detail() {
+        Some(detail) => format!("{}: {detail}", e.kind()),
+        None => e.kind().to_string(),
+    }
+}
+
+/// What expressions can see.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Scope {
+    pub params: BTreeMap<String, serde_json::Value>,
+    pub run: RunInfo,
+    /// Step id -> `{ "outputs": … }` for steps that have finished.
+    pub steps: BTreeMap<String, StepView>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunInfo {
+    pub id: String,
+    pub mode: String,
+    pub started_at: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StepView {
+    pub outputs: serde_json::Value,
+}
+
+impl Scope {
+    fn value(&self) -> Value {
+        Value::from(minijinja::value::Serde(self))
+    }
+}
+
+/// Evaluates one expression.
+pub fn eval(source: &str, scope: &Scope) -> Result<Value, ExprError> {
+    eval_in(source, &scope.value())
+}
+
+fn eval_in(source: &str, ctx: &Value) -> Result<Value, ExprError> {
+    let fail = |e: minijinja::Error| ExprError::Eval {
+        expr: source.to_string(),
+        undefined: e.kind() == ErrorKind::UndefinedError,
+        message: describe(&e),
+    };
+    let expr = env()
+        .compile_expression(source)
+        .map_err(|e| ExprError::Syntax {
+            expr: source.to_string(),
+            message: describe(&e),
+        })?;
+    expr.eval(ctx.clone()).map_err(fail)
+}
+
+/// Evaluates a `when:` condition.
+pub fn condition(text: &str, scope: &Scope) -> Result<bool, ExprError> {
+    let ctx = scope.value();
+    match split(text)?.as_slice() {
+        [Piece::Expr(src)] => Ok(eval_in(src, &ctx)?.is_true()),
+        _ => Ok(!render_string(text, &ctx, false)?
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()),
+    }
+}
+
+/// Renders a `with:` value into JSON, evaluating every expression in its strings.
+///
+/// With `keep_unresolved`, expressions that read something not yet known (typically a step output during
+/// planning) are left as written instead of failing.
+pub fn render(
+    value: &serde_yaml::Value,
+    scope: &Scope,
+    keep_unresolved: bool,
+) -> Result<serde_json::Value, ExprError> {
+    render_in(value, &scope.value(), keep_unresolved)
+}
+
+fn render_in(
+    value: &serde_yaml::Value,
+    ctx: &Value,
+    keep: bool,
+) -> Result<serde_json::Value, ExprError> {
+    use serde_yaml::Value as Y;
+    Ok(match value {
+        Y::String(s) => render_string(s, ctx, keep)?,
+        Y::Sequence(items) => serde_json::Value::Array(
+            items
+                .iter()
+                .map(|v| render_in(v, ctx, keep))
+                .collect::<Result<_, _>>()?,
+        ),
+        Y::Mapping(map) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in map {
+                let key = k.as_str().ok_or(ExprError::NonStringKey)?;
+                out.insert(key.to_string(), render_in(v, ctx, keep)?);
+            }
+            serde_json::Value::Object(out)
+        }
+        Y::Tagged(t) => render_in(&t.value, ctx, keep)?,
+        Y::Null => serde_json::Value::Null,
+        Y::Bool(b) => serde_json::Value::Bool(*b),
+        Y::Number(n) => serde_json::to_value(n).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+fn render_string(s: &str, ctx: &Value, keep: bool) -> Result<serde_json::Value, ExprError> {
+    let pieces = split(s)?;
+    if let [Piece::Expr(src)] = pieces.as_slice() {
+        return match eval_in(src, ctx) {
+            Ok(v) => serde_json::to_value(&v).map_err(|e| ExprError::Eval {
+                expr: src.to_string(),
+                message: e.to_string(),
+                undefined: false,
+            }),
+            Err(ExprError::Eval {
+                undefined: true, ..
+            }) if keep => Ok(serde_json::Value::String(s.to_string())),
+            Err(e) => Err(e),
+        };
+    }
+    let mut out = String::new();
+    for piece in pieces {
+        match piece {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Expr(src) => match eval_in(src, ctx) {
+                Ok(v) => out.push_str(&v.to_string()),
+                Err(ExprError::Eval {
+                    undefined: true, ..
+                }) if keep => {
+                    out.push_str(OPEN);
+                    out.push(' ');
+                    out.push_str(src);
+                    out.push(' ');
+                    out.push_str(CLOSE);
+                }
+                Err(e) => return Err(e),
+            },
+        }
+    }
+    Ok(serde_json::Value::String(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scope() -> Scope {
+        let mut s = Scope::default();
+        s.params.insert("region".into(), json!("eu-west"));
+        s.params.insert("replicas".into(), json!(3));
+        s.run.mode = "drill".into();
+        s.steps.insert(
+            "site".into(),
+            StepView {
+                outputs: json!({"path": "/r/site"}),
+            },
+        );
+        s
+    }
+
+    fn yaml(s: &str) -> serde_yaml::Value {
+        serde_yaml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn whole_expression_keeps_its_type() {
+        assert_eq!(
+            render(&yaml("'${{ params.replicas }}'"), &scope(), false).unwrap(),
+            json!(3)
+        );
+    }
+
+    #[test]
+    fn mixed_text_is_joined() {
+        let v = render(
+            &yaml("'img:${{ params.region }}/${{ steps.site.outputs.path }}'"),
+            &scope(),
+            false,
+        );
+        assert_eq!(v.unwrap(), json!("img:eu-west//r/site"));
+    }
+
+    #[test]
+    fn undefined_names_are_errors_not_empty_strings() {
+        let err = render(&yaml("'${{ params.nope }}'"), &scope(), false).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ExprError::Eval {
+                    undefined: true,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn planning_keeps_unresolved_outputs() {
+        let v = render(
+            &yaml("'${{ steps.web.outputs.url }}/x ${{ params.region }}'"),
+            &scope(),
+            true,
+        )
+        .unwrap();
+        assert_eq!(v, json!("${{ steps.web.outputs.url }}/x eu-west"));
+    }
+
+    #[test]
+    fn references_are_dotted_chains() {
+        let refs = references("steps.site.outputs.path ~ params.region").unwrap();
+        assert_eq!(refs, vec!["params.region", "steps.site.outputs.path"]);
+    }
+
+    #[test]
+    fn unterminated_and_syntax_errors() {
+        assert_eq!(split("a ${{ b").unwrap_err(), ExprError::Unterminated);
+        assert!(matches!(references("a +"), Err(ExprError::Syntax { .. })));
+    }
+
+    #[test]
+    fn runaway_expressions_run_out_of_fuel() {
+        let err = eval(
+            "range(100000) | map('string') | join(',') | length",
+            &scope(),
+        );
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn conditions() {
+        assert!(condition("${{ run.mode == 'drill' }}", &scope()).unwrap());
+        assert!(!condition("${{ run.mode == 'failover' }}", &scope()).unwrap());
+    }
+}

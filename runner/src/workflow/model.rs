@@ -1,0 +1,378 @@
+//! Typed form of workflow format v1 (see `docs/workflow-format.md`).
+//!
+//! Every struct denies unknown fields: a misspelt key is an error, never a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// A whole workflow file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workflow {
+    /// Format version; only `1` exists.
+    pub respawn: u32,
+    pub name: String,
+    /// Semver; checked by validation.
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamSpec>,
+    /// Store name -> object_store URL.
+    #[serde(default)]
+    pub stores: BTreeMap<String, String>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSpec>,
+    /// Plugin alias -> source (`builtin:NAME@VER`, `file://…`, or a store URL).
+    #[serde(default)]
+    pub plugins: BTreeMap<String, String>,
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    /// Verification steps; they run after every step in `steps` has succeeded.
+    #[serde(default)]
+    pub verify: Vec<Step>,
+}
+
+impl Workflow {
+    /// All steps, main steps first, then verification steps.
+    pub fn all_steps(&self) -> impl Iterator<Item = (Section, usize, &Step)> {
+        let main = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (Section::Steps, i, s));
+        let verify = self
+            .verify
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (Section::Verify, i, s));
+        main.chain(verify)
+    }
+
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.all_steps().map(|(_, _, s)| s).find(|s| s.id == id)
+    }
+}
+
+/// Which list a step is declared in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Section {
+    Steps,
+    Verify,
+}
+
+impl Section {
+    /// The YAML key of the list, used in source paths such as `steps[2].needs[0]`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Section::Steps => "steps",
+            Section::Verify => "verify",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamSpec {
+    #[serde(rename = "type")]
+    pub kind: ParamType,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<serde_yaml::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    String,
+    Integer,
+    Boolean,
+}
+
+impl fmt::Display for ParamType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ParamType::String => "string",
+            ParamType::Integer => "integer",
+            ParamType::Boolean => "boolean",
+        })
+    }
+}
+
+/// Where a secret's value comes from. Values never enter logs, reports or the journal.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSpec {
+    /// Name of the environment variable of the runner that holds the value.
+    pub env: String,
+}
+
+/// One step of `steps:` or `verify:`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub id: String,
+    /// `plugin/operation`. Absent only for a pure approval gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    /// Parameters for the plugin; strings may hold `${{ … }}` expressions.
+    #[serde(default, skip_serializing_if = "serde_yaml::Mapping::is_empty")]
+    pub with: serde_yaml::Mapping,
+    #[serde(default)]
+    pub grants: Grants,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    /// Deadline of one attempt. Defaults to [`DEFAULT_STEP_TIMEOUT`].
+    #[serde(
+        default,
+        with = "duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+    /// A `${{ … }}` condition; the step is skipped when it is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// A question an operator must confirm before the step runs (failover only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Default deadline of one step attempt when the step sets no `timeout`.
+///
+/// Generous, because restores of large images are slow; a hung plugin still cannot block a run forever.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Capabilities granted to a step. Everything not listed is denied.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stores: BTreeMap<String, StoreGrant>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// Program names the step may execute.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exec: Vec<String>,
+    /// Allowed `scheme://host:port` patterns; `*` matches any host label or port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<String>,
+    /// Directory -> access. Relative paths are relative to the workflow file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, Access>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreAccess {
+    Read,
+    Write,
+}
+
+/// File access mode of a `files` grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Ro,
+    Rw,
+}
+
+/// A store grant: `read`, `write`, or `{ access: read, prefix: images/ }`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreGrant {
+    pub access: StoreAccess,
+    /// Restricts the step to keys under this prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for StoreGrant {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct GrantVisitor;
+        impl<'de> Visitor<'de> for GrantVisitor {
+            type Value = StoreGrant;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`read`, `write`, or a map { access: read|write, prefix: PATH }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StoreGrant, E> {
+                let access = match v {
+                    "read" => StoreAccess::Read,
+                    "write" => StoreAccess::Write,
+                    other => return Err(E::invalid_value(de::Unexpected::Str(other), &self)),
+                };
+                Ok(StoreGrant {
+                    access,
+                    prefix: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<StoreGrant, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Full {
+                    access: StoreAccess,
+                    #[serde(default)]
+                    prefix: Option<String>,
+                }
+                let full = Full::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(StoreGrant {
+                    access: full.access,
+                    prefix: full.prefix,
+                })
+            }
+        }
+        deserializer.deserialize_any(GrantVisitor)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Total attempts, including the first. At least 1.
+    pub attempts: u32,
+    /// Delay before the second attempt; doubled for each later one, with jitter.
+    #[serde(default = "default_backoff", with = "duration")]
+    pub backoff: Duration,
+}
+
+fn default_backoff() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// Per-step resource limits. Unset fields take the host defaults (documented in `docs/plugin-abi.md`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Linear-memory cap, e.g. `256MiB`.
+    #[serde(default, with = "bytes_opt", skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// Cap on the JSON outputs a step may return, e.g. `1MiB`.
+    #[serde(default, with = "bytes_opt", skip_serializing_if = "Option::is_none")]
+    pub output: Option<u64>,
+    /// Cap on captured stdout/stderr of each executed program and on log volume.
+    #[serde(default, with = "bytes_opt", skip_serializing_if = "Option::is_none")]
+    pub log: Option<u64>,
+}
+
+/// Parses durations such as `90s`, `5m`, `1h30m`, `250ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("invalid duration `{text}` ({e}); expected e.g. 90s, 5m, 1h30m"))?;
+    if d.is_zero() {
+        return Err(format!(
+            "invalid duration `{text}`: must be greater than zero"
+        ));
+    }
+    Ok(d)
+}
+
+/// Parses sizes such as `256MiB`, `1MiB`, `512KiB`, `1GiB` or a plain byte count.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad =
+        || format!("invalid size `{text}`; expected e.g. 256MiB, 512KiB, 1GiB or a byte count");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "Ki" => 1 << 10,
+        "MiB" | "Mi" => 1 << 20,
+        "GiB" | "Gi" => 1 << 30,
+        "KB" | "K" => 1_000,
+        "MB" | "M" => 1_000_000,
+        "GB" | "G" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
+mod duration {
+    use super::*;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map_err(de::Error::custom)
+    }
+    pub fn serialize<S: serde::Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*v).to_string())
+    }
+}
+
+mod duration_opt {
+    use super::*;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
+    }
+    pub fn serialize<S: serde::Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => super::duration::serialize(v, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+mod bytes_opt {
+    use super::*;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)
+            .map_err(|_| de::Error::custom("expected a size such as 256MiB"))?
+        {
+            Raw::Count(n) => Ok(Some(n)),
+            Raw::Text(t) => parse_bytes(&t).map(Some).map_err(de::Error::custom),
+        }
+    }
+    pub fn serialize<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(n) => s.serialize_u64(*n),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_reject() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert!(
+            parse_duration("5 parsecs")
+                .unwrap_err()
+                .contains("expected e.g. 90s")
+        );
+        assert!(
+            parse_duration("0s")
+                .unwrap_err()
+                .contains("greater than zero")
+        );
+    }
+
+    #[test]
+    fn sizes_parse_and_reject() {
+        assert_eq!(parse_bytes("256MiB").unwrap(), 256 << 20);
+        assert_eq!(parse_bytes("1024").unwrap(), 1024);
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert!(parse_bytes("99999999999999999999GiB").is_err());
+    }
+}

@@ -1,0 +1,634 @@
+//! Semantic checks of a loaded workflow. Every problem is reported, each at the node it concerns.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use super::expr::{self, Piece};
+use super::{Diagnostic, LoadedWorkflow, ParamType, Section, Step};
+
+/// Answers which operations a plugin exports, once plugins can be loaded. Validation without a catalog checks
+/// only that `uses` names a declared plugin.
+pub trait OperationCatalog {
+    /// Operations of the plugin declared under `alias`, or an error text if it cannot be loaded.
+    fn operations(&self, alias: &str) -> Result<Vec<String>, String>;
+}
+
+/// Names that `run.` exposes to expressions.
+pub const RUN_FIELDS: [&str; 3] = ["id", "mode", "started_at"];
+
+/// Checks `loaded` and returns every problem found (empty when valid).
+pub fn validate(
+    loaded: &LoadedWorkflow,
+    catalog: Option<&dyn OperationCatalog>,
+) -> Vec<Diagnostic> {
+    let mut c = Checker {
+        w: loaded,
+        diags: Vec::new(),
+    };
+    c.duplicate_keys();
+    c.header();
+    c.params();
+    c.stores_and_plugins();
+    let ids = c.ids();
+    c.steps(&ids, catalog);
+    c.cycles(&ids);
+    c.expressions(&ids);
+    c.diags.sort_by_key(|d| (d.pos.line, d.pos.col));
+    c.diags.dedup();
+    c.diags
+}
+
+struct Checker<'a> {
+    w: &'a LoadedWorkflow,
+    diags: Vec<Diagnostic>,
+}
+
+/// Where each step id is first declared: id -> (section, index).
+type Ids = HashMap<String, (Section, usize)>;
+
+fn step_path(section: Section, index: usize) -> String {
+    format!("{}[{index}]", section.key())
+}
+
+fn is_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_step_id(s: &str) -> bool {
+    let mut chars = s.chars();
+    s.len() <= 64
+        && matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+impl Checker<'_> {
+    fn at(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.w.source.value(path);
+        self.diags.push(self.w.diag(pos, message));
+    }
+
+    fn at_key(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.w.source.key(path);
+        self.diags.push(self.w.diag(pos, message));
+    }
+
+    fn duplicate_keys(&mut self) {
+        for (path, pos) in self.w.source.duplicate_keys.clone() {
+            let key = path.rsplit('.').next().unwrap_or(&path).to_string();
+            self.diags.push(
+                self.w
+                    .diag(pos, format!("duplicate key `{key}` (in `{path}`)")),
+            );
+        }
+    }
+
+    fn header(&mut self) {
+        let w = &self.w.workflow;
+        if w.respawn != 1 {
+            self.at(
+                "respawn",
+                format!(
+                    "unsupported format version {}; this respawn reads version 1",
+                    w.respawn
+                ),
+            );
+        }
+        if w.name.trim().is_empty() || w.name.contains(['/', ' ', '\t']) {
+            self.at("name", "name must be non-empty, without spaces or `/`");
+        }
+        if let Err(e) = semver::Version::parse(&w.version) {
+            self.at(
+                "version",
+                format!(
+                    "version `{}` is not semver ({e}); expected e.g. 1.4.0",
+                    w.version
+                ),
+            );
+        }
+        if w.steps.is_empty() {
+            self.at("steps", "a workflow needs at least one step under `steps`");
+        }
+    }
+
+    fn params(&mut self) {
+        for (name, spec) in &self.w.workflow.params {
+            let path = format!("params.{name}");
+            if !is_name(name) {
+                self.at_key(
+                    &path,
+                    format!("param name `{name}` must be letters, digits and `_`"),
+                );
+            }
+            if spec.required && spec.default.is_some() {
+                self.at(
+                    &format!("{path}.default"),
+                    format!("param `{name}` is required and cannot have a default"),
+                );
+            }
+            if let Some(default) = &spec.default {
+                let ok = match spec.kind {
+                    ParamType::String => default.is_string(),
+                    ParamType::Integer => default.as_i64().is_some(),
+                    ParamType::Boolean => default.is_bool(),
+                };
+                if !ok {
+                    self.at(
+                        &format!("{path}.default"),
+                        format!("default of param `{name}` must be {}", article(spec.kind)),
+                    );
+                }
+            }
+        }
+    }
+
+    fn stores_and_plugins(&mut self) {
+        for (name, url) in &self.w.workflow.stores {
+            if !is_name(name) {
+                self.at_key(
+                    &format!("stores.{name}"),
+                    format!("store name `{name}` must be letters, digits and `_`"),
+                );
+            }
+            if !STORE_SCHEMES.iter().any(|s| url.starts_with(s)) {
+                self.at(
+                    &format!("stores.{name}"),
+                    format!(
+                        "store `{name}`: unsupported URL `{url}`; expected {}",
+                        STORE_SCHEMES.join(", ")
+                    ),
+                );
+            }
+        }
+        for (name, spec) in &self.w.workflow.secrets {
+            if spec.env.trim().is_empty() {
+                self.at(
+                    &format!("secrets.{name}.env"),
+                    format!("secret `{name}`: env must name a variable"),
+                );
+            }
+        }
+        for (alias, source) in &self.w.workflow.plugins {
+            if !is_name(alias) {
+                self.at_key(
+                    &format!("plugins.{alias}"),
+                    format!("plugin alias `{alias}` must be letters, digits and `_`"),
+                );
+            }
+            if let Err(why) = check_plugin_source(source) {
+                self.at(
+                    &format!("plugins.{alias}"),
+                    format!("plugin `{alias}`: {why}"),
+                );
+            }
+        }
+    }
+
+    fn ids(&mut self) -> Ids {
+        let mut ids = Ids::new();
+        let all: Vec<(Section, usize, String)> = self
+            .w
+            .workflow
+            .all_steps()
+            .map(|(s, i, step)| (s, i, step.id.clone()))
+            .collect();
+        for (section, index, id) in all {
+            let path = format!("{}.id", step_path(section, index));
+            if !is_step_id(&id) {
+                self.at(&path, format!("step id `{id}` must be 1-64 letters, digits, `_` or `-`, starting alphanumeric"));
+            }
+            if let Some((s0, i0)) = ids.get(&id) {
+                let first = self.w.source.value(&format!("{}.id", step_path(*s0, *i0)));
+                self.at(
+                    &path,
+                    format!(
+                        "duplicate step id `{id}` (first declared at line {})",
+                        first.line
+                    ),
+                );
+            } else {
+                ids.insert(id, (section, index));
+            }
+        }
+        ids
+    }
+
+    fn steps(&mut self, ids: &Ids, catalog: Option<&dyn OperationCatalog>) {
+        let w = &self.w.workflow;
+        for (section, index, step) in w.all_steps() {
+            let path = step_path(section, index);
+            self.uses(&path, step, catalog);
+            if section == Section::Verify && step.approval.is_some() {
+                self.at(
+                    &format!("{path}.approval"),
+                    "approval gates are not allowed in `verify`",
+                );
+            }
+            let mut seen = HashSet::new();
+            for (n, need) in step.needs.iter().enumerate() {
+                let npath = format!("{path}.needs[{n}]");
+                if !seen.insert(need) {
+                    self.at(&npath, format!("`{need}` is listed twice in needs"));
+                }
+                match ids.get(need) {
+                    None => self.at(
+                        &npath,
+                        format!("needs unknown step `{need}`{}", suggest(need, ids.keys())),
+                    ),
+                    Some((Section::Verify, _)) if section == Section::Steps => self.at(
+                        &npath,
+                        format!("step `{}` cannot need verification step `{need}`", step.id),
+                    ),
+                    Some(_) if *need == step.id => {
+                        self.at(&npath, format!("step `{need}` needs itself"))
+                    }
+                    Some(_) => {}
+                }
+            }
+            self.grants(&path, step);
+            if let Some(retry) = &step.retry
+                && !(1..=100).contains(&retry.attempts)
+            {
+                self.at(
+                    &format!("{path}.retry.attempts"),
+                    "retry.attempts must be between 1 and 100",
+                );
+            }
+        }
+    }
+
+    fn uses(&mut self, path: &str, step: &Step, catalog: Option<&dyn OperationCatalog>) {
+        let Some(uses) = &step.uses else {
+            if step.approval.is_none() {
+                self.at(
+                    path,
+                    format!(
+                        "step `{}` needs `uses: plugin/operation` or an `approval`",
+                        step.id
+                    ),
+                );
+            }
+            return;
+        };
+        let upath = format!("{path}.uses");
+        let Some((plugin, op)) = uses
+            .split_once('/')
+            .filter(|(p, o)| !p.is_empty() && !o.is_empty())
+        else {
+            self.at(&upath, format!("uses `{uses}` must be `plugin/operation`"));
+            return;
+        };
+        if !self.w.workflow.plugins.contains_key(plugin) {
+            let declared = self.w.workflow.plugins.keys();
+            self.at(
+                &upath,
+                format!(
+                    "uses undeclared plugin `{plugin}`{}",
+                    suggest(plugin, declared)
+                ),
+            );
+            return;
+        }
+        if let Some(catalog) = catalog {
+            match catalog.operations(plugin) {
+                Ok(ops) if ops.iter().any(|o| o == op) => {}
+                Ok(ops) => self.at(
+                    &upath,
+                    format!(
+                        "plugin `{plugin}` has no operation `{op}`; it exports: {}",
+                        ops.join(", ")
+                    ),
+                ),
+                Err(why) => self.at(&upath, format!("plugin `{plugin}`: {why}")),
+            }
+        }
+    }
+
+    fn grants(&mut self, path: &str, step: &Step) {
+        let w = &self.w.workflow;
+        let g = &step.grants;
+        for name in g.stores.keys() {
+            if !w.stores.contains_key(name) {
+                self.at_key(
+                    &format!("{path}.grants.stores.{name}"),
+                    format!("grant names undeclared store `{name}`"),
+                );
+            }
+        }
+        for (i, name) in g.secrets.iter().enumerate() {
+            if !w.secrets.contains_key(name) {
+                self.at(
+                    &format!("{path}.grants.secrets[{i}]"),
+                    format!("grant names undeclared secret `{name}`"),
+                );
+            }
+        }
+        for (i, program) in g.exec.iter().enumerate() {
+            let bare = !program.is_empty() && !program.contains('/');
+            if !bare && !program.starts_with('/') {
+                self.at(
+                    &format!("{path}.grants.exec[{i}]"),
+                    format!("exec grant `{program}` must be a program name found on PATH or an absolute path"),
+                );
+            }
+        }
+        for (i, pattern) in g.http.iter().enumerate() {
+            if let Err(why) = check_http_pattern(pattern) {
+                self.at(
+                    &format!("{path}.grants.http[{i}]"),
+                    format!("http grant `{pattern}`: {why}"),
+                );
+            }
+        }
+        for dir in g.files.keys() {
+            if dir.trim().is_empty() {
+                self.at(
+                    &format!("{path}.grants.files"),
+                    "files grant needs a directory path",
+                );
+            }
+        }
+    }
+
+    /// Reports each dependency cycle once, as `a -> b -> a`.
+    fn cycles(&mut self, ids: &Ids) {
+        let w = &self.w.workflow;
+        let needs: HashMap<&str, &[String]> = w
+            .all_steps()
+            .map(|(_, _, s)| (s.id.as_str(), s.needs.as_slice()))
+            .collect();
+        let mut state: HashMap<&str, u8> = HashMap::new(); // 1 = on stack, 2 = done
+        let mut reported: HashSet<Vec<String>> = HashSet::new();
+        let mut order: Vec<&str> = w.all_steps().map(|(_, _, s)| s.id.as_str()).collect();
+        order.dedup();
+        for root in order {
+            if state.contains_key(root) {
+                continue;
+            }
+            // Iterative DFS: (node, next need index).
+            let mut stack: Vec<(&str, usize)> = vec![(root, 0)];
+            state.insert(root, 1);
+            while let Some((node, next)) = stack.last_mut() {
+                let node = *node;
+                let list = needs.get(node).copied().unwrap_or(&[]);
+                if *next >= list.len() {
+                    state.insert(node, 2);
+                    stack.pop();
+                    continue;
+                }
+                let dep = list[*next].as_str();
+                *next += 1;
+                if !ids.contains_key(dep) {
+                    continue;
+                }
+                match state.get(dep) {
+                    None => {
+                        state.insert(dep, 1);
+                        stack.push((dep, 0));
+                    }
+                    Some(1) => {
+                        let start = stack.iter().position(|(n, _)| *n == dep).unwrap_or(0);
+                        let mut cycle: Vec<String> =
+                            stack[start..].iter().map(|(n, _)| n.to_string()).collect();
+                        let mut key = cycle.clone();
+                        key.sort();
+                        if reported.insert(key) {
+                            cycle.push(dep.to_string());
+                            let (section, index) = ids[node];
+                            let pos = needs[node].iter().position(|n| n == dep).unwrap_or(0);
+                            self.at(
+                                &format!("{}.needs[{pos}]", step_path(section, index)),
+                                format!("dependency cycle: {}", cycle.join(" -> ")),
+                            );
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    fn expressions(&mut self, ids: &Ids) {
+        let w = &self.w.workflow;
+        let main_ids: BTreeSet<&str> = w.steps.iter().map(|s| s.id.as_str()).collect();
+        for (section, index, step) in w.all_steps() {
+            let path = step_path(section, index);
+            let mut ancestors = ancestors(w, ids, &step.id);
+            if section == Section::Verify {
+                ancestors.extend(main_ids.iter().map(|s| s.to_string()));
+            }
+            ancestors.remove(&step.id);
+            let mut strings: Vec<(String, String)> = Vec::new();
+            collect_strings(
+                &serde_yaml::Value::Mapping(step.with.clone()),
+                &format!("{path}.with"),
+                &mut strings,
+            );
+            if let Some(approval) = &step.approval {
+                strings.push((format!("{path}.approval"), approval.clone()));
+            }
+            if let Some(when) = &step.when {
+                let wpath = format!("{path}.when");
+                if !matches!(expr::split(when).as_deref(), Ok([Piece::Expr(_)])) {
+                    self.at(&wpath, "when must be a single `${{ … }}` expression");
+                }
+                strings.push((wpath, when.clone()));
+            }
+            for (spath, text) in strings {
+                self.expression_string(&spath, &text, &step.id, &ancestors);
+            }
+        }
+    }
+
+    fn expression_string(
+        &mut self,
+        path: &str,
+        text: &str,
+        step_id: &str,
+        ancestors: &BTreeSet<String>,
+    ) {
+        let pieces = match expr::split(text) {
+            Ok(p) => p,
+            Err(e) => return self.at(path, e.to_string()),
+        };
+        for piece in pieces {
+            let Piece::Expr(source) = piece else { continue };
+            let refs = match expr::references(source) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.at(path, e.to_string());
+                    continue;
+                }
+            };
+            for reference in refs {
+                if let Err(why) = self.check_reference(&reference, step_id, ancestors) {
+                    self.at(path, format!("in `${{{{ {source} }}}}`: {why}"));
+                }
+            }
+        }
+    }
+
+    fn check_reference(
+        &self,
+        reference: &str,
+        step_id: &str,
+        ancestors: &BTreeSet<String>,
+    ) -> Result<(), String> {
+        let w = &self.w.workflow;
+        let mut parts = reference.split('.');
+        let root = parts.next().unwrap_or_default();
+        let second = parts.next();
+        match (root, second) {
+            ("params", Some(name)) if !w.params.contains_key(name) => Err(format!(
+                "unknown param `{name}`{}",
+                suggest(name, w.params.keys())
+            )),
+            ("run", Some(field)) if !RUN_FIELDS.contains(&field) => Err(format!(
+                "`run` has no field `{field}`; it has {}",
+                RUN_FIELDS.join(", ")
+            )),
+            ("steps", Some(id)) => {
+                let exists = w.step(id).is_some();
+                if !exists {
+                    let hyphen = w
+                        .all_steps()
+                        .any(|(_, _, s)| s.id.starts_with(&format!("{id}-")));
+                    let hint = if hyphen {
+                        "; ids with `-` are written steps['my-id']"
+                    } else {
+                        ""
+                    };
+                    return Err(format!("unknown step `{id}`{hint}"));
+                }
+                if !ancestors.contains(id) {
+                    return Err(if id == step_id {
+                        format!("step `{id}` cannot read its own outputs")
+                    } else {
+                        format!("step `{id}` is not an ancestor of `{step_id}`; add it to `needs`")
+                    });
+                }
+                match parts.next() {
+                    None | Some("outputs") => Ok(()),
+                    Some(other) => Err(format!(
+                        "steps.{id}.{other}: only `steps.{id}.outputs` is visible"
+                    )),
+                }
+            }
+            ("params" | "run" | "steps", _) => Ok(()),
+            ("secrets", _) => Err(
+                "secrets are not visible to expressions; grant them with `grants.secrets`".into(),
+            ),
+            ("env", _) => Err("the environment is not visible to expressions".into()),
+            (other, _) => Err(format!(
+                "unknown name `{other}`; expressions see only params, run and steps"
+            )),
+        }
+    }
+}
+
+/// The step ids `id` depends on, directly or not (cycle-safe).
+fn ancestors(w: &super::Workflow, ids: &Ids, id: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![id.to_string()];
+    while let Some(cur) = todo.pop() {
+        let Some(step) = w.step(&cur) else { continue };
+        for need in &step.needs {
+            if ids.contains_key(need) && out.insert(need.clone()) {
+                todo.push(need.clone());
+            }
+        }
+    }
+    out
+}
+
+fn collect_strings(value: &serde_yaml::Value, path: &str, out: &mut Vec<(String, String)>) {
+    use serde_yaml::Value as Y;
+    match value {
+        Y::String(s) => out.push((path.to_string(), s.clone())),
+        Y::Sequence(items) => {
+            for (i, v) in items.iter().enumerate() {
+                collect_strings(v, &format!("{path}[{i}]"), out);
+            }
+        }
+        Y::Mapping(map) => {
+            for (k, v) in map {
+                let key = k.as_str().map_or_else(|| "?".to_string(), str::to_string);
+                collect_strings(v, &format!("{path}.{key}"), out);
+            }
+        }
+        Y::Tagged(t) => collect_strings(&t.value, path, out),
+        _ => {}
+    }
+}
+
+/// URL schemes a store may use.
+pub const STORE_SCHEMES: [&str; 5] = ["file://", "memory://", "s3://", "az://", "gs://"];
+
+fn check_plugin_source(source: &str) -> Result<(), String> {
+    if let Some(rest) = source.strip_prefix("builtin:") {
+        let ok = rest
+            .split_once('@')
+            .is_some_and(|(n, v)| is_step_id(n) && !v.is_empty());
+        return if ok {
+            Ok(())
+        } else {
+            Err(format!("`{source}`: expected builtin:NAME@VERSION"))
+        };
+    }
+    if STORE_SCHEMES.iter().any(|s| source.starts_with(s))
+        && source.len() > source.find("://").unwrap_or(0) + 3
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "unsupported source `{source}`; expected builtin:NAME@VERSION, file://PATH or a store URL"
+    ))
+}
+
+/// Checks `scheme://host[:port]` where host and port may be `*`.
+pub fn check_http_pattern(pattern: &str) -> Result<(), String> {
+    let (scheme, rest) = pattern
+        .split_once("://")
+        .ok_or("expected scheme://host[:port]")?;
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("scheme must be http or https, not `{scheme}`"));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (rest, None),
+    };
+    if host.is_empty() || host.contains(['/', '?', '#', '@']) {
+        return Err("expected scheme://host[:port] with no path".into());
+    }
+    if let Some(p) = port
+        && p != "*"
+        && p.parse::<u16>().is_err()
+    {
+        return Err(format!("port `{p}` must be a number or `*`"));
+    }
+    Ok(())
+}
+
+fn article(kind: ParamType) -> &'static str {
+    match kind {
+        ParamType::String => "a string",
+        ParamType::Integer => "an integer",
+        ParamType::Boolean => "a boolean",
+    }
+}
+
+/// "; did you mean `x`?" when a known name is one edit-ish away (same prefix or contains).
+fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a String>) -> String {
+    let mut known: Vec<&String> = known.collect();
+    known.sort();
+    match known.iter().find(|k| strsim_close(name, k)) {
+        Some(k) => format!("; did you mean `{k}`?"),
+        None => String::new(),
+    }
+}
+
+fn strsim_close(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    let prefix = |s: &str| s.chars().take(3).collect::<String>();
+    a != b && a.chars().count() >= 3 && b.chars().count() >= 3 && prefix(&a) == prefix(&b)
+}

@@ -137,7 +137,16 @@ fn eval_in(source: &str, ctx: &Value) -> Result<Value, ExprError> {
             expr: source.to_string(),
             message: describe(&e),
         })?;
-    expr.eval(ctx.clone()).map_err(fail)
+    let value = expr.eval(ctx.clone()).map_err(fail)?;
+    if value.is_undefined() {
+        // Strict mode only errors when an undefined value is used; a bare lookup must fail too.
+        return Err(ExprError::Eval {
+            expr: source.to_string(),
+            message: "undefined value (no such param, run field or step output)".into(),
+            undefined: true,
+        });
+    }
+    Ok(value)
 }
 
 /// Evaluates a `when:` condition.

@@ -167,9 +167,9 @@ mod tests {
     fn finds_nested_values_and_keys() {
         let map = SourceMap::build(DOC);
         assert_eq!(map.value("name"), Pos { line: 1, col: 7 });
-        assert_eq!(map.value("steps[0].id"), Pos { line: 3, col: 11 });
+        assert_eq!(map.value("steps[0].id"), Pos { line: 3, col: 9 });
         assert_eq!(map.value("steps[0].needs[1]"), Pos { line: 4, col: 18 });
-        assert_eq!(map.value("steps[1].id"), Pos { line: 5, col: 11 });
+        assert_eq!(map.value("steps[1].id"), Pos { line: 5, col: 9 });
         assert_eq!(map.key("plugins.local"), Pos { line: 7, col: 3 });
     }
 

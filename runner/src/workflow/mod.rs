@@ -4,6 +4,7 @@
 
 pub mod expr;
 pub mod load;
+pub mod lock;
 pub mod model;
 pub mod params;
 pub mod positions;

@@ -1,0 +1,1 @@
+use respawn_plugin_sdk as _;

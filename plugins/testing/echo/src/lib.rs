@@ -1,0 +1,65 @@
+//! A well-behaved test plugin: `echo/echo` returns its params as outputs; `echo/state` counts attempts in its
+//! step state; `echo/fail` fails with the kind it is asked for; `echo/secret` reports a secret's length.
+
+use respawn_plugin_sdk::{
+    Context, Failure, FailureKind, Phase, Plugin, PluginInfo, export_plugin, operation,
+};
+use serde_json::{Value, json};
+
+struct Echo;
+
+impl Plugin for Echo {
+    fn describe() -> PluginInfo {
+        PluginInfo::new("echo", "0.1.0")
+            .operation(operation("echo", "Return the params as outputs", "{}"))
+            .operation(operation("state", "Count invocations in step state", "{}"))
+            .operation(operation(
+                "fail",
+                "Fail with {kind, message, retryable}",
+                "{}",
+            ))
+            .operation(operation(
+                "secret",
+                "Read a secret and return its length",
+                "{}",
+            ))
+    }
+
+    fn invoke(ctx: Context, params: &str) -> Result<String, Failure> {
+        let params: Value = respawn_plugin_sdk::params(params)?;
+        let out = match ctx.operation.as_str() {
+            "echo" => {
+                json!({ "params": params, "phase": format!("{:?}", ctx.phase), "attempt": ctx.attempt })
+            }
+            "state" => {
+                let n: u64 = respawn_plugin_sdk::state::get("count")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if ctx.phase != Phase::Plan {
+                    respawn_plugin_sdk::state::set("count", &(n + 1).to_string());
+                }
+                json!({ "count": n + 1 })
+            }
+            "fail" => {
+                let kind = match params["kind"].as_str().unwrap_or("internal") {
+                    "unavailable" => FailureKind::Unavailable,
+                    "not-found" => FailureKind::NotFound,
+                    "verification-failed" => FailureKind::VerificationFailed,
+                    _ => FailureKind::Internal,
+                };
+                let message = params["message"].as_str().unwrap_or("asked to fail");
+                let retryable = params["retryable"].as_bool().unwrap_or(false);
+                return Err(Failure::new(kind, message).retryable(retryable));
+            }
+            "secret" => {
+                let name = params["name"].as_str().unwrap_or_default();
+                let value = respawn_plugin_sdk::secrets::get(name)?;
+                json!({ "length": value.len() })
+            }
+            _ => return Err(respawn_plugin_sdk::unknown_operation(&ctx)),
+        };
+        respawn_plugin_sdk::outputs(&out)
+    }
+}
+
+export_plugin!(Echo);

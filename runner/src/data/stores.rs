@@ -1,0 +1,211 @@
+//! Named stores of a run and the host-native blob copy.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use sha2::{Digest, Sha256};
+
+use crate::workflow::load::hex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("store URL `{url}`: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("{key}: not found")]
+    NotFound { key: String },
+    #[error("digest mismatch for {key}: expected sha256:{expected}, got sha256:{actual}")]
+    DigestMismatch {
+        key: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("invalid key `{key}`: {why}")]
+    BadKey { key: String, why: String },
+    #[error("store error: {0}")]
+    Store(#[from] object_store::Error),
+}
+
+impl DataError {
+    /// True when trying again may succeed (network trouble, throttling), false for definite answers.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DataError::Store(e) if !matches!(e,
+            object_store::Error::NotFound { .. }
+                | object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. }
+                | object_store::Error::NotSupported { .. }
+                | object_store::Error::InvalidPath { .. }
+                | object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }))
+    }
+}
+
+/// Opens a store URL. Relative `file://` paths are resolved against `base_dir` (the workflow's directory) and
+/// created if missing.
+pub fn open_store(url: &str, base_dir: &Path) -> Result<Arc<dyn ObjectStore>, DataError> {
+    let bad = |why: &str| DataError::BadUrl {
+        url: url.to_string(),
+        why: why.to_string(),
+    };
+    if let Some(rest) = url.strip_prefix("file://") {
+        if rest.is_empty() {
+            return Err(bad("empty path"));
+        }
+        let dir = if Path::new(rest).is_absolute() {
+            Path::new(rest).to_path_buf()
+        } else {
+            base_dir.join(rest)
+        };
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| bad(&format!("cannot create {}: {e}", dir.display())))?;
+        let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(&e.to_string()))?;
+        return Ok(Arc::new(fs.with_automatic_cleanup(true)));
+    }
+    if url.starts_with("memory://") {
+        return Ok(Arc::new(InMemory::new()));
+    }
+    Err(bad("this build supports file:// and memory:// stores"))
+}
+
+/// Parses an object key, refusing `..`, empty segments and absolute keys.
+pub fn object_path(key: &str) -> Result<ObjectPath, DataError> {
+    let bad = |why: &str| DataError::BadKey {
+        key: key.to_string(),
+        why: why.to_string(),
+    };
+    if key.starts_with('/') {
+        return Err(bad("keys are relative"));
+    }
+    ObjectPath::parse(key).map_err(|e| bad(&e.to_string()))
+}
+
+/// The stores a run declared, opened once.
+#[derive(Default, Clone)]
+pub struct StoreSet {
+    stores: BTreeMap<String, Arc<dyn ObjectStore>>,
+}
+
+impl StoreSet {
+    pub fn open(urls: &BTreeMap<String, String>, base_dir: &Path) -> Result<StoreSet, DataError> {
+        let mut stores = BTreeMap::new();
+        for (name, url) in urls {
+            stores.insert(name.clone(), open_store(url, base_dir)?);
+        }
+        Ok(StoreSet { stores })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn ObjectStore>> {
+        self.stores.get(name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyResult {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Streams `from_key` into `to_key`, hashing as the bytes flow. Memory stays bounded by the multipart chunk
+/// size. With `expected_sha256`, a mismatch aborts the upload, so no object is left at `to_key`.
+pub async fn copy_blob(
+    from: &dyn ObjectStore,
+    from_key: &str,
+    to: &dyn ObjectStore,
+    to_key: &str,
+    expected_sha256: Option<&str>,
+    mut progress: impl FnMut(u64),
+) -> Result<CopyResult, DataError> {
+    let src = object_path(from_key)?;
+    let dst = object_path(to_key)?;
+    let got = from.get(&src).await.map_err(|e| match e {
+        object_store::Error::NotFound { .. } => DataError::NotFound {
+            key: from_key.to_string(),
+        },
+        other => DataError::Store(other),
+    })?;
+    let mut stream = got.into_stream();
+    let mut writer = WriteMultipart::new(to.put_multipart(&dst).await?);
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(e.into());
+            }
+        };
+        hasher.update(&chunk);
+        bytes += chunk.len() as u64;
+        progress(bytes);
+        // Backpressure: at most a few parts in flight.
+        if let Err(e) = writer.wait_for_capacity(4).await {
+            let _ = writer.abort().await;
+            return Err(e.into());
+        }
+        writer.write(&chunk);
+    }
+    let actual = hex(&hasher.finalize());
+    if let Some(expected) = expected_sha256 {
+        let expected = expected.strip_prefix("sha256:").unwrap_or(expected);
+        if !expected.eq_ignore_ascii_case(&actual) {
+            let _ = writer.abort().await;
+            return Err(DataError::DigestMismatch {
+                key: from_key.to_string(),
+                expected: expected.to_string(),
+                actual,
+            });
+        }
+    }
+    writer.finish().await?;
+    Ok(CopyResult {
+        bytes,
+        sha256: actual,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::PutPayload;
+
+    #[tokio::test]
+    async fn copy_checks_the_digest_and_leaves_nothing_on_mismatch() {
+        let src = InMemory::new();
+        let dst = InMemory::new();
+        src.put(
+            &object_path("a/blob").unwrap(),
+            PutPayload::from_static(b"hello"),
+        )
+        .await
+        .unwrap();
+        let ok = copy_blob(&src, "a/blob", &dst, "b/blob", None, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(ok.bytes, 5);
+        assert_eq!(
+            ok.sha256,
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        let err = copy_blob(&src, "a/blob", &dst, "c/blob", Some("sha256:00"), |_| {})
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DataError::DigestMismatch { .. }), "{err}");
+        assert!(
+            dst.head(&object_path("c/blob").unwrap()).await.is_err(),
+            "mismatched blob must not be left"
+        );
+    }
+
+    #[test]
+    fn keys_cannot_escape() {
+        assert!(object_path("../etc/passwd").is_err());
+        assert!(object_path("/abs").is_err());
+        assert!(object_path("images/site/blobs/sha256/ab").is_ok());
+    }
+}

@@ -7,6 +7,7 @@
 
 pub mod data;
 pub mod engine;
+pub mod host;
 pub mod plan;
 pub mod ui;
 pub mod workflow;

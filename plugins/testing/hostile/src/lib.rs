@@ -94,9 +94,13 @@ impl Plugin for Hostile {
                 respawn_plugin_sdk::outputs(&json!({ "depth": n }))
             }
             "huge-output" => {
-                // 100 MB of output JSON.
-                let big = "x".repeat(100 << 20);
-                Ok(format!("{{\"big\":\"{big}\"}}"))
+                // 100 MB of output JSON, built in one allocation so the output cap (not memory) is what trips.
+                let size = 100 << 20;
+                let mut out = String::with_capacity(size + 16);
+                out.push_str("{\"big\":\"");
+                out.extend(std::iter::repeat_n('x', size));
+                out.push_str("\"}");
+                Ok(out)
             }
             "trap" => {
                 #[cfg(target_arch = "wasm32")]

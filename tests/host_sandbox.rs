@@ -1,0 +1,344 @@
+//! The plugin host against real components: hostile plugins fail only their own step, with the right kind and
+//! the capability named; a well-behaved sibling in the same host succeeds; state, secrets and the compile cache
+//! behave as plugins and operators rely on.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use respawn::engine::{Mode, Phase, StepCall, StepError, StepExecutor};
+use respawn::host::sources::{PluginBytes, TEST_PLUGINS_DIR};
+use respawn::host::{Host, HostError, RunResources};
+use respawn::workflow::{Grants, Limits};
+use serde_json::json;
+
+fn plugin(file: &str) -> PluginBytes {
+    let path = Path::new(TEST_PLUGINS_DIR).join(file);
+    PluginBytes::new(
+        &format!("file://{}", path.display()),
+        std::fs::read(&path).expect("test plugin built"),
+    )
+    .unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("respawn-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn host(name: &str) -> Host {
+    let dir = scratch(name);
+    let mut run = RunResources::new(dir.clone());
+    let mut secrets = BTreeMap::new();
+    secrets.insert("db_password".to_string(), "hunter22".to_string());
+    run.secrets = Arc::new(secrets);
+    Host::with_cache_dir(run, Some(dir.join("cache"))).unwrap()
+}
+
+fn call(plugin: &str, op: &str, params: serde_json::Value, grants: Grants) -> StepCall {
+    StepCall {
+        run_id: "test-run".into(),
+        step_id: format!("{plugin}-{op}"),
+        plugin: plugin.into(),
+        operation: op.into(),
+        phase: Phase::Apply,
+        mode: Mode::Drill,
+        attempt: 1,
+        params,
+        grants,
+        limits: Limits::default(),
+        timeout: Duration::from_secs(20),
+        state: BTreeMap::new(),
+    }
+}
+
+fn grants(yaml: &str) -> Grants {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plugins_fail_only_their_own_step() {
+    let host = host("hostile");
+    host.load("hostile", &plugin("respawn_testing_hostile.wasm"))
+        .await
+        .unwrap();
+    host.load("echo", &plugin("respawn_testing_echo.wasm"))
+        .await
+        .unwrap();
+    let outside = std::env::temp_dir().join(format!("respawn-pwned-{}", std::process::id()));
+    let _ = std::fs::remove_file(&outside);
+
+    // (operation, params, grants, expected kind, text the error must contain)
+    let cases: Vec<(&str, serde_json::Value, Grants, &str, &str)> = vec![
+        (
+            "read-host-file",
+            json!({"path": "/etc/passwd"}),
+            Grants::default(),
+            "denied",
+            "files",
+        ),
+        (
+            "write-outside",
+            json!({"path": outside.display().to_string()}),
+            Grants::default(),
+            "denied",
+            "files",
+        ),
+        (
+            "http-not-allowed",
+            json!({"url": "http://127.0.0.1:9/steal"}),
+            grants("http: ['http://localhost:8080']"),
+            "denied",
+            "http",
+        ),
+        (
+            "exec-not-granted",
+            json!({"program": "sh"}),
+            grants("exec: [python3]"),
+            "denied",
+            "exec",
+        ),
+        (
+            "secret-not-granted",
+            json!({"name": "db_password"}),
+            Grants::default(),
+            "denied",
+            "secrets",
+        ),
+        (
+            "store-not-granted",
+            json!({"store": "backups"}),
+            Grants::default(),
+            "denied",
+            "stores",
+        ),
+        (
+            "infinite-loop",
+            json!({}),
+            Grants::default(),
+            "timeout",
+            "timed out",
+        ),
+        (
+            "memory-bomb",
+            json!({}),
+            Grants::default(),
+            "out-of-memory",
+            "limit",
+        ),
+        ("deep-recursion", json!({}), Grants::default(), "trap", ""),
+        (
+            "huge-output",
+            json!({}),
+            Grants::default(),
+            "contract",
+            "outputs are",
+        ),
+        ("trap", json!({}), Grants::default(), "trap", "unreachable"),
+        (
+            "panic",
+            json!({}),
+            Grants::default(),
+            "trap",
+            "panics on purpose",
+        ),
+    ];
+    let mut calls = Vec::new();
+    for (op, params, g, _, _) in &cases {
+        let mut c = call("hostile", op, params.clone(), g.clone());
+        if *op == "infinite-loop" {
+            c.timeout = Duration::from_secs(1);
+        }
+        calls.push(host.execute(c));
+    }
+    let sibling = host.execute(call(
+        "echo",
+        "echo",
+        json!({"hello": "world"}),
+        Grants::default(),
+    ));
+    let (results, sibling) = tokio::join!(futures::future::join_all(calls), sibling);
+
+    let out = sibling
+        .outcome
+        .expect("the well-behaved sibling step succeeds");
+    assert_eq!(out["params"]["hello"], "world");
+    for ((op, _, _, kind, text), result) in cases.iter().zip(results) {
+        let err = result
+            .outcome
+            .expect_err(&format!("hostile `{op}` must fail"));
+        assert_eq!(err.kind(), *kind, "`{op}`: {err}");
+        assert!(
+            err.to_string().contains(text),
+            "`{op}`: `{err}` should mention `{text}`"
+        );
+        if *kind == "denied" {
+            let StepError::Denied { capability, .. } = &err else {
+                unreachable!()
+            };
+            assert_eq!(capability, text, "`{op}` names the capability");
+        }
+    }
+    assert!(
+        !outside.exists(),
+        "write-outside must not have written {}",
+        outside.display()
+    );
+}
+
+#[tokio::test]
+async fn a_plugin_whose_describe_lies_is_refused_at_load() {
+    let host = host("liar");
+    let err = host
+        .load("liar", &plugin("respawn_testing_liar.wasm"))
+        .await
+        .err()
+        .expect("refused");
+    let HostError::BadDescribe { problems, .. } = &err else {
+        panic!("{err}")
+    };
+    let text = problems.join("\n");
+    assert!(
+        text.contains("operation `volume` is listed twice"),
+        "{text}"
+    );
+    assert!(text.contains("not a JSON Schema"), "{text}");
+    assert!(text.contains("not semver"), "{text}");
+}
+
+#[tokio::test]
+async fn state_survives_attempts_and_plan_writes_nothing() {
+    let host = host("state");
+    host.load("echo", &plugin("respawn_testing_echo.wasm"))
+        .await
+        .unwrap();
+    let first = host
+        .execute(call("echo", "state", json!({}), Grants::default()))
+        .await;
+    assert_eq!(first.outcome.unwrap()["count"], 1);
+    assert_eq!(first.state.get("count").map(String::as_str), Some("1"));
+
+    let mut again = call("echo", "state", json!({}), Grants::default());
+    again.attempt = 2;
+    again.state = first.state.clone();
+    let second = host.execute(again).await;
+    assert_eq!(second.outcome.unwrap()["count"], 2);
+
+    let mut plan = call("echo", "state", json!({}), Grants::default());
+    plan.phase = Phase::Plan;
+    plan.state = second.state.clone();
+    let planned = host.execute(plan).await;
+    assert_eq!(planned.outcome.unwrap()["count"], 3, "plan sees the state");
+    assert_eq!(
+        planned.state.get("count").map(String::as_str),
+        Some("2"),
+        "plan wrote nothing"
+    );
+}
+
+#[tokio::test]
+async fn granted_secret_reaches_the_plugin_only() {
+    let host = host("secret");
+    host.load("echo", &plugin("respawn_testing_echo.wasm"))
+        .await
+        .unwrap();
+    let ok = host
+        .execute(call(
+            "echo",
+            "secret",
+            json!({"name": "db_password"}),
+            grants("secrets: [db_password]"),
+        ))
+        .await;
+    assert_eq!(ok.outcome.unwrap()["length"], 8);
+    let denied = host
+        .execute(call(
+            "echo",
+            "secret",
+            json!({"name": "db_password"}),
+            Grants::default(),
+        ))
+        .await;
+    let err = denied.outcome.unwrap_err();
+    assert_eq!(err.kind(), "denied");
+    assert!(
+        !err.to_string().contains("hunter22"),
+        "the value never appears in errors"
+    );
+}
+
+#[tokio::test]
+async fn plugin_failures_keep_their_kind_and_retryability() {
+    let host = host("fail");
+    host.load("echo", &plugin("respawn_testing_echo.wasm"))
+        .await
+        .unwrap();
+    let params = json!({"kind": "unavailable", "message": "registry down", "retryable": true});
+    let err = host
+        .execute(call("echo", "fail", params, Grants::default()))
+        .await
+        .outcome
+        .unwrap_err();
+    assert_eq!(err.kind(), "plugin");
+    assert!(err.retryable());
+    assert!(
+        err.to_string().contains("unavailable: registry down"),
+        "{err}"
+    );
+    let unknown = host
+        .execute(call("echo", "nope", json!({}), Grants::default()))
+        .await
+        .outcome
+        .unwrap_err();
+    assert!(
+        unknown.to_string().contains("no operation `nope`"),
+        "{unknown}"
+    );
+}
+
+#[tokio::test]
+async fn compile_cache_hits_and_survives_corruption() {
+    use respawn::host::cache::CacheOutcome;
+    let dir = scratch("cache");
+    let cache_dir = dir.join("cache");
+    let new_host =
+        || Host::with_cache_dir(RunResources::new(dir.clone()), Some(cache_dir.clone())).unwrap();
+    let echo = plugin("respawn_testing_echo.wasm");
+
+    let first = new_host().load("echo", &echo).await.unwrap();
+    assert_eq!(first.compile, CacheOutcome::Compiled);
+    let second = new_host().load("echo", &echo).await.unwrap();
+    assert_eq!(second.compile, CacheOutcome::Hit);
+
+    // Corrupt every entry: truncate one byte and flip another.
+    for entry in std::fs::read_dir(cache_dir.join("components")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.pop();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let host = new_host();
+    let third = host.load("echo", &echo).await.unwrap();
+    assert_eq!(
+        third.compile,
+        CacheOutcome::Compiled,
+        "a corrupt entry is recompiled, never trusted"
+    );
+    let out = host
+        .execute(call("echo", "echo", json!({"x": 1}), Grants::default()))
+        .await;
+    assert_eq!(out.outcome.unwrap()["params"]["x"], 1);
+
+    std::fs::remove_dir_all(&cache_dir).unwrap();
+    let fourth = new_host().load("echo", &echo).await.unwrap();
+    assert_eq!(
+        fourth.compile,
+        CacheOutcome::Compiled,
+        "a deleted cache is rebuilt"
+    );
+}

@@ -50,6 +50,15 @@ fn main() {
             cmd.env_remove(&key);
         }
     }
+    // Reproducible across checkouts: paths baked into panic messages must not depend on where the repository or
+    // the cargo home lives, or a respawn.lock written on one machine would not match a build on another.
+    let cargo_home = env::var("CARGO_HOME")
+        .unwrap_or_else(|_| format!("{}/.cargo", env::var("HOME").unwrap_or_default()));
+    let flags = [
+        format!("--remap-path-prefix={}=/respawn/plugins", plugins.display()),
+        format!("--remap-path-prefix={cargo_home}=/cargo"),
+    ];
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", flags.join("\u{1f}"));
     let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("cannot run cargo for the plugins: {e}"));

@@ -1,6 +1,9 @@
 //! The `respawn` command line: parse, call the library, print. No logic a test would want lives here.
 
+mod lock;
 mod plan;
+mod plugin;
+mod setup;
 mod validate;
 
 use std::path::PathBuf;
@@ -170,12 +173,20 @@ pub enum ImageCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
-    /// List the builtin plugins.
+    /// List the builtin plugins with their digests and operations.
     List,
-    /// Show a plugin's name, version, digest, operations and wanted capabilities.
-    Inspect { plugin: String },
-    /// Scaffold a new plugin crate.
-    New { name: String },
+    /// Show a plugin's name, version, digest, operations with their param schemas, and wanted capabilities.
+    Inspect {
+        /// builtin:NAME@VERSION, file://PATH or a path to a .wasm component.
+        plugin: String,
+    },
+    /// Scaffold a new plugin crate in ./NAME.
+    New {
+        name: String,
+        /// Path of plugins/sdk (default: the SDK of the source tree this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 /// Runs a parsed command line and maps the outcome to an exit code.
@@ -189,9 +200,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Runs(_) => not_built("runs"),
         Command::Report(_) => not_built("report"),
         Command::Audit(_) => not_built("audit verify"),
-        Command::Lock(_) => not_built("lock"),
+        Command::Lock(args) => lock::run(args),
         Command::Image(_) => not_built("image"),
-        Command::Plugin(_) => not_built("plugin"),
+        Command::Plugin(command) => plugin::run(command),
     };
     match result {
         Ok(code) => ExitCode::from(code),

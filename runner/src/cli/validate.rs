@@ -1,9 +1,11 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use respawn::host::workflow_plugins::LockPolicy;
+use respawn::workflow::lock::{LockError, LockFile};
 use respawn::workflow::{self, Invalid, validate};
 
-use super::exit;
+use super::{exit, setup};
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -11,17 +13,38 @@ pub struct ValidateArgs {
     pub workflow: PathBuf,
 }
 
+/// Checks the file, loads every plugin (checking `respawn.lock` when there is one) and checks each `uses`
+/// against the operations the plugin exports.
 pub fn run(args: ValidateArgs) -> anyhow::Result<u8> {
     let loaded = workflow::load_file(&args.workflow)?;
-    let diagnostics = validate::validate(&loaded, None);
+    let lock = match LockFile::read(&loaded.path) {
+        Ok(lock) => Some(lock),
+        Err(LockError::Missing { .. }) => None,
+        Err(e) => return Err(super::Usage(e.to_string()).into()),
+    };
+    let host = setup::host_for(&loaded, false)?;
+    let plugins = setup::runtime()?.block_on(setup::load_plugins(
+        &host,
+        &loaded,
+        LockPolicy::IfPresent(lock.as_ref()),
+    ));
+    let mut diagnostics = validate::validate(&loaded, Some(&plugins));
+    diagnostics.extend(plugins.diagnostics(&loaded));
     if !diagnostics.is_empty() {
+        diagnostics.sort_by_key(|d| (d.pos.line, d.pos.col));
         return Err(Invalid { diagnostics }.into());
     }
+    let w = &loaded.workflow;
+    let locked = if lock.is_some() {
+        "plugins match respawn.lock"
+    } else {
+        "no respawn.lock yet"
+    };
     println!(
-        "{}: valid ({} {}, sha256 {})",
+        "{}: valid ({} {}, sha256 {}; {locked})",
         args.workflow.display(),
-        loaded.workflow.name,
-        loaded.workflow.version,
+        w.name,
+        w.version,
         loaded.sha256
     );
     Ok(exit::OK)

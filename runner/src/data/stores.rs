@@ -48,6 +48,16 @@ impl DataError {
 /// Opens a store URL. Relative `file://` paths are resolved against `base_dir` (the workflow's directory) and
 /// created if missing.
 pub fn open_store(url: &str, base_dir: &Path) -> Result<Arc<dyn ObjectStore>, DataError> {
+    open_store_with(url, base_dir, true)
+}
+
+/// Like [`open_store`]; with `create` false, a missing `file://` directory is not created and reads as an empty
+/// store (what `plan` needs: it must change nothing).
+pub fn open_store_with(
+    url: &str,
+    base_dir: &Path,
+    create: bool,
+) -> Result<Arc<dyn ObjectStore>, DataError> {
     let bad = |why: &str| DataError::BadUrl {
         url: url.to_string(),
         why: why.to_string(),
@@ -61,6 +71,9 @@ pub fn open_store(url: &str, base_dir: &Path) -> Result<Arc<dyn ObjectStore>, Da
         } else {
             base_dir.join(rest)
         };
+        if !create && !dir.exists() {
+            return Ok(Arc::new(InMemory::new()));
+        }
         std::fs::create_dir_all(&dir)
             .map_err(|e| bad(&format!("cannot create {}: {e}", dir.display())))?;
         let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(&e.to_string()))?;
@@ -92,9 +105,18 @@ pub struct StoreSet {
 
 impl StoreSet {
     pub fn open(urls: &BTreeMap<String, String>, base_dir: &Path) -> Result<StoreSet, DataError> {
+        StoreSet::open_with(urls, base_dir, true)
+    }
+
+    /// Opens every store; with `create` false nothing is created on disk (see [`open_store_with`]).
+    pub fn open_with(
+        urls: &BTreeMap<String, String>,
+        base_dir: &Path,
+        create: bool,
+    ) -> Result<StoreSet, DataError> {
         let mut stores = BTreeMap::new();
         for (name, url) in urls {
-            stores.insert(name.clone(), open_store(url, base_dir)?);
+            stores.insert(name.clone(), open_store_with(url, base_dir, create)?);
         }
         Ok(StoreSet { stores })
     }

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod limits;
 pub mod sources;
 pub mod state;
+pub mod workflow_plugins;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1,0 +1,42 @@
+//! Shared start-up of commands that run plugins: a tokio runtime, the run's resources and its plugins.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use respawn::data::StoreSet;
+use respawn::host::workflow_plugins::{self, LockPolicy, PluginSet};
+use respawn::host::{Host, RunResources};
+use respawn::workflow::LoadedWorkflow;
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Secret values from the runner's environment; missing ones are simply absent (a step that asks gets
+/// `not-found`, a step that is not granted gets `denied`).
+pub fn read_secrets(loaded: &LoadedWorkflow) -> BTreeMap<String, String> {
+    loaded
+        .workflow
+        .secrets
+        .iter()
+        .filter_map(|(name, spec)| std::env::var(&spec.env).ok().map(|v| (name.clone(), v)))
+        .collect()
+}
+
+/// A host for `loaded`; with `create_stores` false, nothing is created on disk.
+pub fn host_for(loaded: &LoadedWorkflow, create_stores: bool) -> anyhow::Result<Host> {
+    let mut run = RunResources::new(loaded.base_dir().to_path_buf());
+    run.stores = StoreSet::open_with(&loaded.workflow.stores, loaded.base_dir(), create_stores)?;
+    run.secrets = Arc::new(read_secrets(loaded));
+    Ok(Host::new(run)?)
+}
+
+pub async fn load_plugins(
+    host: &Host,
+    loaded: &LoadedWorkflow,
+    policy: LockPolicy<'_>,
+) -> PluginSet {
+    workflow_plugins::load_all(host, loaded, policy).await
+}

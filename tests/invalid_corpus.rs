@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! # expect: LINE:COL: SUBSTRING     (one or more; each must match some `FILE:LINE:COL: message` on stderr)
+//! # absent: SUBSTRING               (optional, repeatable; no line of stderr may contain it)
 //! # command: plan --param k=v       (optional; default `validate`; the file goes right after the subcommand)
 //! ```
 //!
@@ -104,6 +105,8 @@ struct Fixture {
     path: PathBuf,
     name: String,
     expects: Vec<Expect>,
+    /// Substrings no line of stderr may contain (a spurious extra diagnostic).
+    absent: Vec<String>,
     /// Subcommand and extra arguments; the file goes between them.
     command: Vec<String>,
 }
@@ -137,6 +140,7 @@ fn parse_fixture(path: &Path) -> Result<Fixture, String> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut expects = Vec::new();
+    let mut absent = Vec::new();
     let mut command = vec!["validate".to_string()];
     for line in bytes.split(|b| *b == b'\n') {
         if !line.starts_with(b"#") {
@@ -146,6 +150,12 @@ fn parse_fixture(path: &Path) -> Result<Fixture, String> {
         let line = line.trim_end_matches('\r');
         if let Some(raw) = line.strip_prefix("# expect:") {
             expects.push(parse_expect(raw.trim_start()).map_err(|e| format!("{name}: {e}"))?);
+        } else if let Some(raw) = line.strip_prefix("# absent:") {
+            let text = raw.trim();
+            if text.is_empty() {
+                return Err(format!("{name}: empty `# absent:`"));
+            }
+            absent.push(text.to_string());
         } else if let Some(raw) = line.strip_prefix("# command:") {
             command = raw.split_whitespace().map(str::to_string).collect();
             if command.is_empty() {
@@ -160,6 +170,7 @@ fn parse_fixture(path: &Path) -> Result<Fixture, String> {
         path: path.to_path_buf(),
         name,
         expects,
+        absent,
         command,
     })
 }
@@ -215,6 +226,11 @@ fn check(f: &Fixture, o: &Outcome) -> Vec<String> {
                 "no diagnostic `{}:{}: …{}…`",
                 e.line, e.col, e.text
             ));
+        }
+    }
+    for text in &f.absent {
+        if let Some(line) = o.stderr.lines().find(|l| l.contains(text.as_str())) {
+            problems.push(format!("unexpected diagnostic containing `{text}`: {line}"));
         }
     }
     problems

@@ -22,6 +22,7 @@
 //! grants; a denial comes back as a [`Failure`] of kind [`FailureKind::Denied`] naming the capability.
 
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "provider",

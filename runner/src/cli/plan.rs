@@ -100,6 +100,12 @@ async fn ask_plugins(
         let Some(planned) = plan.steps.iter_mut().find(|s| s.id == id) else {
             continue;
         };
+        // Like "known after apply": params that read step outputs cannot be planned with real values.
+        let pending = unresolved(&planned.with);
+        if !pending.is_empty() {
+            planned.would = Some(serde_json::json!({ "known_after_apply": pending }));
+            continue;
+        }
         let call = StepCall {
             run_id: "plan".into(),
             step_id: id.clone(),
@@ -124,4 +130,14 @@ async fn ask_plugins(
         });
     }
     failed
+}
+
+/// The strings of `with` that still hold expressions (they read outputs of earlier steps).
+fn unresolved(value: &serde_json::Value) -> Vec<String> {
+    match value {
+        serde_json::Value::String(s) if respawn::workflow::expr::has_expr(s) => vec![s.clone()],
+        serde_json::Value::Array(items) => items.iter().flat_map(unresolved).collect(),
+        serde_json::Value::Object(map) => map.values().flat_map(unresolved).collect(),
+        _ => Vec::new(),
+    }
 }

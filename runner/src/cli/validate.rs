@@ -22,7 +22,10 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<u8> {
         Err(LockError::Missing { .. }) => None,
         Err(e) => return Err(super::Usage(e.to_string()).into()),
     };
-    let host = setup::host_for(&loaded, false)?;
+    // Validation runs no step, so the host needs no stores or secrets.
+    let host = respawn::host::Host::new(respawn::host::RunResources::new(
+        loaded.base_dir().to_path_buf(),
+    ))?;
     let plugins = setup::runtime()?.block_on(setup::load_plugins(
         &host,
         &loaded,

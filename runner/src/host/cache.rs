@@ -61,10 +61,10 @@ impl CompileCache {
         bytes: &[u8],
         sha256: &str,
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
-        if let Some(path) = self.entry(sha256) {
-            if let Some(component) = read_entry(engine, &path) {
-                return Ok((component, CacheOutcome::Hit));
-            }
+        if let Some(path) = self.entry(sha256)
+            && let Some(component) = read_entry(engine, &path)
+        {
+            return Ok((component, CacheOutcome::Hit));
         }
         let compiled = engine.precompile_component(bytes)?;
         if let Some(path) = self.entry(sha256)

@@ -460,16 +460,19 @@ fn classify_trap(
         Some(trap) => trap.to_string(),
         None => format!("{err:#}"),
     };
-    // A Rust panic prints its message to stderr just before trapping: keep its last line.
+    // A Rust panic prints "thread … panicked at FILE:LINE:" and its message to stderr just before trapping.
     let captured = stderr.contents();
-    if let Some(last) = String::from_utf8_lossy(&captured)
+    let text = String::from_utf8_lossy(&captured);
+    let lines: Vec<&str> = text
         .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-    {
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with"))
+        .collect();
+    if !lines.is_empty() {
+        let tail = lines[lines.len().saturating_sub(2)..].join(" ");
         message.push_str(&format!(
             "; stderr: {}",
-            last.chars().take(500).collect::<String>()
+            tail.chars().take(500).collect::<String>()
         ));
     }
     StepError::Trap {

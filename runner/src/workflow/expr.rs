@@ -4,9 +4,10 @@
 //! no secrets. Undefined names are errors, never empty strings. A string that is exactly one expression keeps the
 //! expression's type (a number stays a number); otherwise the pieces are joined as text.
 
-use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use minijinja::value::{Enumerator, Object};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 use serde::Serialize;
 
@@ -147,6 +148,115 @@ fn eval_in(source: &str, ctx: &Value) -> Result<Value, ExprError> {
         });
     }
     Ok(value)
+}
+
+/// What validation evaluates an expression against: every declared param, the run fields, and for each step an
+/// expression may read (its ancestors) an `outputs` that has any attribute or item.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeScope {
+    /// Declared params with their default, or a placeholder of their type.
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Ids of the steps whose outputs are visible.
+    pub steps: BTreeSet<String>,
+}
+
+/// The result of [`probe`]: how the evaluation ended, and every lookup that found nothing.
+#[derive(Debug)]
+pub struct Probed {
+    pub result: Result<Value, ExprError>,
+    /// Each miss as a path: `["params", "x"]`, `["steps", "b"]`, `["steps", "a", "status"]`, `["run", "date"]`.
+    pub misses: Vec<Vec<String>>,
+}
+
+/// Evaluates `source` against `scope`, recording every lookup in `params`, `run` or `steps` that found nothing.
+///
+/// This sees what [`references`] cannot: `params['x']`, `steps['my-id'].outputs` and other `[…]` lookups.
+pub fn probe(source: &str, scope: &ProbeScope) -> Probed {
+    let misses: Misses = Arc::default();
+    let table = |path: &str, entries: BTreeMap<String, Value>| {
+        Value::from_object(ProbeTable {
+            path: vec![path.to_string()],
+            entries,
+            misses: misses.clone(),
+        })
+    };
+    let params = scope
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(minijinja::value::Serde(v))))
+        .collect();
+    let run = RUN_FIELDS
+        .iter()
+        .map(|f| (f.to_string(), Value::from("")))
+        .collect();
+    let steps = scope
+        .steps
+        .iter()
+        .map(|id| {
+            let outputs = BTreeMap::from([("outputs".to_string(), Value::from_object(Anything))]);
+            let step = Value::from_object(ProbeTable {
+                path: vec!["steps".to_string(), id.clone()],
+                entries: outputs,
+                misses: misses.clone(),
+            });
+            (id.clone(), step)
+        })
+        .collect();
+    let ctx = Value::from(BTreeMap::from([
+        ("params", table("params", params)),
+        ("run", table("run", run)),
+        ("steps", table("steps", steps)),
+    ]));
+    let result = eval_in(source, &ctx);
+    let misses = std::mem::take(&mut *misses.lock().unwrap_or_else(|e| e.into_inner()));
+    Probed { result, misses }
+}
+
+/// Names that `run.` exposes to expressions.
+pub const RUN_FIELDS: [&str; 3] = ["id", "mode", "started_at"];
+
+type Misses = Arc<Mutex<Vec<Vec<String>>>>;
+
+/// A map of known entries that records every lookup of an unknown one.
+#[derive(Debug)]
+struct ProbeTable {
+    path: Vec<String>,
+    entries: BTreeMap<String, Value>,
+    misses: Misses,
+}
+
+impl Object for ProbeTable {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        if let Some(found) = key.as_str().and_then(|k| self.entries.get(k)) {
+            return Some(found.clone());
+        }
+        let mut path = self.path.clone();
+        path.push(key.as_str().map_or_else(|| key.to_string(), str::to_string));
+        self.misses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(path);
+        None
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Values(
+            self.entries
+                .keys()
+                .map(|k| Value::from(k.as_str()))
+                .collect(),
+        )
+    }
+}
+
+/// Stands for step outputs not known before a run: every attribute or item exists.
+#[derive(Debug)]
+struct Anything;
+
+impl Object for Anything {
+    fn get_value(self: &Arc<Self>, _key: &Value) -> Option<Value> {
+        Some(Value::from_object(Anything))
+    }
 }
 
 /// Evaluates a `when:` condition.
@@ -325,6 +435,28 @@ mod tests {
             &scope(),
         );
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn probes_record_what_is_missing() {
+        let mut scope = ProbeScope::default();
+        scope.params.insert("region".into(), json!("eu"));
+        scope.steps.insert("db-1".into());
+        let ok = probe(
+            "steps['db-1'].outputs.a['b'][0] ~ params['region'] ~ run.mode",
+            &scope,
+        );
+        assert!(ok.result.is_ok(), "{:?}", ok.result);
+        assert!(ok.misses.is_empty());
+        let bad = probe("params['x'] ~ steps['c'].outputs.y", &scope);
+        assert!(matches!(
+            bad.result,
+            Err(ExprError::Eval {
+                undefined: true,
+                ..
+            })
+        ));
+        assert_eq!(bad.misses, [vec!["params", "x"], vec!["steps", "c"]]);
     }
 
     #[test]

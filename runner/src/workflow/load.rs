@@ -69,21 +69,30 @@ pub fn load_bytes(path: &Path, bytes: Vec<u8>) -> Result<LoadedWorkflow, Invalid
             + 1;
         err(Pos { line, col }, "workflow is not valid UTF-8".to_string())
     })?;
-    if text.trim().is_empty() {
-        return Err(err(
+    let empty = || {
+        err(
             Pos::START,
             "workflow is empty; expected a mapping with `respawn: 1`".to_string(),
-        ));
+        )
+    };
+    if text.trim().is_empty() {
+        return Err(empty());
     }
-    let workflow: Workflow = serde_yaml::from_str(text).map_err(|e| {
-        let pos = e.location().map_or(Pos::START, |l| Pos {
-            line: l.line(),
-            col: l.column(),
-        });
-        err(pos, yaml_message(&e))
-    })?;
-    let sha256 = hex(&Sha256::digest(&bytes));
+    // Positions come from a second, event-level parse; it also finds what serde_yaml reports badly or not at all:
+    // repeated keys, a second document, and a file of nothing but comments.
     let source = SourceMap::build(text);
+    if source.is_empty_document() {
+        return Err(empty());
+    }
+    let workflow: Workflow = match serde_yaml::from_str(text) {
+        Ok(w) => w,
+        Err(e) => {
+            return Err(Invalid {
+                diagnostics: yaml_diagnostics(path, &e, &source),
+            });
+        }
+    };
+    let sha256 = hex(&Sha256::digest(&bytes));
     Ok(LoadedWorkflow {
         path: path.to_path_buf(),
         bytes,
@@ -93,13 +102,71 @@ pub fn load_bytes(path: &Path, bytes: Vec<u8>) -> Result<LoadedWorkflow, Invalid
     })
 }
 
-/// serde_yaml's message without its trailing " at line L column C", which the diagnostic already shows.
-fn yaml_message(e: &serde_yaml::Error) -> String {
-    let text = e.to_string();
-    match text.rfind(" at line ") {
-        Some(cut) => text[..cut].to_string(),
-        None => text,
+/// The problems behind a serde_yaml error, each at the best position known.
+fn yaml_diagnostics(path: &Path, e: &serde_yaml::Error, source: &SourceMap) -> Vec<Diagnostic> {
+    let mut diags: Vec<Diagnostic> = source
+        .duplicate_keys
+        .iter()
+        .map(|(key_path, pos)| Diagnostic::new(path, *pos, duplicate_key_message(key_path)))
+        .collect();
+    let pos = e.location().map_or(Pos::START, |l| Pos {
+        line: l.line(),
+        col: l.column(),
+    });
+    let message = yaml_message(e, pos);
+    if message.starts_with(MORE_THAN_ONE_DOCUMENT) {
+        let pos = source.documents.get(1).map_or(pos, |d| d.start);
+        diags.push(Diagnostic::new(
+            path,
+            pos,
+            "a second YAML document starts here; a workflow file holds exactly one document",
+        ));
+    } else if diags.is_empty() || !is_duplicate_error(&message) {
+        // serde_yaml's own duplicate error points at the mapping, not at the key: the ones above replace it.
+        diags.push(Diagnostic::new(path, pos, message));
     }
+    diags.sort_by_key(|d| (d.pos.line, d.pos.col));
+    diags
+}
+
+/// The message for a key repeated in one mapping; `key_path` is the path of the repeated key.
+pub fn duplicate_key_message(key_path: &str) -> String {
+    match key_path.rsplit_once('.') {
+        Some((_, key)) => format!("duplicate key `{key}` (in `{key_path}`)"),
+        None => format!("duplicate key `{key_path}`"),
+    }
+}
+
+const MORE_THAN_ONE_DOCUMENT: &str = "deserializing from YAML containing more than one document";
+
+fn is_duplicate_error(message: &str) -> bool {
+    message.contains("duplicate field `") || message.contains("duplicate entry ")
+}
+
+/// serde_yaml's message, made to read well next to the diagnostic's own `line:col`.
+///
+/// The location equal to `pos` is dropped, since the diagnostic already shows it. A syntax error's context keeps its
+/// own location ("…, while parsing a flow sequence started at line 12 column 12"). serde_yaml's limits get an
+/// explanation.
+fn yaml_message(e: &serde_yaml::Error, pos: Pos) -> String {
+    let mut text = e.to_string();
+    let own = format!(" at line {} column {}", pos.line, pos.col);
+    if text.ends_with(&own) {
+        text.truncate(text.len() - own.len());
+    } else if let Some(i) = text.find(&format!("{own}, ")) {
+        text.replace_range(i..i + own.len(), "");
+    }
+    if let Some(i) = text.find(", while ")
+        && let Some(j) = text[i..].find(" at line ")
+    {
+        text.replace_range(i + j..i + j + " at line ".len(), " started at line ");
+    }
+    if text == "repetition limit exceeded" {
+        text.push_str(": YAML aliases expand too much (alias bomb?)");
+    } else if text == "recursion limit exceeded" {
+        text.push_str(": nested deeper than serde_yaml's limit of 128 levels");
+    }
+    text
 }
 
 /// Lowercase hex of a digest.
@@ -111,4 +178,69 @@ pub fn hex(bytes: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str =
+        "respawn: 1\nname: demo\nversion: 1.0.0\nsteps:\n  - id: a\n    uses: local/run\n";
+
+    fn fail(text: &str) -> Vec<String> {
+        let err = load_str(Path::new("w.yaml"), text).expect_err("should be refused");
+        err.diagnostics
+            .iter()
+            .map(|d| format!("{}:{}: {}", d.pos.line, d.pos.col, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn bad_durations_and_sizes_point_at_the_value() {
+        let d = fail(&format!("{HEAD}    timeout: 30\n"));
+        assert_eq!(d.len(), 1);
+        assert!(d[0].starts_with("7:14: steps[0].timeout: "), "{d:?}");
+        assert!(d[0].contains("expected a duration like 90s or 5m"), "{d:?}");
+        let d = fail(&format!("{HEAD}    limits: {{ log: 3 bananas }}\n"));
+        assert!(
+            d[0].starts_with("7:20: steps[0].limits.log: invalid size"),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_replace_serdes_duplicate_field() {
+        let d = fail(&format!("{HEAD}    uses: local/other\n"));
+        assert_eq!(d, ["7:5: duplicate key `uses` (in `steps[0].uses`)"]);
+    }
+
+    #[test]
+    fn a_second_document_is_pointed_at() {
+        let d = fail(&format!("{HEAD}---\nrespawn: 1\n"));
+        assert_eq!(d.len(), 1);
+        assert!(d[0].starts_with("7:1: a second YAML document"), "{d:?}");
+    }
+
+    #[test]
+    fn comments_only_is_empty() {
+        for text in ["# nothing\n# here\n", "---\n# nothing\n", "~\n"] {
+            let d = fail(text);
+            assert_eq!(d.len(), 1);
+            assert!(
+                d[0].starts_with("1:1: workflow is empty"),
+                "{text:?}: {d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_errors_keep_their_context() {
+        let d = fail(&format!("{HEAD}    needs: [a, b\n"));
+        assert_eq!(
+            d,
+            [
+                "8:1: did not find expected ',' or ']', while parsing a flow sequence started at line 7 column 12"
+            ]
+        );
+    }
 }

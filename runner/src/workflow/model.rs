@@ -167,7 +167,8 @@ pub struct Grants {
     /// Program names the step may execute.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exec: Vec<String>,
-    /// Allowed `scheme://host:port` patterns; `*` matches any host label or port.
+    /// Allowed `http://`, `https://` or `tcp://` `host[:port]` patterns (tcp needs a port); `*` matches any host
+    /// label or port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<String>,
     /// Directory -> access. Relative paths are relative to the workflow file.
@@ -266,10 +267,25 @@ pub struct Limits {
     pub log: Option<u64>,
 }
 
+/// What a duration should look like, for messages.
+const DURATION_HINT: &str = "expected a duration like 90s or 5m";
+
+/// What a size should look like, for messages.
+const SIZE_HINT: &str = "expected a size like 256MiB, 512KiB, 1GiB or a byte count";
+
 /// Parses durations such as `90s`, `5m`, `1h30m`, `250ms`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("invalid duration `{text}` ({e}); expected e.g. 90s, 5m, 1h30m"))?;
+    let t = text.trim();
+    let numeric = t.chars().any(|c| c.is_ascii_digit())
+        && t.chars()
+            .all(|c| c.is_ascii_digit() || c == '.' || c == '-' || c == '+');
+    if numeric {
+        return Err(format!(
+            "invalid duration `{text}`: a number needs a unit; {DURATION_HINT}"
+        ));
+    }
+    let d = humantime::parse_duration(t)
+        .map_err(|e| format!("invalid duration `{text}` ({e}); {DURATION_HINT}"))?;
     if d.is_zero() {
         return Err(format!(
             "invalid duration `{text}`: must be greater than zero"
@@ -283,8 +299,7 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let bad =
-        || format!("invalid size `{text}`; expected e.g. 256MiB, 512KiB, 1GiB or a byte count");
+    let bad = || format!("invalid size `{text}`; {SIZE_HINT}");
     let n: u64 = num.parse().map_err(|_| bad())?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
@@ -299,11 +314,59 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(bad)
 }
 
+// Durations and sizes are parsed inside a `Visitor`, not after reading a `String`: an error raised while serde_yaml
+// visits the scalar carries the scalar's own position, while a later custom error only gets the enclosing mapping's.
+
+/// Reads a duration from a string (`90s`); a bare number is refused with a hint about units.
+struct DurationVisitor;
+
+impl Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(DURATION_HINT.trim_start_matches("expected "))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+        parse_duration(v).map_err(E::custom)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+        self.visit_str(&v.to_string())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+        self.visit_str(&v.to_string())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+        self.visit_str(&v.to_string())
+    }
+}
+
+/// Reads a size from a byte count (`1048576`) or a string with a unit (`1MiB`).
+struct SizeVisitor;
+
+impl Visitor<'_> for SizeVisitor {
+    type Value = u64;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(SIZE_HINT.trim_start_matches("expected "))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+        parse_bytes(v).map_err(E::custom)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+        Ok(v)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+        u64::try_from(v).map_err(|_| E::custom(format!("invalid size `{v}`: must not be negative")))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
+        Err(E::custom(format!(
+            "invalid size `{v}`: fractions are not accepted; {SIZE_HINT}"
+        )))
+    }
+}
+
 mod duration {
     use super::*;
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_duration(&text).map_err(de::Error::custom)
+        d.deserialize_any(DurationVisitor)
     }
     pub fn serialize<S: serde::Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*v).to_string())
@@ -326,18 +389,7 @@ mod duration_opt {
 mod bytes_opt {
     use super::*;
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Count(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)
-            .map_err(|_| de::Error::custom("expected a size such as 256MiB"))?
-        {
-            Raw::Count(n) => Ok(Some(n)),
-            Raw::Text(t) => parse_bytes(&t).map(Some).map_err(de::Error::custom),
-        }
+        d.deserialize_any(SizeVisitor).map(Some)
     }
     pub fn serialize<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
         match v {
@@ -359,7 +411,12 @@ mod tests {
         assert!(
             parse_duration("5 parsecs")
                 .unwrap_err()
-                .contains("expected e.g. 90s")
+                .contains("expected a duration like 90s or 5m")
+        );
+        assert!(
+            parse_duration("30")
+                .unwrap_err()
+                .contains("a number needs a unit")
         );
         assert!(
             parse_duration("0s")

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use saphyr_parser::{Event, Parser};
+use saphyr_parser::{Event, Parser, ScalarStyle};
 
 /// A 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,6 +26,26 @@ pub struct SourceMap {
     keys: HashMap<String, Pos>,
     /// Keys that appear twice in one mapping: (path of the second key, its position).
     pub duplicate_keys: Vec<(String, Pos)>,
+    /// The YAML documents of the text, in order (a workflow must have exactly one).
+    pub documents: Vec<Document>,
+    /// True when the whole text was parsed; false after a syntax error (positions then stop there).
+    pub complete: bool,
+}
+
+/// One YAML document of the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Document {
+    /// Where the document starts: its `---`, or its first node when the start is implicit.
+    pub start: Pos,
+    /// True when the document holds no node, or only a null scalar (`~`, `null` or nothing).
+    pub empty: bool,
+}
+
+impl SourceMap {
+    /// True when the text parsed and holds nothing but comments, blank lines, document markers and nulls.
+    pub fn is_empty_document(&self) -> bool {
+        self.complete && self.documents.iter().all(|d| d.empty)
+    }
 }
 
 enum Frame {
@@ -55,11 +75,30 @@ impl SourceMap {
         let mut map = SourceMap::default();
         let mut stack: Vec<Frame> = Vec::new();
         let mut parser = Parser::new_from_str(text);
-        while let Some(Ok((event, span))) = parser.next_event() {
+        loop {
+            let (event, span) = match parser.next_event() {
+                Some(Ok(next)) => next,
+                Some(Err(_)) => break,
+                None => {
+                    map.complete = true;
+                    break;
+                }
+            };
             let pos = Pos {
                 line: span.start.line(),
                 col: span.start.col() + 1,
             };
+            match &event {
+                Event::DocumentStart(_) => map.documents.push(Document {
+                    start: pos,
+                    empty: true,
+                }),
+                Event::StreamEnd => {
+                    map.complete = true;
+                    break;
+                }
+                _ => {}
+            }
             let is_node = matches!(
                 event,
                 Event::Scalar(..)
@@ -68,6 +107,14 @@ impl SourceMap {
                     | Event::MappingStart(..)
             );
             if is_node {
+                if stack.is_empty()
+                    && let Some(doc) = map.documents.last_mut()
+                {
+                    doc.empty = matches!(
+                        &event,
+                        Event::Scalar(v, ScalarStyle::Plain, ..) if is_null(v)
+                    );
+                }
                 // A scalar in key position of a mapping is a key, not a value.
                 if let Some(Frame::Map { path, key, seen }) = stack.last_mut()
                     && key.is_none()
@@ -77,7 +124,9 @@ impl SourceMap {
                         _ => "?".to_string(),
                     };
                     let key_path = child(path, &name);
-                    if !seen.insert(name.clone()) {
+                    // Only plain keys can be compared by text; `<<` merge keys may legitimately repeat.
+                    let comparable = matches!(event, Event::Scalar(..)) && name != "<<";
+                    if comparable && !seen.insert(name.clone()) {
                         map.duplicate_keys.push((key_path.clone(), pos));
                     }
                     map.keys.entry(key_path).or_insert(pos);
@@ -140,6 +189,10 @@ impl SourceMap {
             .copied()
             .unwrap_or_else(|| self.value(path))
     }
+}
+
+fn is_null(plain: &str) -> bool {
+    matches!(plain, "" | "~" | "null" | "Null" | "NULL")
 }
 
 /// After a value is complete, a mapping parent waits for its next key.

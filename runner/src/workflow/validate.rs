@@ -12,8 +12,7 @@ pub trait OperationCatalog {
     fn operations(&self, alias: &str) -> Result<Vec<String>, String>;
 }
 
-/// Names that `run.` exposes to expressions.
-pub const RUN_FIELDS: [&str; 3] = ["id", "mode", "started_at"];
+pub use super::expr::RUN_FIELDS;
 
 /// Checks `loaded` and returns every problem found (empty when valid).
 pub fn validate(
@@ -74,12 +73,9 @@ impl Checker<'_> {
     }
 
     fn duplicate_keys(&mut self) {
-        for (path, pos) in self.w.source.duplicate_keys.clone() {
-            let key = path.rsplit('.').next().unwrap_or(&path).to_string();
-            self.diags.push(
-                self.w
-                    .diag(pos, format!("duplicate key `{key}` (in `{path}`)")),
-            );
+        for (path, pos) in &self.w.source.duplicate_keys {
+            self.diags
+                .push(self.w.diag(*pos, super::load::duplicate_key_message(path)));
         }
     }
 
@@ -378,7 +374,8 @@ impl Checker<'_> {
                 }
                 let dep = list[*next].as_str();
                 *next += 1;
-                if !ids.contains_key(dep) {
+                // A step needing itself is reported as such by `steps`, not as a cycle `a -> a`.
+                if !ids.contains_key(dep) || dep == node {
                     continue;
                 }
                 match state.get(dep) {
@@ -453,31 +450,140 @@ impl Checker<'_> {
         };
         for piece in pieces {
             let Piece::Expr(source) = piece else { continue };
-            let refs = match expr::references(source) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.at(path, e.to_string());
-                    continue;
-                }
-            };
-            for reference in refs {
-                if let Err(why) = self.check_reference(&reference, step_id, ancestors) {
-                    self.at(path, format!("in `${{{{ {source} }}}}`: {why}"));
-                }
+            for why in self.expression_problems(source, step_id, ancestors) {
+                self.at(path, format!("in `${{{{ {source} }}}}`: {why}"));
             }
         }
     }
 
-    fn check_reference(
+    /// Everything wrong with one expression: its syntax, its dotted references (`steps.a.outputs.x`), and what
+    /// evaluating it against a probe scope finds undefined (`params['x']`, `steps['my-id'].outputs`).
+    fn expression_problems(
         &self,
-        reference: &str,
+        source: &str,
         step_id: &str,
         ancestors: &BTreeSet<String>,
+    ) -> Vec<String> {
+        let refs = match expr::references(source) {
+            Ok(r) => r,
+            Err(e) => return vec![e.to_string()],
+        };
+        let mut problems = Vec::new();
+        // `steps.restore-db.outputs` reads as `steps.restore - db.outputs`: with the hint about `steps['…']` given,
+        // `db` is not worth a second error.
+        let mut hinted: HashSet<String> = HashSet::new();
+        for reference in &refs {
+            let parts: Vec<&str> = reference.split('.').collect();
+            if let ["steps", id, ..] = parts.as_slice() {
+                hinted.extend(self.hyphen_tails(id));
+            }
+        }
+        for reference in &refs {
+            let parts: Vec<&str> = reference.split('.').collect();
+            if parts.len() == 1 && hinted.contains(parts[0]) {
+                continue;
+            }
+            if let [root, ..] = parts.as_slice()
+                && !KNOWN_ROOTS.contains(root)
+                && hinted.contains(*root)
+            {
+                continue;
+            }
+            if let Err(why) = self.check_reference(&parts, step_id, ancestors, true) {
+                problems.push(why);
+            }
+        }
+        let probed = expr::probe(source, &self.probe_scope(ancestors));
+        let Err(expr::ExprError::Eval {
+            undefined: true,
+            message,
+            ..
+        }) = probed.result
+        else {
+            // Other evaluation errors depend on values only a run knows (types of outputs, arithmetic, …).
+            return problems;
+        };
+        let mut named = false;
+        for miss in &probed.misses {
+            let dotted = miss.join(".");
+            let covered = refs
+                .iter()
+                .any(|r| *r == dotted || r.starts_with(&format!("{dotted}.")));
+            // A key that is not written in the expression was computed (`params[params.which]`): whether it exists
+            // depends on values only a run knows.
+            let computed = miss.last().is_some_and(|key| !written(source, key));
+            if covered || computed {
+                named = true;
+                continue;
+            }
+            let parts: Vec<&str> = miss.iter().map(String::as_str).collect();
+            if let Err(why) = self.check_reference(&parts, step_id, ancestors, false) {
+                named = true;
+                if !problems.contains(&why) {
+                    problems.push(why);
+                }
+            }
+        }
+        if !named && problems.is_empty() {
+            problems.push(format!(
+                "{message}: reads an attribute or item that does not exist"
+            ));
+        }
+        problems
+    }
+
+    /// The probe scope for expressions of a step that may read the outputs of `ancestors`.
+    fn probe_scope(&self, ancestors: &BTreeSet<String>) -> expr::ProbeScope {
+        let params = self
+            .w
+            .workflow
+            .params
+            .iter()
+            .map(|(name, spec)| {
+                let value = spec
+                    .default
+                    .as_ref()
+                    .and_then(|d| serde_json::to_value(d).ok())
+                    .unwrap_or_else(|| match spec.kind {
+                        ParamType::String => serde_json::Value::from(""),
+                        ParamType::Integer => serde_json::Value::from(0),
+                        ParamType::Boolean => serde_json::Value::from(false),
+                    });
+                (name.clone(), value)
+            })
+            .collect();
+        expr::ProbeScope {
+            params,
+            steps: ancestors.clone(),
+        }
+    }
+
+    /// For a `steps.ID` that names no step but prefixes ids with `-` (`restore` of `restore-db`), the pieces after
+    /// the prefix, which an expression then reads as names being subtracted (`db`).
+    fn hyphen_tails(&self, id: &str) -> Vec<String> {
+        let w = &self.w.workflow;
+        if w.step(id).is_some() {
+            return Vec::new();
+        }
+        let prefix = format!("{id}-");
+        w.all_steps()
+            .filter_map(|(_, _, s)| s.id.strip_prefix(&prefix))
+            .flat_map(|tail| tail.split('-').map(str::to_string))
+            .collect()
+    }
+
+    /// Checks one reference, given as its path (`["steps", "a", "outputs", "x"]`). `dotted` says it was written
+    /// with `.`, where a hyphenated step id needs the `steps['…']` hint.
+    fn check_reference(
+        &self,
+        parts: &[&str],
+        step_id: &str,
+        ancestors: &BTreeSet<String>,
+        dotted: bool,
     ) -> Result<(), String> {
         let w = &self.w.workflow;
-        let mut parts = reference.split('.');
-        let root = parts.next().unwrap_or_default();
-        let second = parts.next();
+        let root = parts.first().copied().unwrap_or_default();
+        let second = parts.get(1).copied();
         match (root, second) {
             ("params", Some(name)) if !w.params.contains_key(name) => Err(format!(
                 "unknown param `{name}`{}",
@@ -490,10 +596,7 @@ impl Checker<'_> {
             ("steps", Some(id)) => {
                 let exists = w.step(id).is_some();
                 if !exists {
-                    let hyphen = w
-                        .all_steps()
-                        .any(|(_, _, s)| s.id.starts_with(&format!("{id}-")));
-                    let hint = if hyphen {
+                    let hint = if dotted && !self.hyphen_tails(id).is_empty() {
                         "; ids with `-` are written steps['my-id']"
                     } else {
                         ""
@@ -507,10 +610,10 @@ impl Checker<'_> {
                         format!("step `{id}` is not an ancestor of `{step_id}`; add it to `needs`")
                     });
                 }
-                match parts.next() {
-                    None | Some("outputs") => Ok(()),
+                match parts.get(2) {
+                    None | Some(&"outputs") => Ok(()),
                     Some(other) => Err(format!(
-                        "steps.{id}.{other}: only `steps.{id}.outputs` is visible"
+                        "step `{id}` has no `{other}`; only its `outputs` are visible"
                     )),
                 }
             }
@@ -525,6 +628,18 @@ impl Checker<'_> {
         }
     }
 }
+
+/// True when `key` appears literally in the expression `source` (as `.key`, `['key']` or `["key"]`).
+fn written(source: &str, key: &str) -> bool {
+    if key.is_empty() {
+        source.contains("''") || source.contains("\"\"")
+    } else {
+        source.contains(key)
+    }
+}
+
+/// Root names with a meaning of their own in expressions (visible, or refused with an explanation).
+const KNOWN_ROOTS: [&str; 5] = ["params", "run", "steps", "secrets", "env"];
 
 /// The step ids `id` depends on, directly or not (cycle-safe).
 fn ancestors(w: &super::Workflow, ids: &Ids, id: &str) -> BTreeSet<String> {
@@ -585,28 +700,58 @@ fn check_plugin_source(source: &str) -> Result<(), String> {
     ))
 }
 
-/// Checks `scheme://host[:port]` where host and port may be `*`.
+/// Checks `scheme://host[:port]` where host and port may be `*`. The scheme is `http` or `https`, or `tcp` with a
+/// required port (the host allows plain TCP connections, e.g. probes, to such entries).
 pub fn check_http_pattern(pattern: &str) -> Result<(), String> {
-    let (scheme, rest) = pattern
-        .split_once("://")
-        .ok_or("expected scheme://host[:port]")?;
-    if scheme != "http" && scheme != "https" {
-        return Err(format!("scheme must be http or https, not `{scheme}`"));
+    const FORM: &str = "expected scheme://host[:port] with no path";
+    let (scheme, rest) = pattern.split_once("://").ok_or(FORM)?;
+    if !matches!(scheme, "http" | "https" | "tcp") {
+        return Err(format!("scheme must be http, https or tcp, not `{scheme}`"));
     }
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (rest, None),
+    if rest.contains(['/', '?', '#']) {
+        return Err(FORM.into());
+    }
+    if rest.contains('@') {
+        return Err("expected scheme://host[:port] without user info".into());
+    }
+    // `[::1]:8080`: an IPv6 host is bracketed, and its colons are not the port separator.
+    let (host, port) = match rest.strip_prefix('[') {
+        Some(inner) => {
+            let (addr, after) = inner
+                .split_once(']')
+                .ok_or("unclosed `[` in an IPv6 host")?;
+            if addr.is_empty()
+                || !addr
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+            {
+                return Err(format!("`[{addr}]` is not an IPv6 address"));
+            }
+            match after {
+                "" => (rest, None),
+                _ => match after.strip_prefix(':') {
+                    Some(p) => (&rest[..addr.len() + 2], Some(p)),
+                    None => return Err(FORM.into()),
+                },
+            }
+        }
+        None => match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        },
     };
-    if host.is_empty() || host.contains(['/', '?', '#', '@']) {
-        return Err("expected scheme://host[:port] with no path".into());
+    if host.is_empty() {
+        return Err("the host is missing".into());
     }
-    if let Some(p) = port
-        && p != "*"
-        && p.parse::<u16>().is_err()
-    {
-        return Err(format!("port `{p}` must be a number or `*`"));
+    match port {
+        Some(p) if p != "*" && p.parse::<u16>().is_err() => {
+            Err(format!("port `{p}` must be a number or `*`"))
+        }
+        None if scheme == "tcp" => Err(format!(
+            "a tcp grant needs a port, e.g. tcp://{host}:5432 or tcp://{host}:*"
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn article(kind: ParamType) -> &'static str {
@@ -631,4 +776,96 @@ fn strsim_close(a: &str, b: &str) -> bool {
     let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
     let prefix = |s: &str| s.chars().take(3).collect::<String>();
     a != b && a.chars().count() >= 3 && b.chars().count() >= 3 && prefix(&a) == prefix(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const HEAD: &str = "respawn: 1\nname: demo\nversion: 1.0.0\nparams:\n  region: { type: string }\n\
+        plugins:\n  local: builtin:local@0.1\nsteps:\n";
+
+    fn problems(steps: &str) -> Vec<String> {
+        let loaded =
+            super::super::load_str(Path::new("w.yaml"), &format!("{HEAD}{steps}")).expect("loads");
+        validate(&loaded, None)
+            .into_iter()
+            .map(|d| format!("{}:{}: {}", d.pos.line, d.pos.col, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn bracketed_references_are_checked() {
+        let d = problems(
+            "  - id: db-1\n    uses: local/run\n  - id: b\n    uses: local/run\n    needs: [db-1]\n    with:\n\
+             \x20     ok: \"${{ steps['db-1'].outputs['x'].y ~ params['region'] ~ run['id'] }}\"\n\
+             \x20     p: \"${{ params['regoin'] }}\"\n\
+             \x20     s: \"${{ steps['b'].outputs }}\"\n",
+        );
+        assert_eq!(
+            d,
+            [
+                "16:10: in `${{ params['regoin'] }}`: unknown param `regoin`; did you mean `region`?",
+                "17:10: in `${{ steps['b'].outputs }}`: step `b` cannot read its own outputs",
+            ]
+        );
+    }
+
+    #[test]
+    fn computed_keys_and_guards_are_not_errors() {
+        let d = problems(
+            "  - id: a\n    uses: local/run\n    with:\n\
+             \x20     x: \"${{ params[params.region] }}\"\n\
+             \x20     y: \"${{ params['nope'] | default('z') }}\"\n",
+        );
+        assert!(d.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn hyphenated_step_gives_one_error() {
+        let d = problems(
+            "  - id: restore-db\n    uses: local/run\n  - id: b\n    uses: local/run\n    needs: [restore-db]\n\
+             \x20   with: { dsn: \"${{ steps.restore-db.outputs.dsn }}\" }\n",
+        );
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(
+            d[0].contains("unknown step `restore`; ids with `-`"),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn self_need_is_not_also_a_cycle() {
+        let d = problems("  - id: a\n    uses: local/run\n    needs: [a]\n");
+        assert_eq!(d, ["11:13: step `a` needs itself"]);
+    }
+
+    #[test]
+    fn http_patterns() {
+        for ok in [
+            "http://127.0.0.1:*",
+            "https://*.example.com:443",
+            "http://example.com",
+            "http://[::1]:8080",
+            "tcp://db:5432",
+            "tcp://*:*",
+        ] {
+            assert_eq!(check_http_pattern(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("http://127.0.0.1:8080/health", "with no path"),
+            ("http://example.com?x=1", "with no path"),
+            ("ftp://example.com", "scheme must be http, https or tcp"),
+            ("tcp://db", "a tcp grant needs a port"),
+            ("http://host:port", "port `port` must be a number"),
+            ("http://user@host", "without user info"),
+            ("http://:80", "the host is missing"),
+            ("example.com", "expected scheme://host[:port]"),
+        ] {
+            let err = check_http_pattern(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
 }

@@ -1,6 +1,14 @@
 //! The http capability: an allowlist of `scheme://host:port` patterns, checked in the single outgoing-request
 //! hook. `*` matches a whole host label or the whole port. Also used for `tcp://host:port` probes.
 
+use std::time::{Duration, Instant};
+
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
+
+use super::super::bindings::types::{Failure, FailureKind};
+use super::super::state::{Denial, StepState};
+use crate::engine::Phase;
+
 /// Whether `scheme://host:port` is allowed by any pattern of `grants`.
 pub fn allowed(grants: &[String], scheme: &str, host: &str, port: u16) -> bool {
     grants
@@ -43,46 +51,6 @@ fn host_matches(pattern: &str, host: &str) -> bool {
             .zip(&h)
             .all(|(p, h)| *p == "*" || p.eq_ignore_ascii_case(h))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wildcards_and_defaults() {
-        let g = vec![
-            "http://127.0.0.1:*".to_string(),
-            "https://*.example.com".to_string(),
-        ];
-        assert!(allowed(&g, "http", "127.0.0.1", 8080));
-        assert!(
-            !allowed(&g, "https", "127.0.0.1", 8080),
-            "scheme must match"
-        );
-        assert!(allowed(&g, "https", "api.example.com", 443));
-        assert!(
-            !allowed(&g, "https", "api.example.com", 8443),
-            "no port means the default port"
-        );
-        assert!(!allowed(&g, "https", "evil.com", 443));
-        assert!(
-            !allowed(&g, "https", "a.b.example.com", 443),
-            "* is one label"
-        );
-        assert!(
-            !allowed(&[], "http", "127.0.0.1", 80),
-            "nothing granted, nothing allowed"
-        );
-    }
-}
-
-use std::time::{Duration, Instant};
-
-use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
-
-use super::super::bindings::types::{Failure, FailureKind};
-use super::super::state::{Denial, StepState};
-use crate::engine::Phase;
 
 /// Connect timeout for plugin HTTP requests (a plugin may ask for less, never more).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -186,5 +154,37 @@ pub async fn tcp_probe(
             FailureKind::Unavailable,
             format!("tcp://{host}:{port}: no connection within {timeout:?}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_and_defaults() {
+        let g = vec![
+            "http://127.0.0.1:*".to_string(),
+            "https://*.example.com".to_string(),
+        ];
+        assert!(allowed(&g, "http", "127.0.0.1", 8080));
+        assert!(
+            !allowed(&g, "https", "127.0.0.1", 8080),
+            "scheme must match"
+        );
+        assert!(allowed(&g, "https", "api.example.com", 443));
+        assert!(
+            !allowed(&g, "https", "api.example.com", 8443),
+            "no port means the default port"
+        );
+        assert!(!allowed(&g, "https", "evil.com", 443));
+        assert!(
+            !allowed(&g, "https", "a.b.example.com", 443),
+            "* is one label"
+        );
+        assert!(
+            !allowed(&[], "http", "127.0.0.1", 80),
+            "nothing granted, nothing allowed"
+        );
     }
 }

@@ -1,0 +1,130 @@
+//! End-to-end through the binary: a plugin scaffolded by `respawn plugin new` builds, is pinned by `respawn
+//! lock`, runs its plan phase in a workflow as `file://…`, and is refused once a single byte changes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn respawn(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_respawn"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run respawn")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("respawn-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn scaffolded_plugin_runs_after_lock_and_a_changed_byte_is_refused() {
+    let dir = scratch("scaffold");
+    let out = respawn(&dir, &["plugin", "new", "hello-plugin"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Build it like an author would; a target dir inside the repository keeps reruns fast.
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold-test");
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "RUSTFLAGS" {
+            cargo.env_remove(key);
+        }
+    }
+    let built = cargo
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(dir.join("hello-plugin"))
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "scaffold must build:\n{}",
+        text(&built)
+    );
+    let wasm = dir.join("hello.wasm");
+    std::fs::copy(
+        target.join("wasm32-wasip2/release/hello_plugin.wasm"),
+        &wasm,
+    )
+    .unwrap();
+
+    std::fs::write(
+        dir.join("wf.yaml"),
+        "respawn: 1\nname: greet\nversion: 1.0.0\nparams:\n  who: { type: string, required: true }\n\
+         plugins:\n  hello: file://hello.wasm\nsteps:\n  - id: greet\n    uses: hello/greet\n    with: { who: \"${{ params.who }}\" }\n",
+    )
+    .unwrap();
+
+    let unlocked = respawn(&dir, &["plan", "wf.yaml", "--param", "who=ops"]);
+    assert_eq!(
+        unlocked.status.code(),
+        Some(2),
+        "plan needs a lock: {}",
+        text(&unlocked)
+    );
+    assert!(
+        text(&unlocked).contains("respawn lock"),
+        "{}",
+        text(&unlocked)
+    );
+
+    let lock = respawn(&dir, &["lock", "wf.yaml"]);
+    assert!(lock.status.success(), "{}", text(&lock));
+    let planned = respawn(&dir, &["plan", "wf.yaml", "--param", "who=ops"]);
+    assert!(planned.status.success(), "{}", text(&planned));
+    assert!(
+        text(&planned).contains("would greet ops"),
+        "the plugin's plan phase ran: {}",
+        text(&planned)
+    );
+
+    let locked_digest = sha256_of(&wasm);
+    let mut bytes = std::fs::read(&wasm).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&wasm, &bytes).unwrap();
+    let tampered = respawn(&dir, &["plan", "wf.yaml", "--param", "who=ops"]);
+    let t = text(&tampered);
+    assert_eq!(tampered.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains(&format!("locked sha256:{locked_digest}")),
+        "shows the locked digest: {t}"
+    );
+    assert!(
+        t.contains(&format!("found sha256:{}", sha256_of(&wasm))),
+        "shows the found digest: {t}"
+    );
+    assert!(
+        !t.contains("would greet"),
+        "the changed plugin never ran: {t}"
+    );
+}
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(std::fs::read(path).unwrap());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn plugin_new_refuses_bad_names_and_existing_directories() {
+    let dir = scratch("names");
+    let bad = respawn(&dir, &["plugin", "new", "Bad_Name"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad).contains("lowercase"), "{}", text(&bad));
+    std::fs::create_dir_all(dir.join("taken")).unwrap();
+    let taken = respawn(&dir, &["plugin", "new", "taken"]);
+    assert_eq!(taken.status.code(), Some(2));
+    assert!(text(&taken).contains("already exists"), "{}", text(&taken));
+}

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::workflow::{Grants, Limits};
 
+pub mod record;
+pub mod run;
+
 /// The phase of a step call (mirrors the ABI's `phase`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -152,3 +155,6 @@ impl StepError {
 pub trait StepExecutor: Send + Sync {
     fn execute(&self, call: StepCall) -> impl Future<Output = StepResult> + Send;
 }
+
+#[cfg(test)]
+mod run_tests;

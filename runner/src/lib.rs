@@ -9,5 +9,6 @@ pub mod data;
 pub mod engine;
 pub mod host;
 pub mod plan;
+pub mod report;
 pub mod ui;
 pub mod workflow;

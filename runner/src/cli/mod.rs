@@ -3,6 +3,7 @@
 mod lock;
 mod plan;
 mod plugin;
+mod run;
 mod setup;
 mod validate;
 
@@ -18,7 +19,6 @@ pub mod exit {
     pub const OK: u8 = 0;
     pub const RUN_FAILED: u8 = 1;
     pub const INVALID: u8 = 2;
-    #[allow(dead_code)]
     pub const INTERRUPTED: u8 = 3;
 }
 
@@ -194,8 +194,8 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Plan(args) => plan::run(args),
-        Command::Drill(_) => not_built("drill"),
-        Command::Failover(_) => not_built("failover"),
+        Command::Drill(args) => run::drill(args),
+        Command::Failover(args) => run::failover(args),
         Command::Resume(_) => not_built("resume"),
         Command::Runs(_) => not_built("runs"),
         Command::Report(_) => not_built("report"),

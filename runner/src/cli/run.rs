@@ -1,0 +1,205 @@
+//! `respawn drill` and `respawn failover`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use respawn::engine::Mode;
+use respawn::engine::record::Outcome;
+use respawn::engine::run::{self, Approver, Quiet, RunSpec};
+use respawn::host::workflow_plugins::LockPolicy;
+use respawn::report::{self, PluginInfo, Report};
+use respawn::workflow::lock::LockFile;
+use respawn::workflow::{self, Invalid, params, validate};
+
+use super::{FailoverArgs, RunArgs, Usage, WorkflowParams, exit, setup};
+
+pub fn drill(args: RunArgs) -> anyhow::Result<u8> {
+    execute(
+        &args.target,
+        Mode::Drill,
+        args.keep,
+        false,
+        args.report_dir,
+        args.state,
+    )
+}
+
+pub fn failover(args: FailoverArgs) -> anyhow::Result<u8> {
+    execute(
+        &args.target,
+        Mode::Failover,
+        false,
+        args.yes,
+        args.report_dir,
+        args.state,
+    )
+}
+
+/// Confirms approval gates with `--yes` or on the terminal; refuses without either.
+struct TerminalApprover {
+    yes: bool,
+}
+
+impl Approver for TerminalApprover {
+    fn approve(&self, step: &str, question: &str) -> Result<String, String> {
+        if self.yes {
+            return Ok("--yes".into());
+        }
+        if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+            return Err(format!(
+                "approval gate `{step}` needs confirmation: \"{question}\"; there is no terminal to ask on, so \
+                 rerun on a terminal or pass --yes"
+            ));
+        }
+        eprint!("{question} [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|e| format!("reading the answer: {e}"))?;
+        match answer.trim() {
+            "y" | "Y" | "yes" => Ok("confirmed on the terminal".into()),
+            _ => Err(format!(
+                "approval gate `{step}` was declined on the terminal"
+            )),
+        }
+    }
+}
+
+fn new_run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace([':', '-'], "");
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{}-{:06x}", stamp.trim_end_matches('Z'), random & 0xff_ffff)
+}
+
+fn execute(
+    target: &WorkflowParams,
+    mode: Mode,
+    keep: bool,
+    yes: bool,
+    report_dir: Option<PathBuf>,
+    state: Option<String>,
+) -> anyhow::Result<u8> {
+    let loaded = workflow::load_file(&target.workflow)?;
+    let mut diagnostics = validate::validate(&loaded, None);
+    let resolved = match params::resolve(&loaded, &target.params) {
+        Ok(p) => p,
+        Err(e) => {
+            diagnostics.extend(e.diagnostics);
+            BTreeMap::new()
+        }
+    };
+    if !diagnostics.is_empty() {
+        return Err(Invalid { diagnostics }.into());
+    }
+    if state.is_some() {
+        tracing::warn!(
+            "the journal is not built yet in this version; --state is ignored and the run is not resumable"
+        );
+    }
+    let lock = LockFile::read(&loaded.path).map_err(|e| Usage(e.to_string()))?;
+    let runtime = setup::runtime()?;
+    let host = Arc::new(setup::host_for(&loaded, true)?);
+    let plugins = runtime.block_on(setup::load_plugins(
+        &host,
+        &loaded,
+        LockPolicy::Enforce(&lock),
+    ));
+    let mut diagnostics = validate::validate(&loaded, Some(&plugins));
+    diagnostics.extend(plugins.diagnostics(&loaded));
+    if !diagnostics.is_empty() {
+        diagnostics.sort_by_key(|d| (d.pos.line, d.pos.col));
+        return Err(Invalid { diagnostics }.into());
+    }
+    let digests: BTreeMap<String, String> = plugins
+        .plugins
+        .iter()
+        .map(|(alias, p)| (alias.clone(), p.sha256.clone()))
+        .collect();
+    let plugin_info = plugins
+        .plugins
+        .iter()
+        .map(|(alias, p)| {
+            (
+                alias.clone(),
+                PluginInfo {
+                    source: p.source.clone(),
+                    sha256: p.sha256.clone(),
+                },
+            )
+        })
+        .collect();
+    let run_id = new_run_id();
+    let spec = RunSpec {
+        loaded: &loaded,
+        params: resolved.clone(),
+        run_id: run_id.clone(),
+        mode,
+        keep,
+        digests,
+    };
+    eprintln!(
+        "respawn {mode} {} {} (run {run_id})",
+        loaded.workflow.name, loaded.workflow.version
+    );
+    let approver = TerminalApprover { yes };
+    let record = runtime.block_on(async {
+        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::warn!("interrupted: stopping steps and tearing down what was created");
+            let _ = cancel_tx.send(true);
+        });
+        let record = run::run(&spec, host.clone(), &approver, Arc::new(Quiet), cancel_rx).await;
+        host.run_resources().services.stop_all().await;
+        record
+    });
+    let outcome = record.outcome;
+    let report = Report::new(&loaded, resolved, plugin_info, record);
+    let dir = report_dir.unwrap_or_else(|| PathBuf::from(".respawn/runs").join(&run_id));
+    report.write(&dir)?;
+    println!("outcome   {:?}", report.outcome);
+    println!("RTO       {}", report::seconds(report.rto_seconds));
+    println!("RPO       {}", report::seconds(report.rpo_seconds));
+    println!("teardown  {}", report.teardown.status);
+    println!("report    {}", dir.join("report.md").display());
+    for s in report
+        .steps
+        .iter()
+        .chain(&report.verifications)
+        .chain(&report.teardown.steps)
+    {
+        if let Some(e) = &s.error {
+            eprintln!("error: {}: {}", s.id, e.message);
+        }
+    }
+    Ok(match outcome {
+        Outcome::Passed => exit::OK,
+        Outcome::Failed => exit::RUN_FAILED,
+        Outcome::Interrupted => exit::INTERRUPTED,
+    })
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,141 @@
+//! `respawn drill` and `respawn failover` end to end through the binary, on a copy of workflows/hello.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn respawn(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_respawn"))
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run respawn")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A private copy of workflows/hello, locked.
+fn hello(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("respawn-runs-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("site")).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/hello");
+    for f in ["verify.yaml", "site/index.html", "site/index.html.sha256"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let out = respawn(&dir, &["lock", "verify.yaml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    dir
+}
+
+#[test]
+fn drill_passes_and_writes_all_three_reports() {
+    let dir = hello("pass");
+    let out = respawn(&dir, &["drill", "verify.yaml", "--report-dir", "report"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("outcome   Passed"), "{}", text(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["outcome"], "passed");
+    assert_eq!(json["mode"], "drill");
+    assert_eq!(json["workflow"]["name"], "hello");
+    assert_eq!(json["steps"][0]["status"], "succeeded");
+    assert_eq!(json["verifications"][0]["status"], "succeeded");
+    assert_eq!(json["teardown"]["status"], "succeeded");
+    assert_eq!(
+        json["steps"][0]["plugin_digest"].as_str().map(str::len),
+        Some(64)
+    );
+    assert!(json["rto_seconds"].as_f64().unwrap() >= 0.0);
+    let md = std::fs::read_to_string(dir.join("report/report.md")).unwrap();
+    assert!(md.contains("| outcome | **Passed** |"), "{md}");
+    let junit = std::fs::read_to_string(dir.join("report/junit.xml")).unwrap();
+    assert!(
+        junit.contains("<testcase classname=\"verify\" name=\"page-still-intact\"/>"),
+        "{junit}"
+    );
+}
+
+#[test]
+fn a_corrupted_backup_fails_the_drill_with_both_digests_and_exit_1() {
+    let dir = hello("corrupt");
+    std::fs::write(dir.join("site/index.html"), "<h1>tampered</h1>\n").unwrap();
+    let out = respawn(&dir, &["drill", "verify.yaml", "--report-dir", "report"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("verification-failed") && t.contains("sha256 mismatch"),
+        "{t}"
+    );
+    let expected = std::fs::read_to_string(dir.join("site/index.html.sha256")).unwrap();
+    assert!(
+        t.contains(expected.trim()),
+        "names the expected digest: {t}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["outcome"], "failed");
+    assert_eq!(
+        json["verifications"][0]["status"], "skipped",
+        "verification needs every step to succeed"
+    );
+    assert_eq!(
+        json["teardown"]["status"], "succeeded",
+        "teardown runs after a failure"
+    );
+}
+
+#[test]
+fn failover_stops_at_an_approval_gate_without_a_terminal_or_yes() {
+    let dir = hello("gate");
+    let wf = std::fs::read_to_string(dir.join("verify.yaml")).unwrap();
+    let gated = wf.replace(
+        "verify:\n",
+        "  - id: switch-traffic\n    needs: [page-digest]\n    approval: \"Send users to the restored site?\"\nverify:\n",
+    );
+    std::fs::write(dir.join("verify.yaml"), gated).unwrap();
+    let out = respawn(&dir, &["failover", "verify.yaml", "--report-dir", "report"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("needs confirmation") && t.contains("--yes"),
+        "says how to proceed: {t}"
+    );
+    let yes = respawn(
+        &dir,
+        &[
+            "failover",
+            "verify.yaml",
+            "--yes",
+            "--report-dir",
+            "report2",
+        ],
+    );
+    assert_eq!(yes.status.code(), Some(0), "{}", text(&yes));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report2/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        json["teardown"]["status"], "skipped",
+        "failover never tears down"
+    );
+    let gate = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "switch-traffic")
+        .unwrap()
+        .clone();
+    assert!(
+        gate["note"].as_str().unwrap().contains("approved (--yes)"),
+        "{gate}"
+    );
+}

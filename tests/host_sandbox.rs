@@ -342,3 +342,52 @@ async fn compile_cache_hits_and_survives_corruption() {
         "a deleted cache is rebuilt"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_responses_are_capped() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // One bounded connection: 70 MiB, more than the host's 64 MiB response cap.
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut request = [0u8; 4096];
+        let _ = conn.read(&mut request);
+        let size: usize = 70 << 20;
+        let _ = write!(
+            conn,
+            "HTTP/1.1 200 OK\r\ncontent-length: {size}\r\nconnection: close\r\n\r\n"
+        );
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..70 {
+            if conn.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let host = host("http-cap");
+    host.load("hostile", &plugin("respawn_testing_hostile.wasm"))
+        .await
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/big");
+    let c = call(
+        "hostile",
+        "http-not-allowed",
+        json!({"url": url}),
+        grants("http: ['http://127.0.0.1:*']"),
+    );
+    let err = host
+        .execute(c)
+        .await
+        .outcome
+        .expect_err("a 70 MiB response must not reach the plugin whole");
+    assert_eq!(err.kind(), "plugin", "{err}");
+    // The host cuts the body off at the cap; the guest sees its read fail.
+    assert!(
+        err.to_string().contains("reading http://127.0.0.1"),
+        "{err}"
+    );
+    server.join().unwrap();
+}

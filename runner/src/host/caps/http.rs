@@ -58,6 +58,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time between response bytes.
 pub const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest response body a plugin may receive; bulk data moves through `store-copy`, not HTTP into the guest.
+pub const MAX_RESPONSE_BYTES: u64 = 64 << 20;
 
 /// The single outgoing-request hook of wasi:http for one step.
 pub struct HttpHooks {
@@ -124,8 +126,45 @@ impl WasiHttpHooks for HttpHooks {
             use http_body_util::BodyExt;
             let (resp, io) =
                 wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            Ok((resp.map(BodyExt::boxed_unsync), Box::new(io) as IoFuture))
+            let resp = resp.map(|body| {
+                CappedBody {
+                    inner: body.boxed_unsync(),
+                    seen: 0,
+                }
+                .boxed_unsync()
+            });
+            Ok((resp, Box::new(io) as IoFuture))
         })
+    }
+}
+
+/// A response body that fails with `HttpResponseBodySize` once it exceeds [`MAX_RESPONSE_BYTES`].
+struct CappedBody {
+    inner: WasiBody,
+    seen: u64,
+}
+
+impl http_body::Body for CappedBody {
+    type Data = bytes::Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.seen += data.len() as u64;
+            if self.seen > MAX_RESPONSE_BYTES {
+                tracing::warn!("http response larger than {MAX_RESPONSE_BYTES} bytes cut off");
+                return std::task::Poll::Ready(Some(Err(
+                    wasmtime_wasi_http::Error::HttpResponseBodySize(Some(MAX_RESPONSE_BYTES)),
+                )));
+            }
+        }
+        polled
     }
 }
 

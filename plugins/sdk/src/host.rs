@@ -1,48 +1,58 @@
 //! Safe wrappers over the `host` interface, one module per capability.
+//!
+//! On wasm32 every call goes to the component's `host` import. Natively (plugin unit tests) it goes to the
+//! `MockHost` that `respawn_plugin_sdk::testing::MockHost::invoke` installs for the duration of the call.
 
 use crate::bindings::respawn::plugin::host as raw;
+// Where host calls go: the real imports in a component, the thread-local mock in native tests. Both have the
+// signatures of the generated imports.
+#[cfg(target_arch = "wasm32")]
+use crate::bindings::respawn::plugin::host as imp;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::testing::imports as imp;
 
 pub use raw::{CopyResult, ExecOutput, ObjectMeta};
 
 pub mod log {
-    use super::raw::{self, Level};
+    use super::imp;
+    use super::raw::Level;
     pub fn trace(message: &str) {
-        raw::log(Level::Trace, message)
+        imp::log(Level::Trace, message)
     }
     pub fn debug(message: &str) {
-        raw::log(Level::Debug, message)
+        imp::log(Level::Debug, message)
     }
     pub fn info(message: &str) {
-        raw::log(Level::Info, message)
+        imp::log(Level::Info, message)
     }
     pub fn warn(message: &str) {
-        raw::log(Level::Warn, message)
+        imp::log(Level::Warn, message)
     }
     pub fn error(message: &str) {
-        raw::log(Level::Error, message)
+        imp::log(Level::Error, message)
     }
 }
 
 pub mod progress {
     /// Reports `done` of `total` units (bytes, items) with a short message.
     pub fn report(done: u64, total: Option<u64>, message: &str) {
-        super::raw::progress(done, total, message)
+        super::imp::progress(done, total, message)
     }
 }
 
 pub mod state {
-    use super::raw;
+    use super::imp;
     pub fn get(key: &str) -> Option<String> {
-        raw::state_get(key)
+        imp::state_get(key)
     }
     pub fn set(key: &str, value: &str) {
-        raw::state_set(key, value)
+        imp::state_set(key, value)
     }
     pub fn delete(key: &str) {
-        raw::state_delete(key)
+        imp::state_delete(key)
     }
     pub fn list() -> Vec<(String, String)> {
-        raw::state_list()
+        imp::state_list()
     }
 }
 
@@ -50,27 +60,27 @@ pub mod secrets {
     use crate::Failure;
     /// The value of a secret granted to the step. Never log it.
     pub fn get(name: &str) -> Result<String, Failure> {
-        super::raw::secret(name)
+        super::imp::secret(name)
     }
 }
 
 pub mod stores {
-    use super::{CopyResult, ObjectMeta, raw};
+    use super::{CopyResult, ObjectMeta, imp};
     use crate::Failure;
     pub fn get(store: &str, key: &str) -> Result<Vec<u8>, Failure> {
-        raw::store_get(store, key)
+        imp::store_get(store, key)
     }
     pub fn put(store: &str, key: &str, data: &[u8]) -> Result<(), Failure> {
-        raw::store_put(store, key, data)
+        imp::store_put(store, key, data)
     }
     pub fn head(store: &str, key: &str) -> Result<Option<ObjectMeta>, Failure> {
-        raw::store_head(store, key)
+        imp::store_head(store, key)
     }
     pub fn list(store: &str, prefix: &str) -> Result<Vec<ObjectMeta>, Failure> {
-        raw::store_list(store, prefix)
+        imp::store_list(store, prefix)
     }
     pub fn delete(store: &str, key: &str) -> Result<(), Failure> {
-        raw::store_delete(store, key)
+        imp::store_delete(store, key)
     }
     /// Copies inside the host; the bytes never pass through the plugin.
     pub fn copy(
@@ -78,12 +88,12 @@ pub mod stores {
         to: (&str, &str),
         expected_sha256: Option<&str>,
     ) -> Result<CopyResult, Failure> {
-        raw::store_copy(from.0, from.1, to.0, to.1, expected_sha256)
+        imp::store_copy(from.0, from.1, to.0, to.1, expected_sha256)
     }
 }
 
 pub mod exec {
-    use super::{ExecOutput, raw};
+    use super::{ExecOutput, imp, raw};
     use crate::Failure;
 
     /// A program run; build with [`Command::new`].
@@ -125,16 +135,16 @@ pub mod exec {
         }
         /// Runs to completion and captures (capped) output.
         pub fn output(&self) -> Result<ExecOutput, Failure> {
-            raw::exec(&self.request)
+            imp::exec(&self.request)
         }
         /// Starts a tracked service; returns its pid.
         pub fn spawn_service(&self) -> Result<u32, Failure> {
-            raw::spawn_service(&self.request)
+            imp::spawn_service(&self.request)
         }
     }
 
     pub fn stop_service(pid: u32) -> Result<(), Failure> {
-        raw::stop_service(pid)
+        imp::stop_service(pid)
     }
 }
 
@@ -142,6 +152,6 @@ pub mod net {
     use crate::Failure;
     /// Connects to `host:port` inside the host and reports the connect time in microseconds.
     pub fn tcp_probe(host: &str, port: u16, timeout_ms: u32) -> Result<u64, Failure> {
-        super::raw::tcp_probe(host, port, timeout_ms)
+        super::imp::tcp_probe(host, port, timeout_ms)
     }
 }

@@ -1,10 +1,16 @@
 //! Outgoing HTTP through `wasi:http`. The host allows only the step's `http` grant.
+//!
+//! Natively (plugin unit tests) requests are answered by the `MockHost` that
+//! `respawn_plugin_sdk::testing::MockHost::invoke` installs.
 
 use crate::Failure;
+#[cfg(target_arch = "wasm32")]
 use wasi::http::outgoing_handler;
+#[cfg(target_arch = "wasm32")]
 use wasi::http::types::{ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
 
 /// A received response with its whole body (bounded by the host's response cap).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
     pub body: Vec<u8>,
@@ -16,6 +22,13 @@ pub fn get(url: &str) -> Result<Response, Failure> {
 }
 
 /// Sends a request. Errors map to failures: a denied destination is `denied`, network trouble `unavailable`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn request(method: &str, url: &str, body: Option<&[u8]>) -> Result<Response, Failure> {
+    crate::testing::imports::http_request(method, url, body)
+}
+
+/// Sends a request. Errors map to failures: a denied destination is `denied`, network trouble `unavailable`.
+#[cfg(target_arch = "wasm32")]
 pub fn request(method: &str, url: &str, body: Option<&[u8]>) -> Result<Response, Failure> {
     let (scheme, rest) = url
         .split_once("://")
@@ -86,6 +99,7 @@ pub fn request(method: &str, url: &str, body: Option<&[u8]>) -> Result<Response,
     Ok(Response { status, body })
 }
 
+#[cfg(target_arch = "wasm32")]
 fn map_error(url: &str, e: ErrorCode) -> Failure {
     match e {
         ErrorCode::HttpRequestDenied => {

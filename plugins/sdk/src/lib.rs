@@ -20,6 +20,9 @@
 //!
 //! Everything the plugin does outside its own memory goes through the host and is checked against the step's
 //! grants; a denial comes back as a [`Failure`] of kind [`FailureKind::Denied`] naming the capability.
+//!
+//! Built natively (not for wasm32), the SDK answers host calls from an in-memory mock instead, so a plugin can be
+//! tested with plain `cargo test`, without the runner: see the `testing` module (`testing::MockHost`).
 
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
@@ -35,6 +38,8 @@ pub mod bindings {
 
 pub mod host;
 pub mod http;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 pub use bindings::respawn::plugin::types::{
     Context, Failure, FailureKind, Mode, OperationInfo, Phase, PluginInfo,
@@ -52,9 +57,16 @@ pub trait Plugin {
 }
 
 /// Exports a [`Plugin`] implementation as the component's `describe` and `invoke`.
+///
+/// Only a wasm32 build exports anything; a native build (plugin unit tests, see `testing::MockHost`) exports no
+/// symbols, so several plugins can be linked into one test binary.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
+        // Natively the plugin is only reached through `testing::MockHost::invoke`; this keeps it "used".
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn() -> $crate::PluginInfo = <$plugin as $crate::Plugin>::describe;
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct Exported;
             impl $crate::bindings::Guest for Exported {

@@ -63,3 +63,6 @@ impl Plugin for Echo {
 }
 
 export_plugin!(Echo);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,952 @@
+//! Testing a plugin without the runner: a native (non-wasm) stand-in for the host.
+//!
+//! Built for any target but wasm32, the SDK's host helpers ([`crate::stores`], [`crate::state`],
+//! [`crate::secrets`], [`crate::exec`], [`crate::net`], [`crate::http`], [`crate::log`], [`crate::progress`])
+//! answer from the [`MockHost`] that [`MockHost::invoke`] installs on the current thread for the duration of the
+//! call. The mock enforces grants the way the runner does:
+//!
+//! - a store, secret, program, URL or TCP address the mock was not given is denied: the plugin gets a
+//!   [`Failure`] of kind [`FailureKind::Denied`] whose message names the capability (`stores denied: ...`,
+//!   `secrets denied: ...`, `exec denied: ...`; HTTP gets `http: URL denied` as through `wasi:http`), and the
+//!   denial is recorded ([`MockHost::denials`]);
+//! - in [`Phase::Plan`] store writes, `exec`, services and HTTP other than GET/HEAD are denied, and state writes
+//!   are silently dropped;
+//! - state persists across invocations of the same mock, like a step's journaled state across attempts.
+//!
+//! ```
+//! use respawn_plugin_sdk::testing::{Access, MockHost};
+//! use respawn_plugin_sdk::{Context, Failure, Phase, Plugin, PluginInfo, operation};
+//! use serde_json::json;
+//!
+//! struct Counter;
+//! impl Plugin for Counter {
+//!     fn describe() -> PluginInfo {
+//!         PluginInfo::new("counter", "0.1.0").operation(operation("bump", "Count", "{}"))
+//!     }
+//!     fn invoke(_ctx: Context, _params: &str) -> Result<String, Failure> {
+//!         let n: u64 = respawn_plugin_sdk::state::get("n").and_then(|v| v.parse().ok()).unwrap_or(0);
+//!         respawn_plugin_sdk::state::set("n", &(n + 1).to_string());
+//!         respawn_plugin_sdk::stores::put("out", "n.txt", (n + 1).to_string().as_bytes())?;
+//!         respawn_plugin_sdk::outputs(&json!({ "n": n + 1 }))
+//!     }
+//! }
+//!
+//! let mut host = MockHost::new().store("out", Access::Write);
+//! assert_eq!(host.invoke::<Counter>("bump", Phase::Apply, json!({})).unwrap(), json!({ "n": 1 }));
+//! assert_eq!(host.invoke::<Counter>("bump", Phase::Apply, json!({})).unwrap(), json!({ "n": 2 }));
+//! assert_eq!(host.state_get("n"), Some("2"));
+//! assert_eq!(host.object("out", "n.txt"), Some(&b"2"[..]));
+//! // Plan may not write: the put is denied, and the state write before it was dropped.
+//! let denied = host.invoke::<Counter>("bump", Phase::Plan, json!({})).unwrap_err();
+//! assert!(denied.message.starts_with("stores denied"));
+//! assert_eq!(host.state_get("n"), Some("2"));
+//! ```
+//!
+//! Not modelled: `files` grants (a native test touches the real filesystem directly), the working directory
+//! check of `exec`, log volume caps, timeouts and memory limits.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::rc::Rc;
+
+use serde_json::Value;
+
+pub use crate::bindings::respawn::plugin::host::{ExecRequest, Level};
+pub use crate::host::{CopyResult, ExecOutput, ObjectMeta};
+pub use crate::http::Response;
+use crate::{Context, Failure, FailureKind, Mode, Phase, Plugin};
+
+/// Bounds of the runner's step state: more is a broken plugin, and the runner traps (the mock panics).
+pub const MAX_STATE_KEYS: usize = 256;
+pub const MAX_STATE_VALUE_BYTES: usize = 64 * 1024;
+/// Largest object `store-get` returns; bigger data moves with `store-copy`.
+pub const MAX_GET_BYTES: usize = 64 << 20;
+
+/// What a step's grant allows on a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// A capability the host refused, as the runner reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// `stores`, `secrets`, `exec` or `http`.
+    pub capability: String,
+    pub asked: String,
+}
+
+/// One `progress::report`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub done: u64,
+    pub total: Option<u64>,
+    pub message: String,
+}
+
+/// One HTTP request that reached a configured answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCall {
+    pub method: String,
+    pub url: String,
+    pub body: Option<Vec<u8>>,
+}
+
+/// A service started with `spawn_service` and not stopped yet.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub pid: u32,
+    pub request: ExecRequest,
+}
+
+type ExecHandler = Rc<dyn Fn(&ExecRequest) -> Result<ExecOutput, Failure>>;
+type HttpHandler = Rc<dyn Fn(&HttpCall) -> Result<Response, Failure>>;
+
+#[derive(Clone)]
+struct Object {
+    data: Vec<u8>,
+    last_modified: i64,
+}
+
+#[derive(Clone)]
+struct Store {
+    access: Access,
+    prefix: Option<String>,
+    objects: BTreeMap<String, Object>,
+}
+
+/// An in-memory host for native plugin tests. Configure it with the builder methods (each grants what it
+/// names), run the plugin with [`MockHost::invoke`], then inspect state, stores and what was captured.
+pub struct MockHost {
+    run_id: String,
+    step_id: String,
+    mode: Mode,
+    attempt: u32,
+    /// The phase of the call in progress.
+    phase: Phase,
+    /// Seconds since the epoch stamped on the next write; advances by one per write.
+    clock: i64,
+    stores: BTreeMap<String, Store>,
+    state: BTreeMap<String, String>,
+    secrets: BTreeMap<String, Option<String>>,
+    programs: BTreeMap<String, ExecHandler>,
+    urls: BTreeMap<String, HttpHandler>,
+    tcp: BTreeMap<(String, u16), Result<u64, Failure>>,
+    next_pid: u32,
+    services: BTreeMap<u32, ExecRequest>,
+    logs: Vec<(Level, String)>,
+    progress: Vec<Progress>,
+    exec_calls: Vec<ExecRequest>,
+    http_calls: Vec<HttpCall>,
+    denials: Vec<Denial>,
+}
+
+impl Default for MockHost {
+    fn default() -> MockHost {
+        MockHost::new()
+    }
+}
+
+impl fmt::Debug for MockHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockHost")
+            .field("step_id", &self.step_id)
+            .field("stores", &self.stores.keys().collect::<Vec<_>>())
+            .field("state", &self.state)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("programs", &self.programs.keys().collect::<Vec<_>>())
+            .field("urls", &self.urls.keys().collect::<Vec<_>>())
+            .field("denials", &self.denials)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builder: each method grants what it names (nothing is granted by default except state, log and progress).
+impl MockHost {
+    /// A host that grants nothing; run `test-run`, step `test-step`, mode drill, attempt 1.
+    pub fn new() -> MockHost {
+        MockHost {
+            run_id: "test-run".into(),
+            step_id: "test-step".into(),
+            mode: Mode::Drill,
+            attempt: 1,
+            phase: Phase::Apply,
+            clock: 1_700_000_000,
+            stores: BTreeMap::new(),
+            state: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            programs: BTreeMap::new(),
+            urls: BTreeMap::new(),
+            tcp: BTreeMap::new(),
+            next_pid: 4000,
+            services: BTreeMap::new(),
+            logs: Vec::new(),
+            progress: Vec::new(),
+            exec_calls: Vec::new(),
+            http_calls: Vec::new(),
+            denials: Vec::new(),
+        }
+    }
+
+    pub fn run_id(mut self, run_id: &str) -> MockHost {
+        self.run_id = run_id.into();
+        self
+    }
+
+    pub fn step_id(mut self, step_id: &str) -> MockHost {
+        self.step_id = step_id.into();
+        self
+    }
+
+    pub fn mode(mut self, mode: Mode) -> MockHost {
+        self.mode = mode;
+        self
+    }
+
+    /// The attempt number the next invocations see (1 by default).
+    pub fn attempt(mut self, attempt: u32) -> MockHost {
+        self.attempt = attempt;
+        self
+    }
+
+    /// Grants an (empty) store.
+    pub fn store(self, name: &str, access: Access) -> MockHost {
+        self.store_grant(name, access, None)
+    }
+
+    /// Grants a store for keys under `prefix` only.
+    pub fn store_under(self, name: &str, access: Access, prefix: &str) -> MockHost {
+        self.store_grant(name, access, Some(prefix.into()))
+    }
+
+    fn store_grant(mut self, name: &str, access: Access, prefix: Option<String>) -> MockHost {
+        let store = self.stores.entry(name.into()).or_insert_with(|| Store {
+            access,
+            prefix: None,
+            objects: BTreeMap::new(),
+        });
+        store.access = access;
+        store.prefix = prefix;
+        self
+    }
+
+    /// Puts an object into a store granted with [`MockHost::store`] (panics if it was not).
+    pub fn with_object(mut self, store: &str, key: &str, data: impl Into<Vec<u8>>) -> MockHost {
+        self.put_object(store, key, data);
+        self
+    }
+
+    /// Seeds the step's state, as if an earlier attempt had recorded it.
+    pub fn state(mut self, key: &str, value: &str) -> MockHost {
+        self.state.insert(key.into(), value.into());
+        self
+    }
+
+    /// Grants a secret with its value.
+    pub fn secret(mut self, name: &str, value: &str) -> MockHost {
+        self.secrets.insert(name.into(), Some(value.into()));
+        self
+    }
+
+    /// Grants a secret that has no value in the run: reading it fails with `not-found`.
+    pub fn secret_unset(mut self, name: &str) -> MockHost {
+        self.secrets.insert(name.into(), None);
+        self
+    }
+
+    /// Grants `program`; every run of it returns `output`.
+    pub fn exec(self, program: &str, output: ExecOutput) -> MockHost {
+        self.exec_with(program, move |_| Ok(output.clone()))
+    }
+
+    /// Grants `program`; every run of it fails with `failure` (e.g. a timeout is `unavailable`).
+    pub fn exec_failure(self, program: &str, failure: Failure) -> MockHost {
+        self.exec_with(program, move |_| Err(failure.clone()))
+    }
+
+    /// Grants `program`; runs are answered by `answer`, which sees the request (args, env, cwd).
+    pub fn exec_with(
+        mut self,
+        program: &str,
+        answer: impl Fn(&ExecRequest) -> Result<ExecOutput, Failure> + 'static,
+    ) -> MockHost {
+        self.programs.insert(program.into(), Rc::new(answer));
+        self
+    }
+
+    /// Grants `url` (exact, e.g. `https://api.example.com/health`) for any method; it answers `status` and `body`.
+    pub fn http(self, url: &str, status: u16, body: impl Into<Vec<u8>>) -> MockHost {
+        let response = Response {
+            status,
+            body: body.into(),
+        };
+        self.http_with(url, move |_| Ok(response.clone()))
+    }
+
+    /// Grants `url`; requests fail with `failure` (e.g. [`Failure::unavailable`] for a connection refused).
+    pub fn http_failure(self, url: &str, failure: Failure) -> MockHost {
+        self.http_with(url, move |_| Err(failure.clone()))
+    }
+
+    /// Grants `url`; requests are answered by `answer`, which sees the method and body.
+    pub fn http_with(
+        mut self,
+        url: &str,
+        answer: impl Fn(&HttpCall) -> Result<Response, Failure> + 'static,
+    ) -> MockHost {
+        self.urls.insert(url.into(), Rc::new(answer));
+        self
+    }
+
+    /// Grants `tcp://host:port`; probes report a connect time of `micros`.
+    pub fn tcp(mut self, host: &str, port: u16, micros: u64) -> MockHost {
+        self.tcp.insert((host.into(), port), Ok(micros));
+        self
+    }
+
+    /// Grants `tcp://host:port`; probes fail with `failure` (the runner says `unavailable` for refused or slow).
+    pub fn tcp_failure(mut self, host: &str, port: u16, failure: Failure) -> MockHost {
+        self.tcp.insert((host.into(), port), Err(failure));
+        self
+    }
+}
+
+/// Running a plugin.
+impl MockHost {
+    /// Calls `P::invoke` for `operation` in `phase` with `params` as the runner would, with this mock answering
+    /// the plugin's host calls. Returns the outputs, or the plugin's failure. Panics, like the runner refuses,
+    /// when `P::describe` does not list `operation` or the outputs are not a JSON object.
+    ///
+    /// [`MockHost::denials`] holds the denials of this call only (the runner reports a failed step that was
+    /// denied something as denied, whatever the plugin returned); everything else accumulates across calls.
+    pub fn invoke<P: Plugin>(
+        &mut self,
+        operation: &str,
+        phase: Phase,
+        params: Value,
+    ) -> Result<Value, Failure> {
+        let out = self.invoke_raw::<P>(operation, phase, &params.to_string())?;
+        let name = P::describe().name;
+        let value: Value = serde_json::from_str(&out).unwrap_or_else(|e| {
+            panic!("plugin `{name}` `{operation}`: outputs are not JSON ({e}): {out}")
+        });
+        assert!(
+            value.is_object(),
+            "plugin `{name}` `{operation}`: outputs must be a JSON object, got {value}"
+        );
+        Ok(value)
+    }
+
+    /// Like [`MockHost::invoke`] with params as raw text (to test how a plugin takes malformed JSON) and the
+    /// outputs unchecked.
+    pub fn invoke_raw<P: Plugin>(
+        &mut self,
+        operation: &str,
+        phase: Phase,
+        params: &str,
+    ) -> Result<String, Failure> {
+        let info = P::describe();
+        assert!(
+            info.operations.iter().any(|o| o.name == operation),
+            "plugin `{}` has no operation `{operation}` (describe lists {:?})",
+            info.name,
+            info.operations.iter().map(|o| &o.name).collect::<Vec<_>>()
+        );
+        self.denials.clear();
+        let ctx = self.context(operation, phase);
+        self.enter(phase, || P::invoke(ctx, params))
+    }
+
+    /// The context [`MockHost::invoke`] passes to the plugin.
+    pub fn context(&self, operation: &str, phase: Phase) -> Context {
+        Context {
+            run_id: self.run_id.clone(),
+            step_id: self.step_id.clone(),
+            operation: operation.into(),
+            phase,
+            attempt: self.attempt,
+            mode: self.mode,
+        }
+    }
+
+    /// Runs `f` with this mock answering host calls made on this thread, as in `phase`: for testing a plugin's
+    /// helpers on their own. Calls may nest (an inner mock answers until it returns).
+    pub fn enter<T>(&mut self, phase: Phase, f: impl FnOnce() -> T) -> T {
+        self.phase = phase;
+        let installed = Installed::new(self);
+        let result = f();
+        drop(installed);
+        result
+    }
+}
+
+/// Inspection and changes between calls.
+impl MockHost {
+    /// A value of the step's state.
+    pub fn state_get(&self, key: &str) -> Option<&str> {
+        self.state.get(key).map(String::as_str)
+    }
+
+    /// The step's whole state.
+    pub fn state_map(&self) -> &BTreeMap<String, String> {
+        &self.state
+    }
+
+    /// Changes the step's state between calls (as a resume from an edited journal would).
+    pub fn set_state(&mut self, key: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self.state.insert(key.into(), v.into()),
+            None => self.state.remove(key),
+        };
+    }
+
+    /// The bytes of an object, if the store has it.
+    pub fn object(&self, store: &str, key: &str) -> Option<&[u8]> {
+        let store = self.stores.get(store)?;
+        store.objects.get(key).map(|o| o.data.as_slice())
+    }
+
+    /// The keys of a store, sorted.
+    pub fn object_keys(&self, store: &str) -> Vec<&str> {
+        self.stores
+            .get(store)
+            .map(|s| s.objects.keys().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// Puts an object into a granted store between calls (panics if the store was not granted).
+    pub fn put_object(&mut self, store: &str, key: &str, data: impl Into<Vec<u8>>) {
+        let now = self.tick();
+        let Some(s) = self.stores.get_mut(store) else {
+            panic!("MockHost: grant store `{store}` with .store(..) before putting objects in it");
+        };
+        s.objects.insert(
+            key.into(),
+            Object {
+                data: data.into(),
+                last_modified: now,
+            },
+        );
+    }
+
+    /// Removes an object between calls (as if someone deleted it behind the plugin's back).
+    pub fn remove_object(&mut self, store: &str, key: &str) {
+        if let Some(s) = self.stores.get_mut(store) {
+            s.objects.remove(key);
+        }
+    }
+
+    /// Everything logged, in order.
+    pub fn logs(&self) -> &[(Level, String)] {
+        &self.logs
+    }
+
+    /// The messages logged, in order, whatever their level.
+    pub fn log_messages(&self) -> Vec<&str> {
+        self.logs.iter().map(|(_, m)| m.as_str()).collect()
+    }
+
+    /// Progress reports, in order.
+    pub fn progress(&self) -> &[Progress] {
+        &self.progress
+    }
+
+    /// Programs run (granted requests only), in order.
+    pub fn exec_calls(&self) -> &[ExecRequest] {
+        &self.exec_calls
+    }
+
+    /// Services started and not stopped.
+    pub fn services(&self) -> Vec<Service> {
+        self.services
+            .iter()
+            .map(|(pid, request)| Service {
+                pid: *pid,
+                request: request.clone(),
+            })
+            .collect()
+    }
+
+    /// HTTP requests that reached a granted URL, in order.
+    pub fn http_calls(&self) -> &[HttpCall] {
+        &self.http_calls
+    }
+
+    /// What the last invocation was denied, in order.
+    pub fn denials(&self) -> &[Denial] {
+        &self.denials
+    }
+
+    /// The first denial of the last invocation: what the runner would report the step as denied.
+    pub fn denial(&self) -> Option<&Denial> {
+        self.denials.first()
+    }
+
+    /// Forgets captured logs, progress, exec and HTTP calls and denials (not state, stores or grants).
+    pub fn clear_captured(&mut self) {
+        self.logs.clear();
+        self.progress.clear();
+        self.exec_calls.clear();
+        self.http_calls.clear();
+        self.denials.clear();
+    }
+}
+
+/// An `ExecOutput` with `status` and UTF-8 stdout and stderr, for [`MockHost::exec`].
+pub fn output(status: i32, stdout: &str, stderr: &str) -> ExecOutput {
+    ExecOutput {
+        status,
+        stdout: stdout.as_bytes().to_vec(),
+        stderr: stderr.as_bytes().to_vec(),
+        truncated: false,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The host side: what each import does, with grants enforced like the runner's capabilities.
+
+#[derive(Clone, Copy, PartialEq)]
+enum Need {
+    Read,
+    Write,
+}
+
+impl MockHost {
+    fn tick(&mut self) -> i64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    fn read_only(&self) -> bool {
+        self.phase == Phase::Plan
+    }
+
+    fn deny(&mut self, capability: &str, asked: impl Into<String>) -> Failure {
+        let asked = asked.into();
+        let failure = Failure::new(FailureKind::Denied, format!("{capability} denied: {asked}"));
+        self.denials.push(Denial {
+            capability: capability.into(),
+            asked,
+        });
+        failure
+    }
+
+    fn open(&mut self, store: &str, key: &str, need: Need) -> Result<&mut Store, Failure> {
+        let verb = if need == Need::Write { "write" } else { "read" };
+        let Some(grant) = self.stores.get(store) else {
+            return Err(self.deny(
+                "stores",
+                format!("{verb} {store}:{key}: store `{store}` is not granted"),
+            ));
+        };
+        let why = if need == Need::Write && grant.access != Access::Write {
+            Some(format!(
+                "write {store}:{key}: store `{store}` is granted read only"
+            ))
+        } else if need == Need::Write && self.read_only() {
+            Some(format!("write {store}:{key}: the plan phase is read-only"))
+        } else if let Some(prefix) = grant.prefix.as_deref().filter(|p| !key.starts_with(p)) {
+            Some(format!(
+                "{verb} {store}:{key}: outside the granted prefix `{prefix}`"
+            ))
+        } else if key.split('/').any(|seg| seg == "..") {
+            Some(format!("{verb} {store}:{key}: `..` is not allowed in keys"))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(self.deny("stores", why));
+        }
+        if key.starts_with('/') {
+            return Err(Failure::invalid_input(format!(
+                "invalid key `{key}`: keys are relative"
+            )));
+        }
+        Ok(self.stores.get_mut(store).expect("checked above"))
+    }
+
+    fn store_get(&mut self, store: &str, key: &str) -> Result<Vec<u8>, Failure> {
+        let s = self.open(store, key, Need::Read)?;
+        let object = s
+            .objects
+            .get(key)
+            .ok_or_else(|| Failure::not_found(format!("{store}:{key}: not found")))?;
+        if object.data.len() > MAX_GET_BYTES {
+            return Err(Failure::invalid_input(format!(
+                "{store}:{key} is {} bytes; store-get returns at most {MAX_GET_BYTES}, use store-copy",
+                object.data.len()
+            )));
+        }
+        Ok(object.data.clone())
+    }
+
+    fn store_put(&mut self, store: &str, key: &str, data: &[u8]) -> Result<(), Failure> {
+        self.open(store, key, Need::Write)?;
+        self.put_object(store, key, data);
+        Ok(())
+    }
+
+    fn store_head(&mut self, store: &str, key: &str) -> Result<Option<ObjectMeta>, Failure> {
+        let s = self.open(store, key, Need::Read)?;
+        Ok(s.objects.get(key).map(|o| meta(key, o)))
+    }
+
+    fn store_list(&mut self, store: &str, prefix: &str) -> Result<Vec<ObjectMeta>, Failure> {
+        let s = self.open(store, prefix, Need::Read)?;
+        // Like object_store: a prefix names whole path segments (`a/b` lists `a/b/c`, not `a/bc`).
+        let dir = prefix.trim_end_matches('/');
+        Ok(s.objects
+            .iter()
+            .filter(|(k, _)| {
+                dir.is_empty() || k.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
+            })
+            .map(|(k, o)| meta(k, o))
+            .collect())
+    }
+
+    fn store_delete(&mut self, store: &str, key: &str) -> Result<(), Failure> {
+        let s = self.open(store, key, Need::Write)?;
+        s.objects.remove(key);
+        Ok(())
+    }
+
+    fn store_copy(
+        &mut self,
+        from: (&str, &str),
+        to: (&str, &str),
+        expected_sha256: Option<&str>,
+    ) -> Result<CopyResult, Failure> {
+        let data = self
+            .open(from.0, from.1, Need::Read)?
+            .objects
+            .get(from.1)
+            .map(|o| o.data.clone());
+        self.open(to.0, to.1, Need::Write)?;
+        let data =
+            data.ok_or_else(|| Failure::not_found(format!("{}:{}: not found", from.0, from.1)))?;
+        let sha256 = sha256_hex(&data);
+        if let Some(expected) = expected_sha256
+            && !expected.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(Failure::verification_failed(format!(
+                "digest mismatch for {}: expected sha256:{expected}, got sha256:{sha256}",
+                from.1
+            )));
+        }
+        let bytes = data.len() as u64;
+        self.put_object(to.0, to.1, data);
+        Ok(CopyResult { bytes, sha256 })
+    }
+
+    fn state_set(&mut self, key: &str, value: &str) {
+        if self.read_only() {
+            return;
+        }
+        assert!(
+            value.len() <= MAX_STATE_VALUE_BYTES
+                && (self.state.contains_key(key) || self.state.len() < MAX_STATE_KEYS),
+            "state limit exceeded ({MAX_STATE_KEYS} keys of at most {MAX_STATE_VALUE_BYTES} bytes): \
+             the runner traps the plugin"
+        );
+        self.state.insert(key.into(), value.into());
+    }
+
+    fn state_delete(&mut self, key: &str) {
+        if !self.read_only() {
+            self.state.remove(key);
+        }
+    }
+
+    fn read_secret(&mut self, name: &str) -> Result<String, Failure> {
+        match self.secrets.get(name) {
+            None => Err(self.deny(
+                "secrets",
+                format!("secret `{name}` is not in the step's secrets grant"),
+            )),
+            Some(None) => Err(Failure::not_found(format!(
+                "secret `{name}` has no value in this run"
+            ))),
+            Some(Some(value)) => Ok(value.clone()),
+        }
+    }
+
+    /// The answer for a program the plugin may run now, or the denial.
+    fn program(&mut self, request: &ExecRequest) -> Result<ExecHandler, Failure> {
+        if self.read_only() {
+            return Err(self.deny(
+                "exec",
+                format!("`{}`: the plan phase may not run programs", request.program),
+            ));
+        }
+        match self.programs.get(&request.program) {
+            Some(answer) => Ok(answer.clone()),
+            None => Err(self.deny(
+                "exec",
+                format!(
+                    "program `{}` is not in the step's exec grant",
+                    request.program
+                ),
+            )),
+        }
+    }
+
+    fn spawn_service(&mut self, request: &ExecRequest) -> Result<u32, Failure> {
+        self.program(request)?;
+        let pid = self.next_pid;
+        self.next_pid += 1;
+        self.services.insert(pid, request.clone());
+        Ok(pid)
+    }
+
+    fn stop_service(&mut self, pid: u32) -> Result<(), Failure> {
+        if self.read_only() {
+            return Err(self.deny(
+                "exec",
+                format!("stop pid {pid}: the plan phase may not stop services"),
+            ));
+        }
+        self.services.remove(&pid);
+        Ok(())
+    }
+
+    fn tcp_probe(&mut self, host: &str, port: u16) -> Result<u64, Failure> {
+        match self.tcp.get(&(host.to_string(), port)) {
+            Some(answer) => answer.clone(),
+            None => Err(self.deny(
+                "http",
+                format!("tcp://{host}:{port} is not in the step's http grant"),
+            )),
+        }
+    }
+
+    /// The answer for a request the plugin may send now, or the failure `wasi:http` gives a denied one.
+    fn url(&mut self, method: &str, url: &str) -> Result<HttpHandler, Failure> {
+        if !url.contains("://") {
+            return Err(Failure::invalid_input(format!("bad url `{url}`")));
+        }
+        let why = match self.urls.get(url) {
+            None => format!("{method} {url} is not in the step's http grant"),
+            Some(_) if self.read_only() && method != "GET" && method != "HEAD" => {
+                format!("{method} {url}: the plan phase may only GET or HEAD")
+            }
+            Some(answer) => return Ok(answer.clone()),
+        };
+        self.deny("http", why);
+        // What the plugin sees through wasi:http (`HttpRequestDenied`).
+        Err(Failure::new(
+            FailureKind::Denied,
+            format!("http: {url} denied"),
+        ))
+    }
+}
+
+fn meta(key: &str, o: &Object) -> ObjectMeta {
+    ObjectMeta {
+        key: key.into(),
+        size: o.data.len() as u64,
+        last_modified: o.last_modified,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Installing the mock on the current thread.
+
+thread_local! {
+    static CURRENT: RefCell<Option<MockHost>> = const { RefCell::new(None) };
+}
+
+/// Moves a mock into the thread-local slot and back when dropped (also when the plugin panics).
+struct Installed<'a> {
+    home: &'a mut MockHost,
+    outer: Option<MockHost>,
+}
+
+impl<'a> Installed<'a> {
+    fn new(home: &'a mut MockHost) -> Installed<'a> {
+        let mock = std::mem::take(home);
+        let outer = CURRENT.with(|c| c.replace(Some(mock)));
+        Installed { home, outer }
+    }
+}
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        let mock = CURRENT.with(|c| c.replace(self.outer.take()));
+        *self.home = mock.expect("the installed MockHost is still in place");
+    }
+}
+
+fn with_mock<T>(call: &str, f: impl FnOnce(&mut MockHost) -> T) -> T {
+    CURRENT.with(|c| {
+        let mut slot = c.try_borrow_mut().unwrap_or_else(|_| {
+            panic!("host call `{call}` while the MockHost is busy with another call")
+        });
+        let mock = slot.as_mut().unwrap_or_else(|| {
+            panic!(
+                "host call `{call}` outside MockHost::invoke: a native build of a plugin has no host; \
+                 run it through respawn_plugin_sdk::testing::MockHost"
+            )
+        });
+        f(mock)
+    })
+}
+
+/// The native side of every `host` import, with the signatures of the generated wasm imports.
+#[doc(hidden)]
+pub mod imports {
+    use super::{CopyResult, ExecOutput, ExecRequest, HttpCall, Level, ObjectMeta, Progress};
+    use super::{Response, with_mock};
+    use crate::Failure;
+
+    pub fn log(level: Level, message: &str) {
+        with_mock("log", |m| m.logs.push((level, message.into())))
+    }
+
+    pub fn progress(done: u64, total: Option<u64>, message: &str) {
+        with_mock("progress", |m| {
+            m.progress.push(Progress {
+                done,
+                total,
+                message: message.into(),
+            })
+        })
+    }
+
+    pub fn store_get(store: &str, key: &str) -> Result<Vec<u8>, Failure> {
+        with_mock("store-get", |m| m.store_get(store, key))
+    }
+
+    pub fn store_put(store: &str, key: &str, data: &[u8]) -> Result<(), Failure> {
+        with_mock("store-put", |m| m.store_put(store, key, data))
+    }
+
+    pub fn store_head(store: &str, key: &str) -> Result<Option<ObjectMeta>, Failure> {
+        with_mock("store-head", |m| m.store_head(store, key))
+    }
+
+    pub fn store_list(store: &str, prefix: &str) -> Result<Vec<ObjectMeta>, Failure> {
+        with_mock("store-list", |m| m.store_list(store, prefix))
+    }
+
+    pub fn store_delete(store: &str, key: &str) -> Result<(), Failure> {
+        with_mock("store-delete", |m| m.store_delete(store, key))
+    }
+
+    pub fn store_copy(
+        from_store: &str,
+        from_key: &str,
+        to_store: &str,
+        to_key: &str,
+        expected_sha256: Option<&str>,
+    ) -> Result<CopyResult, Failure> {
+        with_mock("store-copy", |m| {
+            m.store_copy((from_store, from_key), (to_store, to_key), expected_sha256)
+        })
+    }
+
+    pub fn state_get(key: &str) -> Option<String> {
+        with_mock("state-get", |m| m.state.get(key).cloned())
+    }
+
+    pub fn state_set(key: &str, value: &str) {
+        with_mock("state-set", |m| m.state_set(key, value))
+    }
+
+    pub fn state_delete(key: &str) {
+        with_mock("state-delete", |m| m.state_delete(key))
+    }
+
+    pub fn state_list() -> Vec<(String, String)> {
+        with_mock("state-list", |m| {
+            m.state
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+    }
+
+    pub fn secret(name: &str) -> Result<String, Failure> {
+        with_mock("secret", |m| m.read_secret(name))
+    }
+
+    pub fn exec(request: &ExecRequest) -> Result<ExecOutput, Failure> {
+        let answer = with_mock("exec", |m| m.program(request))?;
+        // Outside the borrow: the answer may itself make host calls.
+        let result = answer(request);
+        with_mock("exec", |m| m.exec_calls.push(request.clone()));
+        result
+    }
+
+    pub fn spawn_service(request: &ExecRequest) -> Result<u32, Failure> {
+        with_mock("spawn-service", |m| m.spawn_service(request))
+    }
+
+    pub fn stop_service(pid: u32) -> Result<(), Failure> {
+        with_mock("stop-service", |m| m.stop_service(pid))
+    }
+
+    pub fn tcp_probe(host: &str, port: u16, _timeout_ms: u32) -> Result<u64, Failure> {
+        with_mock("tcp-probe", |m| m.tcp_probe(host, port))
+    }
+
+    /// `wasi:http` outgoing-handler, for [`crate::http::request`].
+    pub fn http_request(method: &str, url: &str, body: Option<&[u8]>) -> Result<Response, Failure> {
+        let answer = with_mock("wasi:http", |m| m.url(method, url))?;
+        let call = HttpCall {
+            method: method.into(),
+            url: url.into(),
+            body: body.map(<[u8]>::to_vec),
+        };
+        let result = answer(&call);
+        with_mock("wasi:http", |m| m.http_calls.push(call));
+        result
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sha256_hex;
+
+    #[test]
+    fn sha256_matches_known_digests() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        // Padding boundaries: 55 bytes fit one block with the length, 56 and 64 need a second.
+        for (n, digest) in [
+            (
+                55,
+                "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318",
+            ),
+            (
+                56,
+                "b35439a4ac6f0948b6d6f9e3c6af0f5f590ce20f1bde7090ef7970686ec6738a",
+            ),
+            (
+                64,
+                "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb",
+            ),
+            (
+                1_000,
+                "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3",
+            ),
+        ] {
+            assert_eq!(sha256_hex(&vec![b'a'; n]), digest, "{n} bytes");
+        }
+    }
+}

@@ -7,34 +7,43 @@ use std::sync::Arc;
 
 use respawn::engine::Mode;
 use respawn::engine::record::Outcome;
-use respawn::engine::run::{self, Approver, Quiet, RunSpec};
+use respawn::engine::run::{self, Approver, Observer, Quiet, RunSpec};
 use respawn::host::workflow_plugins::LockPolicy;
 use respawn::report::{self, PluginInfo, Report};
+use respawn::ui::progress::{self, Bars};
 use respawn::workflow::lock::LockFile;
 use respawn::workflow::{self, Invalid, params, validate};
 
 use super::{FailoverArgs, RunArgs, Usage, WorkflowParams, exit, setup};
 
 pub fn drill(args: RunArgs) -> anyhow::Result<u8> {
-    execute(
-        &args.target,
-        Mode::Drill,
-        args.keep,
-        false,
-        args.report_dir,
-        args.state,
-    )
+    let options = Options {
+        keep: args.keep,
+        yes: false,
+        report_dir: args.report_dir,
+        state: args.state,
+        no_progress: args.no_progress,
+    };
+    execute(&args.target, Mode::Drill, options)
 }
 
 pub fn failover(args: FailoverArgs) -> anyhow::Result<u8> {
-    execute(
-        &args.target,
-        Mode::Failover,
-        false,
-        args.yes,
-        args.report_dir,
-        args.state,
-    )
+    let options = Options {
+        keep: false,
+        yes: args.yes,
+        report_dir: args.report_dir,
+        state: args.state,
+        no_progress: args.no_progress,
+    };
+    execute(&args.target, Mode::Failover, options)
+}
+
+struct Options {
+    keep: bool,
+    yes: bool,
+    report_dir: Option<PathBuf>,
+    state: Option<String>,
+    no_progress: bool,
 }
 
 /// Confirms approval gates with `--yes` or on the terminal; refuses without either.
@@ -80,14 +89,14 @@ fn new_run_id() -> String {
     format!("{}-{:06x}", stamp.trim_end_matches('Z'), random & 0xff_ffff)
 }
 
-fn execute(
-    target: &WorkflowParams,
-    mode: Mode,
-    keep: bool,
-    yes: bool,
-    report_dir: Option<PathBuf>,
-    state: Option<String>,
-) -> anyhow::Result<u8> {
+fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Result<u8> {
+    let Options {
+        keep,
+        yes,
+        report_dir,
+        state,
+        no_progress,
+    } = options;
     let loaded = workflow::load_file(&target.workflow)?;
     let mut diagnostics = validate::validate(&loaded, None);
     let resolved = match params::resolve(&loaded, &target.params) {
@@ -107,7 +116,17 @@ fn execute(
     }
     let lock = LockFile::read(&loaded.path).map_err(|e| Usage(e.to_string()))?;
     let runtime = setup::runtime()?;
-    let host = Arc::new(setup::host_for(&loaded, true)?);
+    let w = &loaded.workflow;
+    let calls = w.steps.len() * if mode == Mode::Drill && !keep { 2 } else { 1 } + w.verify.len();
+    let bars = progress::wanted(no_progress).then(|| Bars::new(calls as u64));
+    let sink: Option<respawn::host::ProgressSink> = bars.clone().map(|b| {
+        Arc::new(
+            move |step: &str, done: u64, total: Option<u64>, message: &str| {
+                b.data(step, done, total, message)
+            },
+        ) as respawn::host::ProgressSink
+    });
+    let host = Arc::new(setup::host_with_progress(&loaded, true, sink)?);
     let plugins = runtime.block_on(setup::load_plugins(
         &host,
         &loaded,
@@ -158,10 +177,17 @@ fn execute(
             tracing::warn!("interrupted: stopping steps and tearing down what was created");
             let _ = cancel_tx.send(true);
         });
-        let record = run::run(&spec, host.clone(), &approver, Arc::new(Quiet), cancel_rx).await;
+        let observer: Arc<dyn Observer> = match &bars {
+            Some(b) => b.clone(),
+            None => Arc::new(Quiet),
+        };
+        let record = run::run(&spec, host.clone(), &approver, observer, cancel_rx).await;
         host.run_resources().services.stop_all().await;
         record
     });
+    if let Some(b) = &bars {
+        b.finish();
+    }
     let outcome = record.outcome;
     let report = Report::new(&loaded, resolved, plugin_info, record);
     let dir = report_dir.unwrap_or_else(|| PathBuf::from(".respawn/runs").join(&run_id));

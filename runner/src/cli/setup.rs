@@ -27,7 +27,17 @@ pub fn read_secrets(loaded: &LoadedWorkflow) -> BTreeMap<String, String> {
 
 /// A host for `loaded`; with `create_stores` false, nothing is created on disk.
 pub fn host_for(loaded: &LoadedWorkflow, create_stores: bool) -> anyhow::Result<Host> {
+    host_with_progress(loaded, create_stores, None)
+}
+
+/// Like [`host_for`], reporting plugins' progress (data copies) to `progress`.
+pub fn host_with_progress(
+    loaded: &LoadedWorkflow,
+    create_stores: bool,
+    progress: Option<respawn::host::ProgressSink>,
+) -> anyhow::Result<Host> {
     let mut run = RunResources::new(loaded.base_dir().to_path_buf());
+    run.progress = progress;
     run.stores = StoreSet::open_with(&loaded.workflow.stores, loaded.base_dir(), create_stores)?;
     run.secrets = Arc::new(read_secrets(loaded));
     Ok(Host::new(run)?)

@@ -1,4 +1,6 @@
-//! Terminal-facing setup: logging through tracing to stderr.
+//! Terminal-facing setup: logging through tracing to stderr, and progress bars.
+
+pub mod progress;
 
 use tracing_subscriber::EnvFilter;
 
@@ -20,11 +22,25 @@ pub fn init_logging(verbosity: u8, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        // Log lines hide the progress bars while they print, so the two never interleave.
+        .with_writer(|| SuspendingStderr);
     let result = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
     // A second init (tests) keeps the first subscriber.
     let _ = result;
+}
+
+/// stderr, written with the progress bars suspended.
+struct SuspendingStderr;
+
+impl std::io::Write for SuspendingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        progress::suspend(|| std::io::stderr().write(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }

@@ -47,10 +47,16 @@ pub fn run(args: WorkflowArg) -> anyhow::Result<u8> {
         }
         .into());
     }
+    // One lock file per directory: keep the pins of other workflows beside this one.
     let previous = LockFile::read(&loaded.path).ok();
-    let lock = LockFile::new(pinned);
+    let mut merged = previous
+        .as_ref()
+        .map(|l| l.plugins.clone())
+        .unwrap_or_default();
+    merged.extend(pinned.clone());
+    let lock = LockFile::new(merged);
     let path = lock.write(&loaded.path)?;
-    for (alias, p) in &lock.plugins {
+    for (alias, p) in &pinned {
         let change = match previous.as_ref().and_then(|l| l.plugins.get(alias)) {
             None => "added",
             Some(old) if old == p => "unchanged",

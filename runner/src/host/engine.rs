@@ -7,8 +7,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// One epoch tick. Deadlines are rounded up to whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Largest memory limit a step may ask for; the pooling allocator reserves address space for it per slot.
-pub const MAX_STEP_MEMORY: u64 = 1 << 30;
+pub use crate::workflow::MAX_STEP_MEMORY;
 
 /// Steps that can run at once in one process; each holds one pooled component instance.
 pub const MAX_CONCURRENT_INSTANCES: u32 = 64;

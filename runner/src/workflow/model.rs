@@ -252,6 +252,9 @@ fn default_backoff() -> Duration {
     Duration::from_secs(1)
 }
 
+/// Largest `limits.memory` a step may ask for (the host reserves address space for it per instance slot).
+pub const MAX_STEP_MEMORY: u64 = 1 << 30;
+
 /// Per-step resource limits. Unset fields take the host defaults (documented in `docs/plugin-abi.md`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -242,6 +242,19 @@ impl Checker<'_> {
                 }
             }
             self.grants(&path, step);
+            if step
+                .limits
+                .memory
+                .is_some_and(|m| m > super::MAX_STEP_MEMORY)
+            {
+                self.at(
+                    &format!("{path}.limits.memory"),
+                    format!(
+                        "limits.memory may be at most {} MiB",
+                        super::MAX_STEP_MEMORY >> 20
+                    ),
+                );
+            }
             if let Some(retry) = &step.retry
                 && !(1..=100).contains(&retry.attempts)
             {

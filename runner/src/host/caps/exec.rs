@@ -281,7 +281,11 @@ pub async fn stop_service(s: &mut StepState, pid: u32) -> Result<(), Failure> {
         ));
     }
     match s.run.services.stop(pid).await {
-        Ok(_) => Ok(()),
+        Ok(true) => Ok(()),
+        Ok(false) => Err(s.deny(
+            "exec",
+            format!("stop pid {pid}: not a service started by this run"),
+        )),
         Err(e) => Err(super::failure(FailureKind::Internal, e.to_string())),
     }
 }

@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Plugins compiled into the binary as `builtin:NAME@VERSION`: (name, crate artifact).
-const BUILTIN: &[(&str, &str)] = &[("check", "respawn_plugin_check")];
+const BUILTIN: &[(&str, &str)] = &[
+    ("check", "respawn_plugin_check"),
+    ("local", "respawn_plugin_local"),
+];
 /// Plugins used only by tests: built, never embedded; their directory is exported as RESPAWN_TEST_PLUGINS.
 const TESTING: &[&str] = &[
     "respawn_testing_echo",

@@ -11,7 +11,7 @@ use crate::bindings::respawn::plugin::host as imp;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::testing::imports as imp;
 
-pub use raw::{CopyResult, ExecOutput, ObjectMeta};
+pub use raw::{CompareResult, CopyResult, ExecOutput, ObjectMeta, UnpackResult};
 
 pub mod log {
     use super::imp;
@@ -153,5 +153,21 @@ pub mod net {
     /// Connects to `host:port` inside the host and reports the connect time in microseconds.
     pub fn tcp_probe(host: &str, port: u16, timeout_ms: u32) -> Result<u64, Failure> {
         super::imp::tcp_probe(host, port, timeout_ms)
+    }
+}
+
+pub mod images {
+    use super::{CompareResult, UnpackResult, imp};
+    use crate::Failure;
+
+    /// Restores the image `tag` stored under `prefix` of `store` into `dir`, inside the host: streamed, verified
+    /// blob by blob, refusing path traversal and symlink escapes.
+    pub fn unpack(store: &str, prefix: &str, tag: &str, dir: &str) -> Result<UnpackResult, Failure> {
+        imp::image_unpack(store, prefix, tag, dir)
+    }
+
+    /// Re-hashes every regular file of the image against `dir`.
+    pub fn compare(store: &str, prefix: &str, tag: &str, dir: &str) -> Result<CompareResult, Failure> {
+        imp::image_compare(store, prefix, tag, dir)
     }
 }

@@ -44,7 +44,7 @@ pub mod testing;
 pub use bindings::respawn::plugin::types::{
     Context, Failure, FailureKind, Mode, OperationInfo, Phase, PluginInfo,
 };
-pub use host::{exec, log, net, progress, secrets, state, stores};
+pub use host::{exec, images, log, net, progress, secrets, state, stores};
 pub use serde;
 pub use serde_json;
 

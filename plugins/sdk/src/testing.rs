@@ -891,6 +891,29 @@ pub mod imports {
         with_mock("tcp-probe", |m| m.tcp_probe(host, port))
     }
 
+    /// Images are not modelled: a plugin test that restores one gets `internal`, saying so.
+    pub fn image_unpack(
+        store: &str,
+        prefix: &str,
+        _tag: &str,
+        _dir: &str,
+    ) -> Result<crate::host::UnpackResult, Failure> {
+        with_mock("image-unpack", |_| {
+            Err(Failure::internal(format!("MockHost does not model images ({store}:{prefix})")))
+        })
+    }
+
+    pub fn image_compare(
+        store: &str,
+        prefix: &str,
+        _tag: &str,
+        _dir: &str,
+    ) -> Result<crate::host::CompareResult, Failure> {
+        with_mock("image-compare", |_| {
+            Err(Failure::internal(format!("MockHost does not model images ({store}:{prefix})")))
+        })
+    }
+
     /// `wasi:http` outgoing-handler, for [`crate::http::request`].
     pub fn http_request(method: &str, url: &str, body: Option<&[u8]>) -> Result<Response, Failure> {
         let answer = with_mock("wasi:http", |m| m.url(method, url))?;

@@ -1,5 +1,6 @@
 //! The `respawn` command line: parse, call the library, print. No logic a test would want lives here.
 
+mod image;
 mod lock;
 mod plan;
 mod plugin;
@@ -201,7 +202,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Report(_) => not_built("report"),
         Command::Audit(_) => not_built("audit verify"),
         Command::Lock(args) => lock::run(args),
-        Command::Image(_) => not_built("image"),
+        Command::Image(command) => image::run(command),
         Command::Plugin(command) => plugin::run(command),
     };
     match result {

@@ -189,7 +189,9 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
         b.finish();
     }
     let outcome = record.outcome;
-    let report = Report::new(&loaded, resolved, plugin_info, record);
+    let rpo_seconds = rpo(&record.started_at, &host.run_resources().restored_images);
+    let mut report = Report::new(&loaded, resolved, plugin_info, record);
+    report.rpo_seconds = rpo_seconds;
     let dir = report_dir.unwrap_or_else(|| PathBuf::from(".respawn/runs").join(&run_id));
     report.write(&dir)?;
     println!("outcome   {:?}", report.outcome);
@@ -228,4 +230,20 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
+}
+
+/// RPO: the run's start minus the creation time of the newest image it restored (none restored: unknown).
+fn rpo(started_at: &str, restored: &std::sync::Mutex<Vec<std::time::SystemTime>>) -> Option<f64> {
+    let started = humantime::parse_rfc3339(started_at).ok()?;
+    let newest = restored
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .max()
+        .copied()?;
+    Some(
+        started
+            .duration_since(newest)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    )
 }

@@ -1,6 +1,9 @@
 //! The data plane: store URLs to object_store instances, and streaming blob copies with digest checks.
 //! This is the one module that touches object_store.
 
+pub mod compare;
+pub mod oci;
 pub mod stores;
+pub mod unpack;
 
 pub use stores::{CopyResult, DataError, StoreSet, copy_blob, open_store};

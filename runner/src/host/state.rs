@@ -30,6 +30,8 @@ pub struct RunResources {
     pub secrets: Arc<BTreeMap<String, String>>,
     pub services: Services,
     pub progress: Option<ProgressSink>,
+    /// Creation times of the images restored by this run: RPO is measured against the newest.
+    pub restored_images: Arc<std::sync::Mutex<Vec<std::time::SystemTime>>>,
 }
 
 impl RunResources {
@@ -40,6 +42,7 @@ impl RunResources {
             secrets: Arc::default(),
             services: Services::default(),
             progress: None,
+            restored_images: Arc::default(),
         }
     }
 }

@@ -214,10 +214,11 @@ fn prepare(s: &mut StepState, request: &ExecRequest) -> Result<(PathBuf, PathBuf
     let cwd = match &request.cwd {
         Some(dir) => {
             let dirs = files::granted_dirs(&s.grants, &s.run.base_dir);
-            if !files::inside_rw(&dirs, Path::new(dir)) {
+            let cwd = files::host_path(&s.run.base_dir, dir);
+            if !files::inside_rw(&dirs, &cwd) {
                 return Err(s.deny("exec", ExecError::CwdNotGranted(dir.clone()).to_string()));
             }
-            PathBuf::from(dir)
+            cwd
         }
         None => {
             std::fs::create_dir_all(&s.scratch_dir)

@@ -4,12 +4,15 @@
 pub mod exec;
 pub mod files;
 pub mod http;
+pub mod images;
 pub mod log;
 pub mod secrets;
 pub mod state;
 pub mod stores;
 
-use super::bindings::host_api::{self, CopyResult, ExecOutput, ExecRequest, Level, ObjectMeta};
+use super::bindings::host_api::{
+    self, CompareResult, CopyResult, ExecOutput, ExecRequest, Level, ObjectMeta, UnpackResult,
+};
 use super::bindings::types::{self, Failure};
 use super::state::StepState;
 
@@ -100,6 +103,26 @@ impl host_api::Host for StepState {
 
     async fn stop_service(&mut self, pid: u32) -> Answer<()> {
         Ok(exec::stop_service(self, pid).await)
+    }
+
+    async fn image_unpack(
+        &mut self,
+        store: String,
+        prefix: String,
+        tag: String,
+        dir: String,
+    ) -> Answer<UnpackResult> {
+        Ok(images::unpack(self, &store, &prefix, &tag, &dir).await)
+    }
+
+    async fn image_compare(
+        &mut self,
+        store: String,
+        prefix: String,
+        tag: String,
+        dir: String,
+    ) -> Answer<CompareResult> {
+        Ok(images::compare(self, &store, &prefix, &tag, &dir).await)
     }
 
     async fn tcp_probe(&mut self, host: String, port: u16, timeout_ms: u32) -> Answer<u64> {

@@ -70,6 +70,15 @@ fn open(
     })
 }
 
+/// The store for reading `key`, or the denial (for capabilities built on stores, such as images).
+pub(crate) fn open_for_read(
+    s: &mut StepState,
+    store: &str,
+    key: &str,
+) -> Result<Arc<dyn ObjectStore>, Failure> {
+    open(s, store, key, Need::Read)
+}
+
 fn from_data(e: DataError) -> Failure {
     let kind = match &e {
         DataError::NotFound { .. } => FailureKind::NotFound,

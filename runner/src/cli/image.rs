@@ -1,0 +1,86 @@
+//! `respawn image pack` and `respawn image verify`: thin wrappers over `respawn::data::oci`. The layout sits at
+//! the root of the store URL; relative `file://` URLs are relative to the working directory.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use respawn::data::DataError;
+use respawn::data::oci::{self, OciError};
+use respawn::data::stores::open_store_with;
+
+use super::{ImageCommand, Usage, exit, setup};
+
+pub fn run(command: ImageCommand) -> anyhow::Result<u8> {
+    match command {
+        ImageCommand::Pack { dir, to, tag } => pack(&dir, &to, &tag),
+        ImageCommand::Verify { store_url } => verify(&store_url),
+    }
+}
+
+fn open(url: &str, create: bool) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let cwd = std::env::current_dir()?;
+    open_store_with(url, &cwd, create).map_err(|e| match e {
+        DataError::BadUrl { .. } => Usage(e.to_string()).into(),
+        other => other.into(),
+    })
+}
+
+fn pack(dir: &Path, url: &str, tag: &str) -> anyhow::Result<u8> {
+    if !dir.is_dir() {
+        return Err(Usage(format!("{}: not a directory", dir.display())).into());
+    }
+    let store = open(url, true)?;
+    let packed = setup::runtime()?.block_on(oci::pack(store.as_ref(), "", dir, tag));
+    let report = match packed {
+        Ok(report) => report,
+        Err(e @ OciError::BadTag { .. }) => return Err(Usage(e.to_string()).into()),
+        Err(e) => return Err(e.into()),
+    };
+    for path in &report.skipped {
+        eprintln!(
+            "warning: {}: sockets, FIFOs and devices are not packed",
+            path.display()
+        );
+    }
+    println!("tag:      {}", report.tag);
+    println!("manifest: {}", report.manifest_digest);
+    println!(
+        "layer:    {} ({} bytes, {} entries)",
+        report.layer_digest, report.layer_size, report.entries
+    );
+    println!("created:  {}", report.created);
+    Ok(exit::OK)
+}
+
+fn verify(url: &str) -> anyhow::Result<u8> {
+    let store = open(url, false)?;
+    let checked = setup::runtime()?.block_on(oci::verify(store.as_ref(), ""));
+    let report = match checked {
+        Ok(report) => report,
+        Err(e) if e.is_layout_problem() => {
+            eprintln!("error: {url}: {e}");
+            return Ok(exit::INVALID);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for p in &report.problems {
+        println!("BAD {}: expected {}, got {}", p.digest, p.expected, p.got);
+    }
+    println!(
+        "{} blobs ({} bytes) re-hashed, {} manifests checked: {}",
+        report.blobs,
+        report.bytes,
+        report.manifests,
+        if report.ok() {
+            "all good".to_string()
+        } else {
+            format!("{} bad", report.problems.len())
+        }
+    );
+    Ok(if report.ok() {
+        exit::OK
+    } else {
+        exit::RUN_FAILED
+    })
+}

@@ -139,3 +139,37 @@ fn failover_stops_at_an_approval_gate_without_a_terminal_or_yes() {
         "{gate}"
     );
 }
+
+#[test]
+fn report_re_renders_a_run_in_each_format() {
+    let dir = hello("report");
+    let out = respawn(&dir, &["drill", "verify.yaml", "--report-dir", "r"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("r/report.json")).unwrap()).unwrap();
+    let run_id = json["run_id"].as_str().unwrap().to_string();
+    for (format, file) in [
+        ("json", "report.json"),
+        ("md", "report.md"),
+        ("junit", "junit.xml"),
+    ] {
+        let again = respawn(
+            &dir,
+            &["report", &run_id, "--report-dir", "r", "--format", format],
+        );
+        assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+        let written = std::fs::read_to_string(dir.join("r").join(file)).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&again.stdout),
+            written,
+            "{format} re-renders identically"
+        );
+    }
+    let missing = respawn(&dir, &["report", "no-such-run"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing).contains("no report for run `no-such-run`"),
+        "{}",
+        text(&missing)
+    );
+}

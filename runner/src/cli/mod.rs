@@ -141,6 +141,9 @@ pub struct ReportArgs {
     pub run_id: String,
     #[arg(long, value_parser = ["json", "md", "junit"], default_value = "md")]
     pub format: String,
+    /// Where the run's report was written, if not the default .respawn/runs/RUN_ID/.
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,7 +202,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Failover(args) => run::failover(args),
         Command::Resume(_) => not_built("resume"),
         Command::Runs(_) => not_built("runs"),
-        Command::Report(_) => not_built("report"),
+        Command::Report(args) => report(args),
         Command::Audit(_) => not_built("audit verify"),
         Command::Lock(args) => lock::run(args),
         Command::Image(command) => image::run(command),
@@ -235,4 +238,35 @@ fn not_built(command: &str) -> anyhow::Result<u8> {
         "`respawn {command}` is not built yet in this version"
     ))
     .into())
+}
+
+/// Re-renders a run's report from its report.json.
+fn report(args: ReportArgs) -> anyhow::Result<u8> {
+    use respawn::report::{Format, Report};
+    let dir = args
+        .report_dir
+        .unwrap_or_else(|| PathBuf::from(".respawn/runs").join(&args.run_id));
+    let report = Report::read(&dir).map_err(|e| {
+        Usage(format!(
+            "no report for run `{}` in {}: {e}",
+            args.run_id,
+            dir.display()
+        ))
+    })?;
+    if report.run_id != args.run_id {
+        return Err(Usage(format!(
+            "{} holds run `{}`, not `{}`",
+            dir.display(),
+            report.run_id,
+            args.run_id
+        ))
+        .into());
+    }
+    let format = match args.format.as_str() {
+        "json" => Format::Json,
+        "junit" => Format::Junit,
+        _ => Format::Markdown,
+    };
+    print!("{}", report.render(format));
+    Ok(exit::OK)
 }

@@ -7,13 +7,13 @@ mod markdown;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::Mode;
 use crate::engine::record::{Outcome, RunRecord, StepRecord, Teardown};
 use crate::workflow::LoadedWorkflow;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkflowInfo {
     pub name: String,
     pub version: String,
@@ -21,14 +21,14 @@ pub struct WorkflowInfo {
     pub file: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PluginInfo {
     pub source: String,
     pub sha256: String,
 }
 
 /// The report of one run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub run_id: String,
     pub mode: Mode,
@@ -100,6 +100,30 @@ impl Report {
             written.push(path);
         }
         Ok(written)
+    }
+}
+
+/// The three renderings of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Markdown,
+    Junit,
+}
+
+impl Report {
+    /// Reads a report written by [`Report::write`].
+    pub fn read(dir: &Path) -> std::io::Result<Report> {
+        let text = std::fs::read_to_string(dir.join("report.json"))?;
+        serde_json::from_str(&text).map_err(std::io::Error::other)
+    }
+
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Json => serde_json::to_string_pretty(self).unwrap_or_default() + "\n",
+            Format::Markdown => markdown::render(self),
+            Format::Junit => junit::render(self),
+        }
     }
 }
 

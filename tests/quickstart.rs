@@ -221,3 +221,42 @@ fn sigint_in_the_middle_of_apply_tears_down_and_exits_3() {
         text(&leftover)
     );
 }
+
+#[test]
+#[ignore = "needs skopeo (Debian package; tests/setup installs it)"]
+fn a_layout_written_by_skopeo_restores() {
+    let dir = quickstart("skopeo");
+    let ours = dir.join("backups/images/site");
+    let theirs = dir.join("backups/images/site-skopeo");
+    // skopeo re-writes the image as its own layout, recompressing the layer with zstd.
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--insecure-policy",
+            "--dest-compress-format",
+            "zstd",
+        ])
+        .arg(format!("oci:{}:v1", ours.display()))
+        .arg(format!("oci:{}:v1", theirs.display()))
+        .output()
+        .expect("skopeo is installed (bash tests/setup)");
+    assert!(out.status.success(), "skopeo copy: {}", text(&out));
+    let index = std::fs::read_to_string(theirs.join("index.json")).unwrap();
+    let ours_index = std::fs::read_to_string(ours.join("index.json")).unwrap();
+    assert_ne!(
+        index, ours_index,
+        "skopeo wrote a different manifest (zstd layer)"
+    );
+    std::fs::remove_dir_all(&ours).unwrap();
+    std::fs::rename(&theirs, &ours).unwrap();
+
+    let port = free_port();
+    let out = drill(&dir, port, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        report(&dir)["verifications"][1]["status"],
+        "succeeded",
+        "every restored file matches"
+    );
+    assert!(!region_dir(&dir).exists());
+}

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, Write};
+use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 
 use object_store::ObjectStore;
@@ -92,17 +92,9 @@ fn apply(expected: &mut BTreeMap<PathBuf, String>, path: PathBuf, content: Conte
     }
 }
 
-/// Lists a layer's entries with the sha256 of each regular file; gzip or plain tar.
-fn layer_files(mut file: File) -> Result<Vec<(PathBuf, Content)>, String> {
-    file.rewind().map_err(|e| e.to_string())?;
-    let mut magic = [0u8; 2];
-    let n = file.read(&mut magic).map_err(|e| e.to_string())?;
-    file.rewind().map_err(|e| e.to_string())?;
-    let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
-        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)))
-    } else {
-        Box::new(BufReader::new(file))
-    };
+/// Lists a layer's entries with the sha256 of each regular file.
+fn layer_files(file: File) -> Result<Vec<(PathBuf, Content)>, String> {
+    let reader = super::unpack::decompressed(file).map_err(|e| e.to_string())?;
     let mut archive = tar::Archive::new(reader);
     let mut out = Vec::new();
     for entry in archive

@@ -102,6 +102,33 @@ fn spool_file(root: &Path) -> Result<(TempFile, File), OciError> {
     }
 }
 
+/// A layer's uncompressed tar stream: gzip and zstd are recognised by their first bytes, anything else is read as
+/// plain tar.
+pub(crate) fn decompressed(mut file: File) -> io::Result<Box<dyn Read + Send>> {
+    let mut magic = [0u8; 4];
+    let mut got = 0;
+    file.rewind()?;
+    while got < magic.len() {
+        match file.read(&mut magic[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    file.rewind()?;
+    Ok(match magic {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+            1 << 20,
+            file,
+        ))),
+        [0x28, 0xb5, 0x2f, 0xfd] | [0x50..=0x5f, 0x2a, 0x4d, 0x18] => Box::new(Zstd {
+            source: BufReader::with_capacity(1 << 20, file),
+            decoder: FrameDecoder::new(),
+            active: false,
+        }),
+        _ => Box::new(BufReader::with_capacity(1 << 20, file)),
+    })
+}
+
 /// Why one entry failed: refused as unsafe, or an I/O error.
 enum Fail {
     Refuse(String),
@@ -140,7 +167,7 @@ impl Extractor {
 
     fn apply_layer(
         &mut self,
-        mut file: File,
+        file: File,
         layer: &str,
         diff_id: Option<&str>,
     ) -> Result<(), OciError> {
@@ -148,28 +175,7 @@ impl Extractor {
             layer: layer.to_string(),
             why,
         };
-        let mut magic = [0u8; 4];
-        let mut got = 0;
-        file.rewind().map_err(|e| layer_err(e.to_string()))?;
-        while got < magic.len() {
-            match file.read(&mut magic[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) => return Err(layer_err(e.to_string())),
-            }
-        }
-        file.rewind().map_err(|e| layer_err(e.to_string()))?;
-        let reader: Box<dyn Read> = match magic {
-            [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(
-                BufReader::with_capacity(1 << 20, file),
-            )),
-            [0x28, 0xb5, 0x2f, 0xfd] | [0x50..=0x5f, 0x2a, 0x4d, 0x18] => Box::new(Zstd {
-                source: BufReader::with_capacity(1 << 20, file),
-                decoder: FrameDecoder::new(),
-                active: false,
-            }),
-            _ => Box::new(BufReader::with_capacity(1 << 20, file)),
-        };
+        let reader = decompressed(file).map_err(|e| layer_err(e.to_string()))?;
         let mut archive = tar::Archive::new(HashReader {
             inner: reader,
             hasher: Sha256::new(),

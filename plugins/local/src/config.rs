@@ -67,7 +67,8 @@ pub fn invoke(ctx: &Context, p: Params) -> Result<Value, Failure> {
         Phase::Verify => {
             for name in template_names(&p.templates)? {
                 let target = format!("{path}/{name}");
-                std::fs::metadata(&target).map_err(|_| Failure::verification_failed(format!("{target} is missing")))?;
+                std::fs::metadata(&target)
+                    .map_err(|_| Failure::verification_failed(format!("{target} is missing")))?;
             }
             Ok(json!({ "path": path }))
         }

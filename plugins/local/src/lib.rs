@@ -15,9 +15,21 @@ struct Local;
 impl Plugin for Local {
     fn describe() -> PluginInfo {
         PluginInfo::new("local", env!("CARGO_PKG_VERSION"))
-            .operation(operation("volume", "Restore an OCI image into a region directory", volume::SCHEMA))
-            .operation(operation("config", "Render configuration templates into a region directory", config::SCHEMA))
-            .operation(operation("service", "Run a granted program from a region directory", service::SCHEMA))
+            .operation(operation(
+                "volume",
+                "Restore an OCI image into a region directory",
+                volume::SCHEMA,
+            ))
+            .operation(operation(
+                "config",
+                "Render configuration templates into a region directory",
+                config::SCHEMA,
+            ))
+            .operation(operation(
+                "service",
+                "Run a granted program from a region directory",
+                service::SCHEMA,
+            ))
             .capability("stores")
             .capability("files")
             .capability("exec")
@@ -49,11 +61,17 @@ pub(crate) struct Place {
 
 impl Place {
     fn check(&self) -> Result<(), Failure> {
-        for (field, value) in [("region", &self.region), ("env", &self.env), ("name", &self.name)] {
+        for (field, value) in [
+            ("region", &self.region),
+            ("env", &self.env),
+            ("name", &self.name),
+        ] {
             let ok = !value.is_empty()
                 && value != "."
                 && value != ".."
-                && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
             if !ok {
                 return Err(Failure::invalid_input(format!(
                     "{field} `{value}` must be letters, digits, `-`, `_` or `.`"
@@ -64,7 +82,13 @@ impl Place {
     }
 
     fn path(&self) -> String {
-        format!("{}/{}/{}/{}", self.root.trim_end_matches('/'), self.region, self.env, self.name)
+        format!(
+            "{}/{}/{}/{}",
+            self.root.trim_end_matches('/'),
+            self.region,
+            self.env,
+            self.name
+        )
     }
 
     /// Removes the thing and then the env and region directories if they are left empty, so a drill leaves no
@@ -77,7 +101,10 @@ impl Place {
             Err(e) => return Err(Failure::internal(format!("removing {path}: {e}"))),
         }
         let root = self.root.trim_end_matches('/');
-        for dir in [format!("{root}/{}/{}", self.region, self.env), format!("{root}/{}", self.region)] {
+        for dir in [
+            format!("{root}/{}/{}", self.region, self.env),
+            format!("{root}/{}", self.region),
+        ] {
             // Fails (and stays) when not empty: another step's things are still there.
             let _ = std::fs::remove_dir(&dir);
         }
@@ -87,9 +114,10 @@ impl Place {
 
 pub(crate) fn io_failure(what: &str, e: std::io::Error) -> Failure {
     match e.kind() {
-        std::io::ErrorKind::PermissionDenied => {
-            Failure::new(respawn_plugin_sdk::FailureKind::Denied, format!("files: {what}: {e}"))
-        }
+        std::io::ErrorKind::PermissionDenied => Failure::new(
+            respawn_plugin_sdk::FailureKind::Denied,
+            format!("files: {what}: {e}"),
+        ),
         std::io::ErrorKind::NotFound => Failure::not_found(format!("{what}: {e}")),
         _ => Failure::internal(format!("{what}: {e}")),
     }

@@ -37,7 +37,9 @@ fn listening(port: u16) -> bool {
 pub fn invoke(ctx: &Context, p: Params) -> Result<Value, Failure> {
     let url = format!("http://{HOST}:{}", p.port);
     match ctx.phase {
-        Phase::Plan => Ok(json!({ "would": format!("start {} {} listening on {url}", p.program, p.args.join(" ")) })),
+        Phase::Plan => Ok(
+            json!({ "would": format!("start {} {} listening on {url}", p.program, p.args.join(" ")) }),
+        ),
         Phase::Apply => {
             if let Some(pid) = state::get("pid")
                 && listening(p.port)
@@ -45,7 +47,10 @@ pub fn invoke(ctx: &Context, p: Params) -> Result<Value, Failure> {
                 return Ok(json!({ "url": url, "pid": pid.parse::<u32>().unwrap_or(0) }));
             }
             if listening(p.port) {
-                return Err(Failure::conflict(format!("port {} is already in use by something else", p.port)));
+                return Err(Failure::conflict(format!(
+                    "port {} is already in use by something else",
+                    p.port
+                )));
             }
             let mut cmd = exec::Command::new(&p.program).args(p.args.iter().map(String::as_str));
             if let Some(dir) = &p.cwd {
@@ -72,7 +77,9 @@ pub fn invoke(ctx: &Context, p: Params) -> Result<Value, Failure> {
             if listening(p.port) {
                 Ok(json!({ "url": url }))
             } else {
-                Err(Failure::verification_failed(format!("nothing listens on {url}")))
+                Err(Failure::verification_failed(format!(
+                    "nothing listens on {url}"
+                )))
             }
         }
         Phase::Destroy => {
@@ -80,7 +87,9 @@ pub fn invoke(ctx: &Context, p: Params) -> Result<Value, Failure> {
                 match exec::stop_service(pid) {
                     Ok(()) => {}
                     // Started by an earlier runner process: it is already gone with that process.
-                    Err(f) if f.kind == FailureKind::Denied => log::warn(&format!("pid {pid}: {}", f.message)),
+                    Err(f) if f.kind == FailureKind::Denied => {
+                        log::warn(&format!("pid {pid}: {}", f.message))
+                    }
                     Err(f) => return Err(f),
                 }
                 state::delete("pid");

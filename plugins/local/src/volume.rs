@@ -27,13 +27,16 @@ pub fn invoke(ctx: &Context, p: Params) -> Result<Value, Failure> {
     p.place.check()?;
     let path = p.place.path();
     match ctx.phase {
-        Phase::Plan => Ok(json!({ "would": format!("restore {}:{}@{} into {path}", p.store, p.image, p.tag) })),
+        Phase::Plan => {
+            Ok(json!({ "would": format!("restore {}:{}@{} into {path}", p.store, p.image, p.tag) }))
+        }
         Phase::Apply => {
             // Idempotent: a completed restore of this path is not repeated.
             if let Some(done) = state::get("outputs")
                 && std::fs::metadata(&path).is_ok()
             {
-                return serde_json::from_str(&done).map_err(|e| Failure::internal(format!("state: {e}")));
+                return serde_json::from_str(&done)
+                    .map_err(|e| Failure::internal(format!("state: {e}")));
             }
             // Record the target before creating it, so destroy finds it even if the restore is cut off.
             state::set("path", &path);
@@ -52,7 +55,12 @@ pub fn invoke(ctx: &Context, p: Params) -> Result<Value, Failure> {
         Phase::Verify => {
             let compared = images::compare(&p.store, &p.image, &p.tag, &path)?;
             if !compared.mismatches.is_empty() {
-                let shown: Vec<&str> = compared.mismatches.iter().take(10).map(String::as_str).collect();
+                let shown: Vec<&str> = compared
+                    .mismatches
+                    .iter()
+                    .take(10)
+                    .map(String::as_str)
+                    .collect();
                 return Err(Failure::verification_failed(format!(
                     "{} of {} files in {path} differ from {}:{}@{}: {}",
                     compared.mismatches.len(),

@@ -162,12 +162,22 @@ pub mod images {
 
     /// Restores the image `tag` stored under `prefix` of `store` into `dir`, inside the host: streamed, verified
     /// blob by blob, refusing path traversal and symlink escapes.
-    pub fn unpack(store: &str, prefix: &str, tag: &str, dir: &str) -> Result<UnpackResult, Failure> {
+    pub fn unpack(
+        store: &str,
+        prefix: &str,
+        tag: &str,
+        dir: &str,
+    ) -> Result<UnpackResult, Failure> {
         imp::image_unpack(store, prefix, tag, dir)
     }
 
     /// Re-hashes every regular file of the image against `dir`.
-    pub fn compare(store: &str, prefix: &str, tag: &str, dir: &str) -> Result<CompareResult, Failure> {
+    pub fn compare(
+        store: &str,
+        prefix: &str,
+        tag: &str,
+        dir: &str,
+    ) -> Result<CompareResult, Failure> {
         imp::image_compare(store, prefix, tag, dir)
     }
 }

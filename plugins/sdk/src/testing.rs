@@ -899,7 +899,9 @@ pub mod imports {
         _dir: &str,
     ) -> Result<crate::host::UnpackResult, Failure> {
         with_mock("image-unpack", |_| {
-            Err(Failure::internal(format!("MockHost does not model images ({store}:{prefix})")))
+            Err(Failure::internal(format!(
+                "MockHost does not model images ({store}:{prefix})"
+            )))
         })
     }
 
@@ -910,7 +912,9 @@ pub mod imports {
         _dir: &str,
     ) -> Result<crate::host::CompareResult, Failure> {
         with_mock("image-compare", |_| {
-            Err(Failure::internal(format!("MockHost does not model images ({store}:{prefix})")))
+            Err(Failure::internal(format!(
+                "MockHost does not model images ({store}:{prefix})"
+            )))
         })
     }
 

@@ -40,17 +40,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<u8> {
     let lock = LockFile::read(&loaded.path).map_err(|e| super::Usage(e.to_string()))?;
     let host = setup::host_for(&loaded, false)?;
     let runtime = setup::runtime()?;
-    let plugins = runtime.block_on(setup::load_plugins(
-        &host,
-        &loaded,
-        LockPolicy::Enforce(&lock),
-    ));
-    let mut diagnostics = validate::validate(&loaded, Some(&plugins));
-    diagnostics.extend(plugins.diagnostics(&loaded));
-    if !diagnostics.is_empty() {
-        diagnostics.sort_by_key(|d| (d.pos.line, d.pos.col));
-        return Err(Invalid { diagnostics }.into());
-    }
+    setup::checked_plugins(&runtime, &host, &loaded, LockPolicy::Enforce(&lock))?;
     let scope = Scope {
         params: resolved,
         run: RunInfo {

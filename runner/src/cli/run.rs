@@ -127,17 +127,7 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
         ) as respawn::host::ProgressSink
     });
     let host = Arc::new(setup::host_with_progress(&loaded, true, sink)?);
-    let plugins = runtime.block_on(setup::load_plugins(
-        &host,
-        &loaded,
-        LockPolicy::Enforce(&lock),
-    ));
-    let mut diagnostics = validate::validate(&loaded, Some(&plugins));
-    diagnostics.extend(plugins.diagnostics(&loaded));
-    if !diagnostics.is_empty() {
-        diagnostics.sort_by_key(|d| (d.pos.line, d.pos.col));
-        return Err(Invalid { diagnostics }.into());
-    }
+    let plugins = setup::checked_plugins(&runtime, &host, &loaded, LockPolicy::Enforce(&lock))?;
     let digests: BTreeMap<String, String> = plugins
         .plugins
         .iter()

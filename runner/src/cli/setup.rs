@@ -43,10 +43,23 @@ pub fn host_with_progress(
     Ok(Host::new(run)?)
 }
 
-pub async fn load_plugins(
+/// Loads every plugin and validates the workflow against what they export; all problems, sorted by position.
+pub fn checked_plugins(
+    runtime: &tokio::runtime::Runtime,
     host: &Host,
     loaded: &LoadedWorkflow,
     policy: LockPolicy<'_>,
-) -> PluginSet {
+) -> Result<PluginSet, respawn::workflow::Invalid> {
+    let plugins = runtime.block_on(load_plugins(host, loaded, policy));
+    let mut diagnostics = respawn::workflow::validate::validate(loaded, Some(&plugins));
+    diagnostics.extend(plugins.diagnostics(loaded));
+    if diagnostics.is_empty() {
+        return Ok(plugins);
+    }
+    diagnostics.sort_by_key(|d| (d.pos.line, d.pos.col));
+    Err(respawn::workflow::Invalid { diagnostics })
+}
+
+async fn load_plugins(host: &Host, loaded: &LoadedWorkflow, policy: LockPolicy<'_>) -> PluginSet {
     workflow_plugins::load_all(host, loaded, policy).await
 }

@@ -2,8 +2,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use respawn::host::workflow_plugins::LockPolicy;
+use respawn::workflow;
 use respawn::workflow::lock::{LockError, LockFile};
-use respawn::workflow::{self, Invalid, validate};
 
 use super::{exit, setup};
 
@@ -26,17 +26,12 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<u8> {
     let host = respawn::host::Host::new(respawn::host::RunResources::new(
         loaded.base_dir().to_path_buf(),
     ))?;
-    let plugins = setup::runtime()?.block_on(setup::load_plugins(
+    setup::checked_plugins(
+        &setup::runtime()?,
         &host,
         &loaded,
         LockPolicy::IfPresent(lock.as_ref()),
-    ));
-    let mut diagnostics = validate::validate(&loaded, Some(&plugins));
-    diagnostics.extend(plugins.diagnostics(&loaded));
-    if !diagnostics.is_empty() {
-        diagnostics.sort_by_key(|d| (d.pos.line, d.pos.col));
-        return Err(Invalid { diagnostics }.into());
-    }
+    )?;
     let w = &loaded.workflow;
     let locked = if lock.is_some() {
         "plugins match respawn.lock"

@@ -161,7 +161,7 @@ impl Host {
             .instantiate_pre(&component)
             .map_err(|e| abi(format!("{e:#}")))?;
         let pre = ProviderPre::new(instance_pre).map_err(|e| abi(format!("{e:#}")))?;
-        let description = self.describe(alias, &pre).await?;
+        let description = self.describe(alias, &plugin.source, &pre).await?;
         let loaded = Arc::new(LoadedPlugin {
             alias: alias.into(),
             source: plugin.source.clone(),
@@ -188,6 +188,7 @@ impl Host {
     async fn describe(
         &self,
         alias: &str,
+        source: &str,
         pre: &ProviderPre<StepState>,
     ) -> Result<PluginDescription, HostError> {
         let fail = |message: String| HostError::Describe {
@@ -216,7 +217,7 @@ impl Host {
             Ok(Err(e)) => return Err(fail(format!("{e:#}"))),
             Err(_) => return Err(fail(format!("no answer within {DESCRIBE_TIMEOUT:?}"))),
         };
-        check_description(alias, &pre_source(alias), info)
+        check_description(alias, source, info)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -358,10 +359,6 @@ impl StepExecutor for Host {
         let span = tracing::info_span!("step", id = %call.step_id, phase = ?call.phase, attempt = call.attempt);
         self.run_call(&call).instrument(span).await
     }
-}
-
-fn pre_source(alias: &str) -> String {
-    alias.to_string()
 }
 
 fn abi_phase(p: Phase) -> types::Phase {

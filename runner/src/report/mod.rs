@@ -84,12 +84,9 @@ impl Report {
     pub fn write(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir)?;
         let files = [
-            (
-                "report.json",
-                serde_json::to_string_pretty(self).map_err(std::io::Error::other)? + "\n",
-            ),
-            ("report.md", markdown::render(self)),
-            ("junit.xml", junit::render(self)),
+            ("report.json", self.render(Format::Json)),
+            ("report.md", self.render(Format::Markdown)),
+            ("junit.xml", self.render(Format::Junit)),
         ];
         let mut written = Vec::new();
         for (name, text) in files {

@@ -8,6 +8,7 @@
 pub mod data;
 pub mod engine;
 pub mod host;
+pub mod journal;
 pub mod plan;
 pub mod report;
 pub mod ui;

@@ -1,5 +1,6 @@
 //! The `respawn` command line: parse, call the library, print. No logic a test would want lives here.
 
+mod durable;
 mod image;
 mod lock;
 mod plan;
@@ -153,6 +154,9 @@ pub enum AuditCommand {
         run_id: String,
         #[arg(long, env = "RESPAWN_STATE")]
         state: Option<String>,
+        /// Where the run's report is, to check the chain head against (default: where the run wrote it).
+        #[arg(long)]
+        report_dir: Option<PathBuf>,
     },
 }
 
@@ -200,10 +204,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::Drill(args) => run::drill(args),
         Command::Failover(args) => run::failover(args),
-        Command::Resume(_) => not_built("resume"),
-        Command::Runs(_) => not_built("runs"),
+        Command::Resume(args) => durable::resume(args),
+        Command::Runs(args) => durable::list(args),
         Command::Report(args) => report(args),
-        Command::Audit(_) => not_built("audit verify"),
+        Command::Audit(AuditCommand::Verify {
+            run_id,
+            state,
+            report_dir,
+        }) => durable::audit_verify(&run_id, state.as_deref(), report_dir.as_deref()),
         Command::Lock(args) => lock::run(args),
         Command::Image(command) => image::run(command),
         Command::Plugin(command) => plugin::run(command),
@@ -232,13 +240,6 @@ pub fn run(cli: Cli) -> ExitCode {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Usage(pub String);
-
-fn not_built(command: &str) -> anyhow::Result<u8> {
-    Err(Usage(format!(
-        "`respawn {command}` is not built yet in this version"
-    ))
-    .into())
-}
 
 /// Re-renders a run's report from its report.json.
 fn report(args: ReportArgs) -> anyhow::Result<u8> {

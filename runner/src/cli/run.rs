@@ -4,15 +4,17 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use respawn::engine::Mode;
 use respawn::engine::record::Outcome;
 use respawn::engine::run::{self, Approver, Observer, Quiet, RunSpec};
-use respawn::host::workflow_plugins::LockPolicy;
+use respawn::host::workflow_plugins::{LockPolicy, PluginSet};
+use respawn::journal::{EventBody, Journal, Redactor, RunStarted, WorkflowSnapshot};
 use respawn::report::{self, PluginInfo, Report};
 use respawn::ui::progress::{self, Bars};
 use respawn::workflow::lock::LockFile;
-use respawn::workflow::{self, Invalid, params, validate};
+use respawn::workflow::{self, Invalid, LoadedWorkflow, params, validate};
 
 use super::{FailoverArgs, RunArgs, Usage, WorkflowParams, exit, setup};
 
@@ -47,8 +49,8 @@ struct Options {
 }
 
 /// Confirms approval gates with `--yes` or on the terminal; refuses without either.
-struct TerminalApprover {
-    yes: bool,
+pub struct TerminalApprover {
+    pub yes: bool,
 }
 
 impl Approver for TerminalApprover {
@@ -109,31 +111,128 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
     if !diagnostics.is_empty() {
         return Err(Invalid { diagnostics }.into());
     }
-    if state.is_some() {
-        tracing::warn!(
-            "the journal is not built yet in this version; --state is ignored and the run is not resumable"
-        );
-    }
     let lock = LockFile::read(&loaded.path).map_err(|e| Usage(e.to_string()))?;
+    let state_store = open_state(state.as_deref())?;
     let runtime = setup::runtime()?;
+    let run_id = new_run_id();
+    let secrets = setup::read_secrets(&loaded);
+    let journal = Arc::new(Journal::open(
+        state_store,
+        &run_id,
+        Redactor::new(&secrets),
+        0,
+        None,
+    ));
+    let bars = new_bars(&loaded, mode, keep, no_progress);
+    let host = Arc::new(setup::host_for_run(
+        &loaded,
+        progress_sink(&bars),
+        secrets,
+        journal.clone(),
+    )?);
+    let plugins = setup::checked_plugins(&runtime, &host, &loaded, LockPolicy::Enforce(&lock))?;
+    let plugin_info = plugin_info(&plugins);
+    let lease = lease()?;
+    let started = RunStarted {
+        run_id: run_id.clone(),
+        mode,
+        keep,
+        workflow: WorkflowSnapshot {
+            name: loaded.workflow.name.clone(),
+            version: loaded.workflow.version.clone(),
+            sha256: loaded.sha256.clone(),
+            path: std::path::absolute(&loaded.path)
+                .unwrap_or_else(|_| loaded.path.clone())
+                .display()
+                .to_string(),
+            text: String::from_utf8_lossy(&loaded.bytes).into_owned(),
+        },
+        params: resolved.clone(),
+        plugins: plugin_info.clone(),
+        lease_seconds: lease.as_secs_f64(),
+        started_at: run::now_rfc3339(),
+    };
+    // The run exists once its first event is stored; nothing has been done before that.
+    runtime
+        .block_on(journal.append(EventBody::RunStarted(Box::new(started))))
+        .map_err(|e| anyhow::anyhow!("cannot start the journal: {e}"))?;
+    let spec = RunSpec {
+        loaded: &loaded,
+        params: resolved.clone(),
+        run_id: run_id.clone(),
+        mode,
+        keep,
+        digests: digests(&plugin_info),
+        journal: Some(journal.clone()),
+        resume: None,
+    };
+    eprintln!(
+        "respawn {mode} {} {} (run {run_id})",
+        loaded.workflow.name, loaded.workflow.version
+    );
+    drive(Drive {
+        runtime: &runtime,
+        spec,
+        host,
+        journal,
+        lease,
+        bars,
+        approver: TerminalApprover { yes },
+        plugin_info,
+        report_dir,
+        images_before: Vec::new(),
+    })
+}
+
+/// Opens the state store of `--state`, `RESPAWN_STATE`, or the default, relative to the working directory.
+pub fn open_state(state: Option<&str>) -> anyhow::Result<Arc<dyn object_store::ObjectStore>> {
+    let url = state.unwrap_or(respawn::journal::DEFAULT_STATE_URL);
+    let cwd = std::env::current_dir()?;
+    respawn::data::open_store(url, &cwd)
+        .map_err(|e| Usage(format!("state store (--state / RESPAWN_STATE): {e}")).into())
+}
+
+/// The lease of new runs: [`respawn::journal::DEFAULT_LEASE`], or `RESPAWN_LEASE` (e.g. `10s`).
+fn lease() -> anyhow::Result<Duration> {
+    match std::env::var("RESPAWN_LEASE") {
+        Ok(v) => {
+            let d = humantime::parse_duration(&v).map_err(|e| {
+                Usage(format!(
+                    "RESPAWN_LEASE=`{v}`: {e}; expected a duration such as 30s"
+                ))
+            })?;
+            if d < Duration::from_secs(1) {
+                return Err(Usage(format!("RESPAWN_LEASE=`{v}`: must be at least 1s")).into());
+            }
+            Ok(d)
+        }
+        Err(_) => Ok(respawn::journal::DEFAULT_LEASE),
+    }
+}
+
+pub fn new_bars(
+    loaded: &LoadedWorkflow,
+    mode: Mode,
+    keep: bool,
+    no_progress: bool,
+) -> Option<Arc<Bars>> {
     let w = &loaded.workflow;
     let calls = w.steps.len() * if mode == Mode::Drill && !keep { 2 } else { 1 } + w.verify.len();
-    let bars = progress::wanted(no_progress).then(|| Bars::new(calls as u64));
-    let sink: Option<respawn::host::ProgressSink> = bars.clone().map(|b| {
+    progress::wanted(no_progress).then(|| Bars::new(calls as u64))
+}
+
+pub fn progress_sink(bars: &Option<Arc<Bars>>) -> Option<respawn::host::ProgressSink> {
+    bars.clone().map(|b| {
         Arc::new(
             move |step: &str, done: u64, total: Option<u64>, message: &str| {
                 b.data(step, done, total, message)
             },
         ) as respawn::host::ProgressSink
-    });
-    let host = Arc::new(setup::host_with_progress(&loaded, true, sink)?);
-    let plugins = setup::checked_plugins(&runtime, &host, &loaded, LockPolicy::Enforce(&lock))?;
-    let digests: BTreeMap<String, String> = plugins
-        .plugins
-        .iter()
-        .map(|(alias, p)| (alias.clone(), p.sha256.clone()))
-        .collect();
-    let plugin_info = plugins
+    })
+}
+
+pub fn plugin_info(plugins: &PluginSet) -> BTreeMap<String, PluginInfo> {
+    plugins
         .plugins
         .iter()
         .map(|(alias, p)| {
@@ -145,44 +244,126 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
                 },
             )
         })
-        .collect();
-    let run_id = new_run_id();
-    let spec = RunSpec {
-        loaded: &loaded,
-        params: resolved.clone(),
-        run_id: run_id.clone(),
-        mode,
-        keep,
-        digests,
-    };
-    eprintln!(
-        "respawn {mode} {} {} (run {run_id})",
-        loaded.workflow.name, loaded.workflow.version
-    );
-    let approver = TerminalApprover { yes };
+        .collect()
+}
+
+pub fn digests(info: &BTreeMap<String, PluginInfo>) -> BTreeMap<String, String> {
+    info.iter()
+        .map(|(alias, p)| (alias.clone(), p.sha256.clone()))
+        .collect()
+}
+
+/// Everything [`drive`] needs: a run ready to go, its journal already started (or resumed).
+pub struct Drive<'a> {
+    pub runtime: &'a tokio::runtime::Runtime,
+    pub spec: RunSpec<'a>,
+    pub host: Arc<respawn::host::Host>,
+    pub journal: Arc<Journal>,
+    pub lease: Duration,
+    pub bars: Option<Arc<Bars>>,
+    pub approver: TerminalApprover,
+    pub plugin_info: BTreeMap<String, PluginInfo>,
+    pub report_dir: Option<PathBuf>,
+    /// Creation times of images restored before a resume (RFC 3339), for RPO.
+    pub images_before: Vec<String>,
+}
+
+/// Runs to the end with heartbeats, signals and fencing; writes run-finished, the report and the summary.
+pub fn drive(d: Drive<'_>) -> anyhow::Result<u8> {
+    let Drive {
+        runtime,
+        spec,
+        host,
+        journal,
+        lease,
+        bars,
+        approver,
+        plugin_info,
+        report_dir,
+        images_before,
+    } = d;
+    let run_id = spec.run_id.clone();
     let record = runtime.block_on(async {
         let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+        let cancel_tx = Arc::new(cancel_tx);
+        let on_signal = cancel_tx.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::warn!("interrupted: stopping steps and tearing down what was created");
-            let _ = cancel_tx.send(true);
+            let _ = on_signal.send(true);
         });
+        // A lost journal (taken over, or the state store failed) stops the run at once.
+        let mut lost = journal.watch_lost();
+        let on_lost = cancel_tx.clone();
+        tokio::spawn(async move {
+            if lost.wait_for(Option::is_some).await.is_ok() {
+                let _ = on_lost.send(true);
+            }
+        });
+        let (stop_beats, beats) = heartbeats(journal.clone(), lease);
         let observer: Arc<dyn Observer> = match &bars {
             Some(b) => b.clone(),
             None => Arc::new(Quiet),
         };
         let record = run::run(&spec, host.clone(), &approver, observer, cancel_rx).await;
-        host.run_resources().services.stop_all().await;
+        let _ = stop_beats.send(true);
+        let _ = beats.await;
         record
     });
     if let Some(b) = &bars {
         b.finish();
     }
+    let services = &host.run_resources().services;
+    if let Some(why) = journal.lost() {
+        if journal.is_fenced() {
+            // The new owner adopts the services; this runner must not stop them.
+            services.release_all();
+            eprintln!("error: {why}");
+            return Ok(exit::INVALID);
+        }
+        runtime.block_on(services.stop_all());
+        eprintln!("error: {why}");
+        eprintln!(
+            "the run stopped because its journal could not be written; when the state store is back, continue \
+             it with `respawn resume {run_id}`"
+        );
+        return Ok(exit::INTERRUPTED);
+    }
+    runtime.block_on(services.stop_all());
     let outcome = record.outcome;
-    let rpo_seconds = rpo(&record.started_at, &host.run_resources().restored_images);
-    let mut report = Report::new(&loaded, resolved, plugin_info, record);
-    report.rpo_seconds = rpo_seconds;
+    let mut restored: Vec<std::time::SystemTime> = host
+        .run_resources()
+        .restored_images
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    restored.extend(
+        images_before
+            .iter()
+            .filter_map(|t| humantime::parse_rfc3339_weak(t).ok()),
+    );
+    let rpo_seconds = rpo(&record.started_at, &restored);
     let dir = report_dir.unwrap_or_else(|| PathBuf::from(".respawn/runs").join(&run_id));
+    let finished = EventBody::RunFinished {
+        outcome,
+        rto_seconds: record.rto_seconds,
+        rpo_seconds,
+        teardown: record.teardown.status.clone(),
+        report_dir: std::path::absolute(&dir)
+            .ok()
+            .map(|p| p.display().to_string()),
+    };
+    if let Err(e) = runtime.block_on(journal.append(finished)) {
+        eprintln!("error: {e}");
+        return Ok(if journal.is_fenced() {
+            exit::INVALID
+        } else {
+            exit::INTERRUPTED
+        });
+    }
+    let mut report = Report::new(spec.loaded, spec.params.clone(), plugin_info, record);
+    report.rpo_seconds = rpo_seconds;
+    report.journal_head = runtime.block_on(journal.head());
     report.write(&dir)?;
     println!("outcome   {:?}", report.outcome);
     println!("RTO       {}", report::seconds(report.rto_seconds));
@@ -206,6 +387,30 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
     })
 }
 
+/// Writes a heartbeat every third of the lease until told to stop; the stop waits for a write in progress.
+fn heartbeats(
+    journal: Arc<Journal>,
+    lease: Duration,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(lease / 3) => {
+                    if journal.append(EventBody::Heartbeat).await.is_err() {
+                        return;
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    });
+    (stop_tx, task)
+}
+
 /// SIGINT (Ctrl-C) or SIGTERM.
 async fn wait_for_signal() {
     let term = async {
@@ -223,14 +428,9 @@ async fn wait_for_signal() {
 }
 
 /// RPO: the run's start minus the creation time of the newest image it restored (none restored: unknown).
-fn rpo(started_at: &str, restored: &std::sync::Mutex<Vec<std::time::SystemTime>>) -> Option<f64> {
-    let started = humantime::parse_rfc3339(started_at).ok()?;
-    let newest = restored
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .max()
-        .copied()?;
+fn rpo(started_at: &str, restored: &[std::time::SystemTime]) -> Option<f64> {
+    let started = humantime::parse_rfc3339_weak(started_at).ok()?;
+    let newest = restored.iter().max().copied()?;
     Some(
         started
             .duration_since(newest)

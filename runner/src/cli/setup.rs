@@ -43,6 +43,22 @@ pub fn host_with_progress(
     Ok(Host::new(run)?)
 }
 
+/// A host for a run that journals: stores created, `secrets` as read at the start, state writes, services
+/// and restored images recorded in `journal`.
+pub fn host_for_run(
+    loaded: &LoadedWorkflow,
+    progress: Option<respawn::host::ProgressSink>,
+    secrets: BTreeMap<String, String>,
+    journal: Arc<respawn::journal::Journal>,
+) -> anyhow::Result<Host> {
+    let mut run = RunResources::new(loaded.base_dir().to_path_buf());
+    run.progress = progress;
+    run.stores = StoreSet::open_with(&loaded.workflow.stores, loaded.base_dir(), true)?;
+    run.secrets = Arc::new(secrets);
+    run.journal = Some(journal);
+    Ok(Host::new(run)?)
+}
+
 /// Loads every plugin and validates the workflow against what they export; all problems, sorted by position.
 pub fn checked_plugins(
     runtime: &tokio::runtime::Runtime,

@@ -82,7 +82,98 @@ pub fn open_store_with(
     if url.starts_with("memory://") {
         return Ok(Arc::new(InMemory::new()));
     }
-    Err(bad("this build supports file:// and memory:// stores"))
+    open_cloud(url)
+}
+
+/// Query keys that would put a credential into a workflow file (and so into reports and the journal).
+const CREDENTIAL_KEYS: &[&str] = &[
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "token",
+    "account_key",
+    "access_key",
+    "client_secret",
+    "sas",
+    "sas_token",
+    "service_account_key",
+    "bearer_token",
+];
+
+/// `s3://bucket/prefix?endpoint=…&allow_http=true`, `az://container/prefix`, `gs://bucket/prefix`. Credentials
+/// come from the standard environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`); query parameters set any
+/// other option the provider's builder knows (`endpoint`, `region`, `allow_http`, …).
+fn open_cloud(url: &str) -> Result<Arc<dyn ObjectStore>, DataError> {
+    let bad = |why: String| DataError::BadUrl {
+        url: url.to_string(),
+        why,
+    };
+    // reqwest is built without a default TLS crypto provider (see Cargo.toml); choose ring once per process.
+    static TLS: std::sync::Once = std::sync::Once::new();
+    TLS.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    let scheme = parsed.scheme().to_string();
+    let Some(bucket) = parsed.host_str().filter(|h| !h.is_empty()) else {
+        return Err(bad(format!(
+            "expected {scheme}://BUCKET/PREFIX with a bucket or container name"
+        )));
+    };
+    let root = format!("{scheme}://{bucket}");
+    let mut options = Vec::new();
+    for (key, value) in parsed.query_pairs() {
+        let key = key.to_ascii_lowercase();
+        if CREDENTIAL_KEYS.iter().any(|c| key.ends_with(c)) {
+            return Err(bad(format!(
+                "`{key}` is a credential; set it in the environment (AWS_*, AZURE_*, GOOGLE_*), not in the URL"
+            )));
+        }
+        options.push((key, value.to_string()));
+    }
+    let unknown = |key: &str| bad(format!("unknown option `{key}` for {scheme}:// stores"));
+    let store: Arc<dyn ObjectStore> = match scheme.as_str() {
+        "s3" | "s3a" => {
+            use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+            let mut b = AmazonS3Builder::from_env().with_url(&root);
+            for (k, v) in options {
+                let key: AmazonS3ConfigKey = k.parse().map_err(|_| unknown(&k))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(b.build().map_err(|e| bad(e.to_string()))?)
+        }
+        "az" | "azure" | "abfs" | "abfss" => {
+            use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+            let mut b = MicrosoftAzureBuilder::from_env().with_url(&root);
+            for (k, v) in options {
+                let key: AzureConfigKey = k.parse().map_err(|_| unknown(&k))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(b.build().map_err(|e| bad(e.to_string()))?)
+        }
+        "gs" => {
+            use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+            let mut b = GoogleCloudStorageBuilder::from_env().with_url(&root);
+            for (k, v) in options {
+                let key: GoogleConfigKey = k.parse().map_err(|_| unknown(&k))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(b.build().map_err(|e| bad(e.to_string()))?)
+        }
+        other => {
+            return Err(bad(format!(
+                "unknown scheme `{other}`; expected file://, memory://, s3://, az:// or gs://"
+            )));
+        }
+    };
+    let prefix = parsed.path().trim_matches('/');
+    if prefix.is_empty() {
+        return Ok(store);
+    }
+    let prefix = object_path(prefix)?;
+    Ok(Arc::new(object_store::prefix::PrefixStore::new(
+        store, prefix,
+    )))
 }
 
 /// Parses an object key, refusing `..`, empty segments and absolute keys.

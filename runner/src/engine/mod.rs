@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::workflow::{Grants, Limits};
 
 pub mod record;
+pub mod resume;
 pub mod run;
 
 /// The phase of a step call (mirrors the ABI's `phase`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     Plan,

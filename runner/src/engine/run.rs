@@ -5,13 +5,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::record::{ErrorRecord, Outcome, RunRecord, StepRecord, StepStatus, Teardown};
-use super::{Mode, Phase, StepCall, StepExecutor, StepResult};
+use super::resume::ResumeSeed;
+use super::{Mode, Phase, StepCall, StepError, StepExecutor, StepResult};
+use crate::journal::{EventBody, Journal, StepFinished};
 use crate::workflow::expr::{self, RunInfo, Scope, StepView};
 use crate::workflow::{DEFAULT_STEP_TIMEOUT, LoadedWorkflow, Retry, Step};
 
@@ -41,6 +43,10 @@ pub struct RunSpec<'a> {
     pub keep: bool,
     /// Plugin alias -> sha256, for the record.
     pub digests: BTreeMap<String, String>,
+    /// Where every step start, state write and result is recorded before the run goes on.
+    pub journal: Option<Arc<Journal>>,
+    /// What an earlier runner of this run already did (`respawn resume`).
+    pub resume: Option<ResumeSeed>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -56,8 +62,10 @@ pub async fn run<E: StepExecutor + 'static>(
     observer: Arc<dyn Observer>,
     mut cancel: watch::Receiver<bool>,
 ) -> RunRecord {
-    let started = Instant::now();
-    let started_at = now_rfc3339();
+    let (started, started_at) = match &spec.resume {
+        Some(seed) => (seed.started, seed.started_at.clone()),
+        None => (SystemTime::now(), now_rfc3339()),
+    };
     let mut scope = Scope {
         params: spec.params.clone(),
         run: RunInfo {
@@ -73,13 +81,17 @@ pub async fn run<E: StepExecutor + 'static>(
         approver,
         observer,
         scope: &mut scope,
-        applied_order: Vec::new(),
+        applied_order: spec
+            .resume
+            .as_ref()
+            .map(|s| s.applied_order.clone())
+            .unwrap_or_default(),
         started_params: HashMap::new(),
     };
     let w = &spec.loaded.workflow;
     let main: Vec<&Step> = w.steps.iter().collect();
     let mut steps = ctx.run_section(&main, Phase::Apply, &mut cancel).await;
-    let interrupted = *cancel.borrow();
+    let interrupted = *cancel.borrow() || ctx.journal_lost();
     let main_ok = steps
         .iter()
         .all(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Skipped))
@@ -97,14 +109,21 @@ pub async fn run<E: StepExecutor + 'static>(
     };
     let verified = main_ok
         && !*cancel.borrow()
+        && !ctx.journal_lost()
         && verifications
             .iter()
             .all(|v| v.status != StepStatus::Failed && v.status != StepStatus::Cancelled);
-    let rto_seconds = verified.then(|| started.elapsed().as_secs_f64());
-    let interrupted = *cancel.borrow();
+    let rto_seconds = verified.then(|| {
+        SystemTime::now()
+            .duration_since(started)
+            .unwrap_or_default()
+            .as_secs_f64()
+    });
+    let interrupted = *cancel.borrow() || ctx.journal_lost();
 
-    // Failover never tears down; a drill does unless --keep.
-    let teardown = if spec.mode != Mode::Drill || spec.keep {
+    // Failover never tears down; a drill does unless --keep. A runner that lost its journal (taken over, or the
+    // state store failed) must not touch what the run created any more.
+    let teardown = if spec.mode != Mode::Drill || spec.keep || ctx.journal_lost() {
         Teardown {
             status: "skipped".into(),
             steps: Vec::new(),
@@ -215,7 +234,14 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
                     }
                     pending.remove(i);
                     progressed = true;
-                    match self.start(step, phase, &mut running) {
+                    if let Some(record) = self.replayed(step, phase) {
+                        if matches!(record.status, StepStatus::Succeeded | StepStatus::Skipped) {
+                            satisfied.insert(step.id.clone());
+                        }
+                        records.insert(step.id.clone(), record);
+                        continue;
+                    }
+                    match self.start(step, phase, &mut running).await {
                         Started::Running => {}
                         Started::Settled(record, ok) => {
                             if ok {
@@ -234,6 +260,7 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
                     let Some(Ok((id, params, result, attempts, started_at, finished_at))) = done else { continue };
                     let step = steps.iter().find(|s| s.id == id).copied();
                     let record = self.finish(step, phase, params, result, attempts, started_at, finished_at);
+                    self.journal_finished(phase, &record).await;
                     if record.status == StepStatus::Succeeded {
                         satisfied.insert(id.clone());
                     }
@@ -242,8 +269,13 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
                 _ = cancel.changed() => {}
             }
         }
-        // Interrupted: give running steps a moment to finish (so their state reaches teardown), then cancel.
-        let grace = tokio::time::sleep(INTERRUPT_GRACE);
+        // Interrupted: give running steps a moment to finish (so their state reaches teardown), then cancel. A
+        // runner that lost its journal stops at once: another runner owns the run now.
+        let grace = tokio::time::sleep(if self.journal_lost() {
+            Duration::ZERO
+        } else {
+            INTERRUPT_GRACE
+        });
         tokio::pin!(grace);
         while !running.is_empty() {
             tokio::select! {
@@ -251,6 +283,7 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
                     let Some(Ok((id, params, result, attempts, started_at, finished_at))) = done else { continue };
                     let step = steps.iter().find(|s| s.id == id).copied();
                     let record = self.finish(step, phase, params, result, attempts, started_at, finished_at);
+                    self.journal_finished(phase, &record).await;
                     records.insert(id, record);
                 }
                 _ = &mut grace => {
@@ -280,7 +313,7 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
             .collect()
     }
 
-    fn start(&mut self, step: &Step, phase: Phase, running: &mut JoinSet<Done>) -> Started {
+    async fn start(&mut self, step: &Step, phase: Phase, running: &mut JoinSet<Done>) -> Started {
         let mode = self.spec.mode;
         if let Some(when) = &step.when {
             match expr::condition(when, self.scope) {
@@ -314,7 +347,9 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
                     );
                 }
             };
-            if mode == Mode::Drill {
+            if let Some(how) = self.resumed_approval(&step.id) {
+                note = Some(format!("approved ({how}, before the resume): {question}"));
+            } else if mode == Mode::Drill {
                 return Started::Settled(
                     Box::new(skipped(
                         step,
@@ -322,11 +357,27 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
                     )),
                     true,
                 );
-            }
-            match self.approver.approve(&step.id, &question) {
-                Ok(how) => note = Some(format!("approved ({how}): {question}")),
-                Err(why) => {
-                    return Started::Settled(Box::new(failed(step, "approval", &why)), false);
+            } else {
+                match self.approver.approve(&step.id, &question) {
+                    Ok(how) => {
+                        if let Some(journal) = &self.spec.journal {
+                            let given = EventBody::ApprovalGiven {
+                                step: step.id.clone(),
+                                question: question.clone(),
+                                how: how.clone(),
+                            };
+                            if let Err(e) = journal.append(given).await {
+                                return Started::Settled(
+                                    Box::new(failed(step, "host", &e.to_string())),
+                                    false,
+                                );
+                            }
+                        }
+                        note = Some(format!("approved ({how}): {question}"))
+                    }
+                    Err(why) => {
+                        return Started::Settled(Box::new(failed(step, "approval", &why)), false);
+                    }
                 }
             }
         }
@@ -371,7 +422,14 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
             timeout: step.timeout.unwrap_or(DEFAULT_STEP_TIMEOUT),
             state: BTreeMap::new(),
         };
-        if phase == Phase::Apply {
+        let mut call = call;
+        if let Some(cut_off) = self.in_flight(phase, &step.id) {
+            // Cut off by a crash: the plugin sees the next attempt number and the state the cut-off attempt
+            // journaled, so it can find what it created.
+            call.attempt = cut_off.attempts + 1;
+            call.state = cut_off.state;
+        }
+        if phase == Phase::Apply && !self.applied_order.contains(&step.id) {
             self.applied_order.push(step.id.clone());
         }
         self.started_params.insert(step.id.clone(), params.clone());
@@ -379,10 +437,17 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
         let observer = self.observer.clone();
         let retry = step.retry.clone();
         let id = step.id.clone();
+        let journal = self.spec.journal.clone();
         running.spawn(async move {
             let started_at = now_rfc3339();
-            let (result, attempts) =
-                attempt_loop(exec.as_ref(), observer.as_ref(), call, retry.as_ref()).await;
+            let (result, attempts) = attempt_loop(
+                exec.as_ref(),
+                observer.as_ref(),
+                journal.as_deref(),
+                call,
+                retry.as_ref(),
+            )
+            .await;
             (id, params, result, attempts, started_at, now_rfc3339())
         });
         Started::Running
@@ -445,7 +510,11 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
             else {
                 continue;
             };
-            let call = StepCall {
+            if let Some(done) = self.done(Phase::Destroy, &id) {
+                out.push(done);
+                continue;
+            }
+            let mut call = StepCall {
                 run_id: self.spec.run_id.clone(),
                 step_id: id.clone(),
                 plugin: plugin.into(),
@@ -459,10 +528,15 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
                 timeout: step.timeout.unwrap_or(DEFAULT_STEP_TIMEOUT),
                 state: applied.state.clone(),
             };
+            if let Some(cut_off) = self.in_flight(Phase::Destroy, &id) {
+                call.attempt = cut_off.attempts + 1;
+                call.state.extend(cut_off.state);
+            }
             let started_at = now_rfc3339();
             let (result, attempts) = attempt_loop(
                 self.exec.as_ref(),
                 self.observer.as_ref(),
+                self.spec.journal.as_deref(),
                 call,
                 step.retry.as_ref(),
             )
@@ -471,6 +545,7 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
             r.attempts = attempts;
             r.started_at = Some(started_at);
             r.finished_at = Some(now_rfc3339());
+            r.state = result.state;
             match result.outcome {
                 Ok(_) => r.status = StepStatus::Succeeded,
                 Err(e) => {
@@ -479,12 +554,83 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
                 }
             }
             self.observer.step_finished(&id, Phase::Destroy, r.status);
+            self.journal_finished(Phase::Destroy, &r).await;
+            if self.journal_lost() {
+                break;
+            }
             out.push(r);
         }
-        let failed = out.iter().any(|r| r.status == StepStatus::Failed);
+        let failed = out.iter().any(|r| r.status == StepStatus::Failed) || self.journal_lost();
         Teardown {
             status: if failed { "failed" } else { "succeeded" }.into(),
             steps: out,
+        }
+    }
+}
+
+impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
+    fn journal_lost(&self) -> bool {
+        self.spec
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.lost().is_some())
+    }
+
+    /// A step the resumed run already finished in this phase, restoring its outputs for later steps.
+    fn replayed(&mut self, step: &Step, phase: Phase) -> Option<StepRecord> {
+        let mut record = self.done(phase, &step.id)?;
+        record.uses = step.uses.clone();
+        if record.status == StepStatus::Succeeded {
+            let outputs = record.outputs.get("outputs").cloned().unwrap_or_default();
+            self.scope
+                .steps
+                .insert(step.id.clone(), StepView { outputs });
+        }
+        self.observer.step_finished(&step.id, phase, record.status);
+        Some(record)
+    }
+
+    fn done(&self, phase: Phase, id: &str) -> Option<StepRecord> {
+        let seed = self.spec.resume.as_ref()?;
+        seed.done.get(&(phase, id.to_string())).cloned()
+    }
+
+    fn in_flight(&self, phase: Phase, id: &str) -> Option<super::resume::InFlight> {
+        let seed = self.spec.resume.as_ref()?;
+        seed.in_flight.get(&(phase, id.to_string())).cloned()
+    }
+
+    fn resumed_approval(&self, id: &str) -> Option<String> {
+        self.spec.resume.as_ref()?.approvals.get(id).cloned()
+    }
+
+    /// Records a step's final result in this phase; a step that never reached a plugin is not journaled
+    /// (resume decides it again the same way).
+    async fn journal_finished(&self, phase: Phase, r: &StepRecord) {
+        let Some(journal) = &self.spec.journal else {
+            return;
+        };
+        if r.attempts == 0 && r.status != StepStatus::Cancelled {
+            return;
+        }
+        let finished = StepFinished {
+            step: r.id.clone(),
+            phase,
+            status: r.status,
+            attempts: r.attempts,
+            outputs: r.outputs.clone(),
+            state: r.state.clone(),
+            error: r.error.clone(),
+            note: r.note.clone(),
+            started_at: r.started_at.clone(),
+            finished_at: r.finished_at.clone(),
+            applied: r.applied,
+        };
+        if let Err(e) = journal
+            .append(EventBody::StepFinished(Box::new(finished)))
+            .await
+        {
+            tracing::error!(step = %r.id, "{e}");
         }
     }
 }
@@ -507,18 +653,43 @@ fn failed(step: &Step, kind: &str, message: &str) -> StepRecord {
 
 /// Calls a step until it succeeds, fails for good, or its retry policy is spent. The state of each attempt is
 /// handed to the next.
+///
+/// `call.attempt` is the first attempt's number (above 1 when a resumed run continues a cut-off step, which
+/// then gets at least one more attempt). With a journal, each attempt is recorded before the plugin is called.
 pub async fn attempt_loop<E: StepExecutor>(
     exec: &E,
     observer: &dyn Observer,
+    journal: Option<&Journal>,
     mut call: StepCall,
     retry: Option<&Retry>,
 ) -> (StepResult, u32) {
-    let attempts = retry.map_or(1, |r| r.attempts.max(1));
+    let mut attempt = call.attempt.max(1);
+    let attempts = retry.map_or(1, |r| r.attempts.max(1)).max(attempt);
     let mut backoff = retry.map_or(Duration::from_secs(1), |r| r.backoff);
-    let mut attempt = 1;
     loop {
         call.attempt = attempt;
         observer.step_started(&call.step_id, call.phase, attempt);
+        if let Some(journal) = journal {
+            let started = EventBody::StepStarted {
+                step: call.step_id.clone(),
+                phase: call.phase,
+                attempt,
+                params: call.params.clone(),
+            };
+            if let Err(e) = journal.append(started).await {
+                let outcome = Err(StepError::Host {
+                    step: call.step_id.clone(),
+                    message: e.to_string(),
+                });
+                return (
+                    StepResult {
+                        outcome,
+                        state: call.state,
+                    },
+                    attempt,
+                );
+            }
+        }
         let result = exec.execute(call.clone()).await;
         let again = matches!(&result.outcome, Err(e) if e.retryable()) && attempt < attempts;
         if !again {
@@ -526,6 +697,16 @@ pub async fn attempt_loop<E: StepExecutor>(
         }
         if let Err(e) = &result.outcome {
             tracing::warn!(step = %call.step_id, attempt, error = %e, "retrying in {backoff:?}");
+            if let Some(journal) = journal {
+                let failed = EventBody::AttemptFailed {
+                    step: call.step_id.clone(),
+                    phase: call.phase,
+                    attempt,
+                    error: ErrorRecord::from(e),
+                    state: result.state.clone(),
+                };
+                let _ = journal.append(failed).await;
+            }
         }
         call.state = result.state;
         tokio::time::sleep(with_jitter(backoff)).await;

@@ -106,6 +106,8 @@ async fn go(
         mode,
         keep: false,
         digests: BTreeMap::from([("p".into(), "abc".into())]),
+        journal: None,
+        resume: None,
     };
     run(&spec, fake, &approver, Arc::new(Quiet), cancel).await
 }

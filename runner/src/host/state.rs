@@ -32,6 +32,8 @@ pub struct RunResources {
     pub progress: Option<ProgressSink>,
     /// Creation times of the images restored by this run: RPO is measured against the newest.
     pub restored_images: Arc<std::sync::Mutex<Vec<std::time::SystemTime>>>,
+    /// The run's journal: state writes, services and restored images are recorded in it as they happen.
+    pub journal: Option<Arc<crate::journal::Journal>>,
 }
 
 impl RunResources {
@@ -43,6 +45,7 @@ impl RunResources {
             services: Services::default(),
             progress: None,
             restored_images: Arc::default(),
+            journal: None,
         }
     }
 }

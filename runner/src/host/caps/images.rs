@@ -57,6 +57,15 @@ pub async fn unpack(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(created);
+        if let Some(journal) = s.run.journal.clone() {
+            let restored = crate::journal::EventBody::ImageRestored {
+                step: s.step_id.clone(),
+                created: humantime::format_rfc3339_seconds(created).to_string(),
+            };
+            if let Err(e) = journal.append(restored).await {
+                tracing::error!(step = %s.step_id, "{e}");
+            }
+        }
     }
     let created = report
         .created

@@ -78,11 +78,13 @@ impl host_api::Host for StepState {
     }
 
     async fn state_set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
-        state::set(self, key, value)
+        state::set(self, key.clone(), value.clone())?;
+        state::journal(self, &key, Some(&value)).await
     }
 
     async fn state_delete(&mut self, key: String) -> wasmtime::Result<()> {
-        state::delete(self, &key)
+        state::delete(self, &key)?;
+        state::journal(self, &key, None).await
     }
 
     async fn state_list(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
@@ -98,7 +100,20 @@ impl host_api::Host for StepState {
     }
 
     async fn spawn_service(&mut self, request: ExecRequest) -> Answer<u32> {
-        Ok(exec::spawn_service(self, request))
+        let program = request.program.clone();
+        let pid = exec::spawn_service(self, request);
+        if let (Ok(pid), Some(journal)) = (&pid, self.run.journal.clone()) {
+            let started = crate::journal::EventBody::ServiceStarted {
+                step: self.step_id.clone(),
+                pid: *pid,
+                program,
+                start_ticks: exec::process_start_ticks(*pid),
+            };
+            if let Err(e) = journal.append(started).await {
+                wasmtime::bail!("{e}");
+            }
+        }
+        Ok(pid)
     }
 
     async fn stop_service(&mut self, pid: u32) -> Answer<()> {

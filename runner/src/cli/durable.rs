@@ -1,0 +1,251 @@
+//! `respawn resume`, `respawn runs` and `respawn audit verify`: the commands that read the journal.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use respawn::engine::resume::ResumeSeed;
+use respawn::engine::run::RunSpec;
+use respawn::host::workflow_plugins::LockPolicy;
+use respawn::journal::chain::{self, ChainError};
+use respawn::journal::replay::Replayed;
+use respawn::journal::{self as journal, EventBody, Journal, JournalError, Redactor};
+use respawn::report::Report;
+use respawn::workflow::lock::{LockFile, LockedPlugin};
+
+use super::run::{self as runs, Drive, TerminalApprover};
+use super::{ResumeArgs, StateArgs, Usage, exit, setup};
+
+/// Reads and chain-checks a run's journal.
+fn read_run(
+    runtime: &tokio::runtime::Runtime,
+    store: &Arc<dyn object_store::ObjectStore>,
+    run_id: &str,
+) -> anyhow::Result<(Vec<chain::StoredEvent>, Replayed)> {
+    journal::check_run_id(run_id).map_err(Usage)?;
+    let stored = runtime
+        .block_on(chain::read_all(store, run_id))
+        .map_err(|e| match e {
+            JournalError::NoSuchRun { .. } => anyhow::Error::from(Usage(e.to_string())),
+            other => other.into(),
+        })?;
+    let events = chain::verify(&stored).map_err(|e| {
+        Usage(format!(
+            "run `{run_id}`: the journal does not verify, so it cannot be trusted to resume from: {e}"
+        ))
+    })?;
+    let replayed =
+        Replayed::from_events(&events).map_err(|e| Usage(format!("run `{run_id}`: {e}")))?;
+    Ok((stored, replayed))
+}
+
+pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
+    let store = runs::open_state(args.state.as_deref())?;
+    let runtime = setup::runtime()?;
+    let (stored, replayed) = read_run(&runtime, &store, &args.run_id)?;
+    let run_id = args.run_id.clone();
+    if !replayed.resumable() {
+        let f = replayed.finished.as_ref();
+        println!(
+            "run {run_id} already finished: outcome {}, teardown {}, at {}; nothing to resume",
+            replayed.status(),
+            f.map_or("-", |f| f.teardown.as_str()),
+            f.map_or("-", |f| f.at.as_str()),
+        );
+        return Ok(exit::OK);
+    }
+    let silence = replayed.silence();
+    if replayed.finished.is_none() && silence < replayed.lease() && !args.takeover {
+        return Err(Usage(format!(
+            "run `{run_id}` is held by runner {}: its last event was {:.1}s ago, within its lease of {:.0}s. \
+             If that runner is gone, pass --takeover (it will be stopped at its next write)",
+            replayed.last_runner,
+            silence.as_secs_f64(),
+            replayed.lease().as_secs_f64()
+        ))
+        .into());
+    }
+    let start = &replayed.start;
+    // The workflow and plugins recorded at start, whatever the files on disk say now.
+    let path = PathBuf::from(&start.workflow.path);
+    let loaded =
+        respawn::workflow::load::load_bytes(&path, start.workflow.text.clone().into_bytes())?;
+    if loaded.sha256 != start.workflow.sha256 {
+        return Err(Usage(format!(
+            "run `{run_id}`: the journaled workflow hashes to sha256:{}, not the recorded sha256:{}",
+            loaded.sha256, start.workflow.sha256
+        ))
+        .into());
+    }
+    let lock = LockFile::new(
+        start
+            .plugins
+            .iter()
+            .map(|(alias, p)| {
+                (
+                    alias.clone(),
+                    LockedPlugin {
+                        source: p.source.clone(),
+                        sha256: p.sha256.clone(),
+                    },
+                )
+            })
+            .collect(),
+    );
+    let secrets = setup::read_secrets(&loaded);
+    let last = stored.last().map(|e| e.sha256.clone());
+    let journal = Arc::new(Journal::open(
+        store,
+        &run_id,
+        Redactor::new(&secrets),
+        stored.len() as u64,
+        last,
+    ));
+    let bars = runs::new_bars(&loaded, start.mode, start.keep, args.no_progress);
+    let host = Arc::new(setup::host_for_run(
+        &loaded,
+        runs::progress_sink(&bars),
+        secrets,
+        journal.clone(),
+    )?);
+    let plugins = setup::checked_plugins(&runtime, &host, &loaded, LockPolicy::Enforce(&lock))?;
+    let plugin_info = runs::plugin_info(&plugins);
+    // Claim the run: of two runners resuming at once, exactly one stores this event.
+    runtime
+        .block_on(journal.append(EventBody::Resumed {
+            takeover: args.takeover,
+        }))
+        .map_err(|e| match e {
+            JournalError::Fenced { .. } => anyhow::Error::from(Usage(format!(
+                "{e}: another runner resumed run `{run_id}` first"
+            ))),
+            other => other.into(),
+        })?;
+    let services = &host.run_resources().services;
+    for s in &replayed.services {
+        if services.adopt(&s.step, s.pid, s.start_ticks) {
+            tracing::info!(step = %s.step, pid = s.pid, program = %s.program, "adopted a running service");
+        }
+    }
+    let seed = ResumeSeed::from_replay(&replayed);
+    eprintln!(
+        "respawn resume {} {} {} (run {run_id}, {} events, {} steps already done)",
+        start.mode,
+        start.workflow.name,
+        start.workflow.version,
+        replayed.events,
+        seed.done.len()
+    );
+    let spec = RunSpec {
+        loaded: &loaded,
+        params: start.params.clone(),
+        run_id: run_id.clone(),
+        mode: start.mode,
+        keep: start.keep,
+        digests: runs::digests(&plugin_info),
+        journal: Some(journal.clone()),
+        resume: Some(seed),
+    };
+    runs::drive(Drive {
+        runtime: &runtime,
+        spec,
+        host,
+        journal,
+        lease: replayed.lease(),
+        bars,
+        approver: TerminalApprover { yes: false },
+        plugin_info,
+        report_dir: args.report_dir,
+        images_before: replayed.images_created.clone(),
+    })
+}
+
+/// `respawn runs`: one line per run in the state store.
+pub fn list(args: StateArgs) -> anyhow::Result<u8> {
+    let store = runs::open_state(args.state.as_deref())?;
+    let runtime = setup::runtime()?;
+    let ids = runtime.block_on(journal::list_runs(&store))?;
+    println!(
+        "{:<26} {:<28} {:<8} {:<11} {:<24} RTO",
+        "RUN", "WORKFLOW", "MODE", "STATUS", "STARTED"
+    );
+    for id in ids {
+        let line = match read_run(&runtime, &store, &id) {
+            Ok((_, r)) => format!(
+                "{:<26} {:<28} {:<8} {:<11} {:<24} {}",
+                id,
+                format!("{}@{}", r.start.workflow.name, r.start.workflow.version),
+                r.start.mode.to_string(),
+                r.status(),
+                r.start.started_at,
+                respawn::report::seconds(r.finished.as_ref().and_then(|f| f.rto_seconds)),
+            ),
+            Err(e) => format!("{id:<26} {:<28} {:<8} {:<11} ({e:#})", "?", "?", "corrupt"),
+        };
+        println!("{line}");
+    }
+    Ok(exit::OK)
+}
+
+/// `respawn audit verify`: re-hashes the chain, and checks its head against the run's report when there is one.
+pub fn audit_verify(
+    run_id: &str,
+    state: Option<&str>,
+    report_dir: Option<&Path>,
+) -> anyhow::Result<u8> {
+    journal::check_run_id(run_id).map_err(Usage)?;
+    let store = runs::open_state(state)?;
+    let runtime = setup::runtime()?;
+    let stored = runtime
+        .block_on(chain::read_all(&store, run_id))
+        .map_err(|e| match e {
+            JournalError::NoSuchRun { .. } => anyhow::Error::from(Usage(e.to_string())),
+            other => other.into(),
+        })?;
+    let events = match chain::verify(&stored) {
+        Ok(events) => events,
+        Err(e) => {
+            println!("run {run_id}: TAMPERED: {e}");
+            return Ok(exit::RUN_FAILED);
+        }
+    };
+    let head = stored.last().map(|e| e.sha256.clone()).unwrap_or_default();
+    // The report's copy of the head also catches an altered or removed newest event.
+    let recorded_dir = events.iter().rev().find_map(|e| match &e.body {
+        EventBody::RunFinished { report_dir, .. } => report_dir.clone().map(PathBuf::from),
+        _ => None,
+    });
+    let dir = report_dir
+        .map(Path::to_path_buf)
+        .or(recorded_dir)
+        .unwrap_or_else(|| PathBuf::from(".respawn/runs").join(run_id));
+    let mut checked_report = None;
+    if let Ok(report) = Report::read(&dir)
+        && report.run_id == run_id
+        && let Some(recorded) = &report.journal_head
+    {
+        if *recorded != head {
+            let last = events.last();
+            let e = ChainError::HeadMismatch {
+                seq: last.map_or(0, |e| e.seq),
+                kind: last.map_or("?", |e| e.body.kind()).to_string(),
+                actual: head,
+                recorded: recorded.clone(),
+            };
+            println!("run {run_id}: TAMPERED: {e}");
+            return Ok(exit::RUN_FAILED);
+        }
+        checked_report = Some(dir.join("report.json"));
+    }
+    println!(
+        "run {run_id}: chain intact: {} events, head sha256:{head}",
+        events.len()
+    );
+    match checked_report {
+        Some(path) => println!("head matches {}", path.display()),
+        None => println!(
+            "no report found to check the head against (looked in {})",
+            dir.display()
+        ),
+    }
+    Ok(exit::OK)
+}

@@ -1,71 +1,13 @@
 //! The shop quickstart end to end through the binary, on a private copy: restore images, render config, start a
 //! real python3 web service, verify, tear down. Also a corrupted backup and an interrupt in the middle of apply.
 
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_respawn")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if name == "backups" || name == ".respawn" {
-            continue;
-        }
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to.join(&name));
-        } else {
-            std::fs::copy(entry.path(), to.join(&name)).unwrap();
-        }
-    }
-}
-
-/// A private copy of workflows/quickstart with its backups made by `respawn image pack`.
-fn quickstart(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("respawn-qs-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/quickstart"),
-        &dir,
-    );
-    let out = Command::new("bash")
-        .arg(dir.join("make-backups"))
-        .arg(bin())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "make-backups: {}", text(&out));
-    dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn listening(port: u16) -> bool {
-    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
-}
-
-fn region_dir(dir: &Path) -> PathBuf {
-    dir.join(".respawn/regions/eu-west")
-}
+use common::{bin, free_port, listening, quickstart, region_dir, text};
 
 fn drill(dir: &Path, port: u16, extra: &[&str]) -> Output {
     let port = format!("port={port}");

@@ -396,11 +396,19 @@ fn heartbeats(
     tokio::task::JoinHandle<()>,
 ) {
     let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    // Between heartbeats, look once a second for a takeover, so a runner that lost the run stops promptly.
+    let probe_every = (lease / 3).min(Duration::from_secs(1));
     let task = tokio::spawn(async move {
+        let mut last_beat = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(lease / 3) => {
-                    if journal.append(EventBody::Heartbeat).await.is_err() {
+                _ = tokio::time::sleep(probe_every) => {
+                    if last_beat.elapsed() >= lease / 3 {
+                        last_beat = tokio::time::Instant::now();
+                        if journal.append(EventBody::Heartbeat).await.is_err() {
+                            return;
+                        }
+                    } else if journal.probe().await {
                         return;
                     }
                 }

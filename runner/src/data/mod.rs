@@ -2,7 +2,9 @@
 //! This is the one module that touches object_store.
 
 pub mod compare;
+pub mod faults;
 pub mod oci;
+pub mod retry;
 pub mod stores;
 pub mod unpack;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, watch};
 
@@ -117,6 +117,27 @@ impl Journal {
                 message: format!("the journal writer stopped: {e}"),
             }),
         }
+    }
+
+    /// Checks whether another runner wrote the next event; if so this runner is fenced now rather than at its
+    /// next write, so a slow step cannot go on working for a run it no longer owns.
+    pub async fn probe(&self) -> bool {
+        let inner = &self.inner;
+        let head = inner.head.lock().await;
+        if inner.lost.borrow().is_some() {
+            return inner.fenced.load(Ordering::SeqCst);
+        }
+        let key = object_store::path::Path::from(event_key(&inner.run_id, head.next_seq));
+        if inner.store.head(&key).await.is_ok() {
+            inner.fenced.store(true, Ordering::SeqCst);
+            let err = JournalError::Fenced {
+                run_id: inner.run_id.clone(),
+                seq: head.next_seq,
+            };
+            inner.lost.send_replace(Some(err.to_string()));
+            return true;
+        }
+        false
     }
 
     /// sha256 of the newest event written or replayed.

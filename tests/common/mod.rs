@@ -1,0 +1,88 @@
+//! Helpers shared by the end-to-end tests that drive the quickstart through the binary.
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_respawn")
+}
+
+/// stdout then stderr, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "backups" || name == ".respawn" {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(&name));
+        } else {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// A private copy of workflows/quickstart with its backups made by `respawn image pack`.
+pub fn quickstart(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("respawn-qs-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/quickstart"),
+        &dir,
+    );
+    let out = Command::new("bash")
+        .arg(dir.join("make-backups"))
+        .arg(bin())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "make-backups: {}", text(&out));
+    dir
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn listening(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+}
+
+pub fn region_dir(dir: &Path) -> PathBuf {
+    dir.join(".respawn/regions/eu-west")
+}
+
+/// `respawn ARGS` in `dir`, stdin closed.
+pub fn respawn(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Whether a process whose command line contains `pattern` exists.
+pub fn process_running(pattern: &str) -> bool {
+    Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}

@@ -1,0 +1,393 @@
+//! Durable runs through the binary: the journal, resume after SIGKILL at random moments, fencing of a second
+//! runner, the audit of the hash chain, and `respawn runs`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bin, free_port, listening, process_running, quickstart, region_dir, respawn, text};
+
+/// splitmix64: a seeded, dependency-free source of kill moments.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+fn state_url(dir: &Path) -> String {
+    format!("file://{}", dir.display())
+}
+
+fn start_drill(dir: &Path, state: &Path, report: &str, port: u16, env: &[(&str, &str)]) -> Child {
+    let state = state_url(state);
+    let port = format!("port={port}");
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "drill",
+        "recover.yaml",
+        "--no-progress",
+        "--param",
+        &port,
+        "--state",
+        &state,
+        "--report-dir",
+        report,
+    ])
+    .current_dir(dir)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// The only run in a state store, waiting (bounded) until its first event exists.
+fn wait_for_run(state: &Path, deadline: Duration) -> Option<String> {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if let Ok(mut runs) = std::fs::read_dir(state.join("runs")) {
+            if let Some(Ok(run)) = runs.next() {
+                let events = run.path().join("events");
+                if std::fs::read_dir(&events).is_ok_and(|mut e| e.next().is_some()) {
+                    return Some(run.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+fn event_paths(state: &Path, run_id: &str) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(state.join("runs").join(run_id).join("events"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    paths
+}
+
+fn events(state: &Path, run_id: &str) -> Vec<serde_json::Value> {
+    event_paths(state, run_id)
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect()
+}
+
+/// From the journal: once a step's apply succeeded, it is never started again.
+fn assert_no_apply_ran_twice(events: &[serde_json::Value]) {
+    let mut done = std::collections::BTreeSet::new();
+    for e in events {
+        let (kind, phase, step) = (&e["type"], &e["phase"], e["step"].as_str());
+        if phase != "apply" {
+            continue;
+        }
+        let step = step.unwrap().to_string();
+        if kind == "step-started" {
+            assert!(
+                !done.contains(&step),
+                "apply of `{step}` ran again after it had succeeded (event {})",
+                e["seq"]
+            );
+        }
+        if kind == "step-finished" && e["status"] == "succeeded" {
+            assert!(done.insert(step.clone()), "`{step}` succeeded twice");
+        }
+    }
+}
+
+fn report(dir: &Path, name: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join(name).join("report.json")).unwrap())
+        .unwrap()
+}
+
+fn assert_clean(dir: &Path, port: u16, context: &str) {
+    assert!(
+        !region_dir(dir).exists(),
+        "{context}: a region directory was left"
+    );
+    assert!(
+        !listening(port),
+        "{context}: something still listens on {port}"
+    );
+    assert!(
+        !process_running(&format!("http.server {port}")),
+        "{context}: the web service process was left"
+    );
+}
+
+#[test]
+fn a_drill_killed_at_random_moments_resumes_to_a_clean_pass_20_times() {
+    let seed = std::env::var("RESPAWN_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_123u64);
+    let mut rng = Rng(seed);
+    let dir = quickstart("crash");
+
+    // One uninterrupted drill measures how long a run lasts on this machine; kills fall inside that window.
+    let state = dir.join("state-measure");
+    let port = free_port();
+    let mut child = start_drill(&dir, &state, "report-measure", port, &[]);
+    wait_for_run(&state, Duration::from_secs(60)).expect("the run starts");
+    let started = Instant::now();
+    assert!(child.wait().unwrap().success());
+    let window = started.elapsed().as_millis().max(50) as u64;
+
+    let mut killed_mid_run = 0;
+    for i in 0..20 {
+        let context = format!("iteration {i} (seed {seed})");
+        let state = dir.join(format!("state-{i}"));
+        let report_dir = format!("report-{i}");
+        let port = free_port();
+        let mut child = start_drill(&dir, &state, &report_dir, port, &[]);
+        let run_id = wait_for_run(&state, Duration::from_secs(60)).expect("the run starts");
+        std::thread::sleep(Duration::from_millis(rng.next() % window));
+        let finished_before_kill = child.try_wait().unwrap().is_some();
+        let _ = child.kill();
+        let _ = child.wait();
+        if !finished_before_kill {
+            killed_mid_run += 1;
+        }
+
+        let out = respawn(
+            &dir,
+            &[
+                "resume",
+                &run_id,
+                "--takeover",
+                "--no-progress",
+                "--state",
+                &state_url(&state),
+                "--report-dir",
+                &report_dir,
+            ],
+        );
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{context}: resume: {t}");
+        let r = report(&dir, &report_dir);
+        assert_eq!(r["outcome"], "passed", "{context}: {t}");
+        assert_eq!(r["teardown"]["status"], "succeeded", "{context}: {t}");
+        assert_clean(&dir, port, &context);
+        let journal = events(&state, &run_id);
+        assert_no_apply_ran_twice(&journal);
+        assert_eq!(journal.last().unwrap()["type"], "run-finished", "{context}");
+        let audit = respawn(
+            &dir,
+            &["audit", "verify", &run_id, "--state", &state_url(&state)],
+        );
+        assert_eq!(audit.status.code(), Some(0), "{context}: {}", text(&audit));
+    }
+    assert!(
+        killed_mid_run >= 10,
+        "only {killed_mid_run} of 20 kills hit a running drill (window {window} ms)"
+    );
+}
+
+#[test]
+fn a_live_run_is_not_resumed_without_takeover_and_a_dead_one_shows_as_stale() {
+    let dir = quickstart("stale");
+    let state = dir.join("state");
+    let port = free_port();
+    let mut child = start_drill(&dir, &state, "report", port, &[("RESPAWN_LEASE", "1s")]);
+    let run_id = wait_for_run(&state, Duration::from_secs(60)).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let state_arg = state_url(&state);
+
+    let early = respawn(&dir, &["resume", &run_id, "--state", &state_arg]);
+    let t = text(&early);
+    if early.status.code() == Some(2) {
+        assert!(t.contains("--takeover") && t.contains("lease"), "{t}");
+    }
+    std::thread::sleep(Duration::from_millis(1300));
+    let runs = respawn(&dir, &["runs", "--state", &state_arg]);
+    let listing = text(&runs);
+    assert!(runs.status.success(), "{listing}");
+    let line = listing
+        .lines()
+        .find(|l| l.starts_with(&run_id))
+        .unwrap_or_else(|| panic!("{listing}"));
+    assert!(
+        line.contains("shop@1.0.0") && line.contains("drill") && line.contains("stale"),
+        "{line}"
+    );
+
+    let out = respawn(
+        &dir,
+        &[
+            "resume",
+            &run_id,
+            "--no-progress",
+            "--state",
+            &state_arg,
+            "--report-dir",
+            "report",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_clean(&dir, port, "stale resume");
+    let listing = text(&respawn(&dir, &["runs", "--state", &state_arg]));
+    assert!(listing.contains("passed"), "{listing}");
+
+    // A finished run says so and changes nothing.
+    let before = event_paths(&state, &run_id).len();
+    let again = respawn(&dir, &["resume", &run_id, "--state", &state_arg]);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(
+        text(&again).contains("already finished"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(event_paths(&state, &run_id).len(), before);
+}
+
+#[test]
+fn two_runners_resuming_one_run_yield_exactly_one_that_proceeds() {
+    let dir = quickstart("fence");
+    let state = dir.join("state");
+    let port = free_port();
+    let mut child = start_drill(&dir, &state, "report", port, &[]);
+    let run_id = wait_for_run(&state, Duration::from_secs(60)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = child.kill();
+    let _ = child.wait();
+    let state_arg = state_url(&state);
+    let spawn_resume = || {
+        Command::new(bin())
+            .args([
+                "resume",
+                &run_id,
+                "--takeover",
+                "--no-progress",
+                "--state",
+                &state_arg,
+            ])
+            .args(["--report-dir", "report"])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn_resume(), spawn_resume());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let codes = [a.status.code(), b.status.code()];
+    let (winner, loser) = if codes[0] == Some(0) {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert_eq!(
+        winner.status.code(),
+        Some(0),
+        "{}\n---\n{}",
+        text(&a),
+        text(&b)
+    );
+    assert_eq!(
+        loser.status.code(),
+        Some(2),
+        "{}\n---\n{}",
+        text(&a),
+        text(&b)
+    );
+    let why = text(loser);
+    assert!(
+        why.contains("taken over") || why.contains("resumed run") || why.contains("held by"),
+        "{why}"
+    );
+    assert_eq!(report(&dir, "report")["outcome"], "passed");
+    assert_clean(&dir, port, "fenced resume");
+    assert_no_apply_ran_twice(&events(&state, &run_id));
+}
+
+#[test]
+fn audit_verify_names_an_altered_a_removed_and_a_reordered_event() {
+    let dir = quickstart("audit");
+    let state = dir.join("state");
+    let port = free_port();
+    let mut child = start_drill(&dir, &state, "report", port, &[]);
+    assert!(child.wait().unwrap().success());
+    let run_id = wait_for_run(&state, Duration::from_secs(1)).unwrap();
+    let state_arg = state_url(&state);
+    let audit = || respawn(&dir, &["audit", "verify", &run_id, "--state", &state_arg]);
+    let ok = audit();
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    assert!(text(&ok).contains("chain intact"), "{}", text(&ok));
+    let head = report(&dir, "report")["journal_head"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text(&ok).contains(&head),
+        "the report carries the chain head"
+    );
+
+    let paths = event_paths(&state, &run_id);
+    // Hand-edit a step result: a failure turned into a success, say.
+    let victim = paths
+        .iter()
+        .position(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .contains("\"step-finished\"")
+        })
+        .unwrap();
+    let original = std::fs::read_to_string(&paths[victim]).unwrap();
+    std::fs::write(
+        &paths[victim],
+        original.replace("\"attempts\":1", "\"attempts\":2"),
+    )
+    .unwrap();
+    let tampered = audit();
+    assert_eq!(tampered.status.code(), Some(1));
+    assert!(
+        text(&tampered).contains(&format!("event {victim} (step-finished) was altered")),
+        "{}",
+        text(&tampered)
+    );
+    std::fs::write(&paths[victim], &original).unwrap();
+
+    // Remove one.
+    let removed = std::fs::read(&paths[3]).unwrap();
+    std::fs::remove_file(&paths[3]).unwrap();
+    assert!(text(&audit()).contains("event 3 is missing"));
+    std::fs::write(&paths[3], &removed).unwrap();
+
+    // Swap two.
+    let (a, b) = (
+        std::fs::read(&paths[4]).unwrap(),
+        std::fs::read(&paths[5]).unwrap(),
+    );
+    std::fs::write(&paths[4], &b).unwrap();
+    std::fs::write(&paths[5], &a).unwrap();
+    assert!(text(&audit()).contains("reordered"));
+    std::fs::write(&paths[4], &a).unwrap();
+    std::fs::write(&paths[5], &b).unwrap();
+
+    // The newest event has no successor to record its hash; the report's chain head catches it.
+    let last = paths.last().unwrap();
+    let text_last = std::fs::read_to_string(last).unwrap();
+    std::fs::write(last, text_last.replace("\"passed\"", "\"failed\"")).unwrap();
+    let head_check = audit();
+    assert_eq!(head_check.status.code(), Some(1));
+    assert!(
+        text(&head_check).contains("newest event"),
+        "{}",
+        text(&head_check)
+    );
+    std::fs::write(last, &text_last).unwrap();
+    assert_eq!(audit().status.code(), Some(0));
+}

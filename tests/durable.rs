@@ -391,3 +391,94 @@ fn audit_verify_names_an_altered_a_removed_and_a_reordered_event() {
     std::fs::write(last, &text_last).unwrap();
     assert_eq!(audit().status.code(), Some(0));
 }
+
+#[test]
+fn a_takeover_stops_the_live_runner_at_once_and_the_new_one_finishes_the_run() {
+    let dir = quickstart("takeover");
+    // A web service that never listens keeps the first runner busy in apply.
+    let wf = std::fs::read_to_string(dir.join("recover.yaml")).unwrap();
+    let stuck = wf
+        .replace(
+            "args: [-m, http.server, \"${{ params.port | string }}\", --bind, 127.0.0.1, --directory, \".\"]",
+            "args: [-c, \"import time; time.sleep(121)\"]",
+        )
+        .replace(
+            "      port: ${{ params.port }}\n    grants: { exec",
+            "      port: ${{ params.port }}\n      wait_ms: 3000\n    grants: { exec",
+        );
+    assert_eq!(stuck.matches("sleep(121)").count(), 1);
+    assert!(stuck.contains("wait_ms: 3000"));
+    std::fs::write(dir.join("recover.yaml"), stuck).unwrap();
+    let state = dir.join("state");
+    let port = free_port();
+    let first = Command::new(bin())
+        .args([
+            "drill",
+            "recover.yaml",
+            "--no-progress",
+            "--state",
+            &state_url(&state),
+        ])
+        .args([
+            "--param",
+            &format!("port={port}"),
+            "--report-dir",
+            "report-first",
+        ])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run_id = wait_for_run(&state, Duration::from_secs(60)).unwrap();
+    let started = Instant::now();
+    while !region_dir(&dir).join("shop/site/index.html").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "apply never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+
+    let second = respawn(
+        &dir,
+        &[
+            "resume",
+            &run_id,
+            "--takeover",
+            "--no-progress",
+            "--state",
+            &state_url(&state),
+        ],
+    );
+    let first = first.wait_with_output().unwrap();
+    let (t1, t2) = (text(&first), text(&second));
+    assert_eq!(first.status.code(), Some(2), "the first runner stops: {t1}");
+    assert!(t1.contains("taken over"), "{t1}");
+    assert!(
+        !dir.join("report-first").exists(),
+        "the runner that lost the run writes no report"
+    );
+    // The new owner finishes the run: the stuck service fails it, and the drill still tears everything down.
+    assert_eq!(second.status.code(), Some(1), "{t2}");
+    assert!(t2.contains("teardown  succeeded"), "{t2}");
+    assert!(!region_dir(&dir).exists(), "{t2}");
+    assert!(
+        !process_running("time.sleep(121)"),
+        "no service process is left"
+    );
+    let journal = events(&state, &run_id);
+    assert_no_apply_ran_twice(&journal);
+    let writers: std::collections::BTreeSet<&str> = journal
+        .iter()
+        .map(|e| e["runner"].as_str().unwrap())
+        .collect();
+    assert_eq!(writers.len(), 2, "two runners wrote the one chain");
+    let audit = respawn(
+        &dir,
+        &["audit", "verify", &run_id, "--state", &state_url(&state)],
+    );
+    assert_eq!(audit.status.code(), Some(0), "{}", text(&audit));
+}

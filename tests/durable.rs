@@ -55,13 +55,11 @@ fn start_drill(dir: &Path, state: &Path, report: &str, port: u16, env: &[(&str, 
 fn wait_for_run(state: &Path, deadline: Duration) -> Option<String> {
     let start = Instant::now();
     while start.elapsed() < deadline {
-        if let Ok(mut runs) = std::fs::read_dir(state.join("runs")) {
-            if let Some(Ok(run)) = runs.next() {
-                let events = run.path().join("events");
-                if std::fs::read_dir(&events).is_ok_and(|mut e| e.next().is_some()) {
-                    return Some(run.file_name().to_string_lossy().into_owned());
-                }
-            }
+        if let Ok(mut runs) = std::fs::read_dir(state.join("runs"))
+            && let Some(Ok(run)) = runs.next()
+            && std::fs::read_dir(run.path().join("events")).is_ok_and(|mut e| e.next().is_some())
+        {
+            return Some(run.file_name().to_string_lossy().into_owned());
         }
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -19,7 +19,7 @@ pub fn run(args: WorkflowArg) -> anyhow::Result<u8> {
     let mut pinned = BTreeMap::new();
     let mut problems = Vec::new();
     for (alias, source) in &loaded.workflow.plugins {
-        let bytes = match read_plugin(source, &loaded) {
+        let bytes = match runtime.block_on(read_plugin(source, &loaded)) {
             Ok(b) => b,
             Err(why) => {
                 problems.push(loaded.diag(loaded.source.value(&format!("plugins.{alias}")), why));

@@ -27,6 +27,9 @@ pub struct Faults {
     pub transient: f64,
     /// Flip one bit of every GET body (the first byte of its first non-empty chunk), so no digest matches.
     pub corrupt_reads: bool,
+    /// With `corrupt_reads`, corrupt only content-addressed blobs (keys containing `blobs/sha256/`), whose digest
+    /// check must catch it; other reads (an image's `index.json`) stay intact. Spec: `corrupt=blobs`.
+    pub corrupt_blobs_only: bool,
     /// Seed of the fault sequence. Default `0`: runs are reproducible unless a seed is chosen.
     pub seed: u64,
 }
@@ -57,10 +60,14 @@ impl Faults {
                         .map_err(|_| format!("fault `seed={v}`: expected an unsigned integer"))?;
                 }
                 ("corrupt", None) => faults.corrupt_reads = true,
+                ("corrupt", Some("blobs")) => {
+                    faults.corrupt_reads = true;
+                    faults.corrupt_blobs_only = true;
+                }
                 ("corrupt", Some(v)) => {
-                    faults.corrupt_reads = v
-                        .parse()
-                        .map_err(|_| format!("fault `corrupt={v}`: expected true or false"))?;
+                    faults.corrupt_reads = v.parse().map_err(|_| {
+                        format!("fault `corrupt={v}`: expected true, false or blobs")
+                    })?;
                 }
                 ("transient" | "seed", None) => {
                     return Err(format!("fault `{key}` needs a value, e.g. `{key}=...`"));
@@ -76,14 +83,22 @@ impl Faults {
     }
 }
 
+impl Faults {
+    fn corrupts(&self, location: &Path) -> bool {
+        self.corrupt_reads
+            && (!self.corrupt_blobs_only || location.as_ref().contains("blobs/sha256/"))
+    }
+}
+
 /// Prints a spec that [`Faults::parse`] reads back.
 impl fmt::Display for Faults {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "transient={},seed={}", self.transient, self.seed)?;
-        if self.corrupt_reads {
-            f.write_str(",corrupt")?;
+        match (self.corrupt_reads, self.corrupt_blobs_only) {
+            (true, true) => f.write_str(",corrupt=blobs"),
+            (true, false) => f.write_str(",corrupt"),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -190,26 +205,10 @@ fn flip_first(chunk: Bytes) -> Bytes {
 
 /// Flips the first byte of the body's first non-empty chunk. A `File` payload (local stores) becomes a stream.
 fn corrupt_body(result: GetResult) -> GetResult {
-    let GetResult {
-        payload,
-        meta,
-        range,
-        attributes,
-        extensions,
-    } = result;
-    let body = match payload {
-        GetResultPayload::Stream(s) => s,
-        file => GetResult {
-            payload: file,
-            meta: meta.clone(),
-            range: range.clone(),
-            attributes: Default::default(),
-            extensions: Default::default(),
-        }
-        .into_stream(),
-    };
+    let (meta, range) = (result.meta.clone(), result.range.clone());
+    let (attributes, extensions) = (result.attributes.clone(), result.extensions.clone());
     let mut flipped = false;
-    let body = body.map(move |chunk| match chunk {
+    let body = result.into_stream().map(move |chunk| match chunk {
         Ok(c) if !flipped && !c.is_empty() => {
             flipped = true;
             Ok(flip_first(c))
@@ -275,7 +274,7 @@ impl ObjectStore for FaultInjectingStore {
             self.dice.roll("get")?;
             let head = options.head;
             let result = self.inner.get_opts(location, options).await?;
-            if self.dice.faults.corrupt_reads && !head {
+            if self.dice.faults.corrupts(location) && !head {
                 return Ok(corrupt_body(result));
             }
             Ok(result)
@@ -296,7 +295,7 @@ impl ObjectStore for FaultInjectingStore {
         Box::pin(async move {
             self.dice.roll("get_ranges")?;
             let mut parts = self.inner.get_ranges(location, ranges).await?;
-            if self.dice.faults.corrupt_reads {
+            if self.dice.faults.corrupts(location) {
                 // Each range is a body of its own to the caller: corrupt every one.
                 for part in parts.iter_mut().filter(|p| !p.is_empty()) {
                     *part = flip_first(std::mem::take(part));
@@ -452,7 +451,7 @@ mod tests {
         let errs = [
             s.head(&a).await.unwrap_err(),
             s.get(&a).await.unwrap_err(),
-            s.get_ranges(&a, &[0..2]).await.unwrap_err(),
+            s.get_ranges(&a, &[0..2, 3..4]).await.unwrap_err(),
             s.put(&a, PutPayload::from_static(b"x")).await.unwrap_err(),
             s.put_multipart(&a).await.unwrap_err(),
             s.delete(&a).await.unwrap_err(),
@@ -501,9 +500,20 @@ mod tests {
             s.get_range(&a, 6..11).await.unwrap(),
             Bytes::from_static(b"vorld")
         );
-        let ranges = s.get_ranges(&a, &[0..1, 1..1, 2..4]).await.unwrap();
-        assert_eq!(ranges, [&b"i"[..], b"", b"ml"]);
+        let ranges = s.get_ranges(&a, &[0..1, 2..4]).await.unwrap();
+        assert_eq!(ranges, [&b"i"[..], b"ml"]);
         assert_eq!(s.head(&a).await.unwrap().size, 11);
+
+        // Local stores answer with a `File` payload rather than a stream.
+        let dir = tempfile::tempdir().unwrap();
+        let local = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        local
+            .put(&a, PutPayload::from_static(b"hello"))
+            .await
+            .unwrap();
+        let s = FaultInjectingStore::new(Arc::new(local), s.dice.faults);
+        let body = s.get(&a).await.unwrap().bytes().await.unwrap();
+        assert_eq!(body, Bytes::from_static(b"iello"));
     }
 
     #[test]

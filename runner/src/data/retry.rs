@@ -47,9 +47,9 @@ pub fn is_transient(e: &object_store::Error) -> bool {
 /// How often and how patiently [`RetryingStore`] retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Total attempts per call, the first included. Default `5`: with the default backoff, about 1.5 s of
-    /// waiting, enough to ride out a throttling burst or a connection reset without stalling a drill. `0` acts
-    /// as `1`.
+    /// Total attempts per call, the first included. Default `5`: with the default backoff that is at most about
+    /// 1.1 s of waiting (50 + 100 + 200 + 400 ms, plus jitter), enough to ride out a connection reset or a short
+    /// throttling burst without stalling a drill. `0` acts as `1`.
     pub attempts: u32,
     /// Wait before the first retry, doubled for each later one. Default 50 ms.
     pub initial_backoff: Duration,

@@ -11,6 +11,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 
+use super::faults::{FaultInjectingStore, Faults};
+use super::retry::{RetryPolicy, RetryingStore};
 use crate::workflow::load::hex;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,19 +36,16 @@ pub enum DataError {
 impl DataError {
     /// True when trying again may succeed (network trouble, throttling), false for definite answers.
     pub fn is_transient(&self) -> bool {
-        matches!(self, DataError::Store(e) if !matches!(e,
-            object_store::Error::NotFound { .. }
-                | object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. }
-                | object_store::Error::NotSupported { .. }
-                | object_store::Error::InvalidPath { .. }
-                | object_store::Error::PermissionDenied { .. }
-                | object_store::Error::Unauthenticated { .. }))
+        matches!(self, DataError::Store(e) if super::retry::is_transient(e))
     }
 }
 
+/// Environment variable that makes every store a workflow declares misbehave, for fault-injection tests and
+/// game days: a [`Faults`] spec such as `transient=0.1,seed=7` or `corrupt=blobs`. Unset in normal runs.
+pub const FAULTS_ENV: &str = "RESPAWN_FAULTS";
+
 /// Opens a store URL. Relative `file://` paths are resolved against `base_dir` (the workflow's directory) and
-/// created if missing.
+/// created if missing. Calls that fail transiently are retried (see [`RetryingStore`]).
 pub fn open_store(url: &str, base_dir: &Path) -> Result<Arc<dyn ObjectStore>, DataError> {
     open_store_with(url, base_dir, true)
 }
@@ -58,6 +57,32 @@ pub fn open_store_with(
     base_dir: &Path,
     create: bool,
 ) -> Result<Arc<dyn ObjectStore>, DataError> {
+    let store = open_raw(url, base_dir, create)?;
+    Ok(Arc::new(RetryingStore::new(store, RetryPolicy::default())))
+}
+
+/// Like [`open_store_with`], with the faults of [`FAULTS_ENV`] injected beneath the retries when it is set.
+pub fn open_workflow_store(
+    url: &str,
+    base_dir: &Path,
+    create: bool,
+) -> Result<Arc<dyn ObjectStore>, DataError> {
+    let store = open_raw(url, base_dir, create)?;
+    let store = match std::env::var(FAULTS_ENV) {
+        Ok(spec) if !spec.trim().is_empty() => {
+            let faults = Faults::parse(&spec).map_err(|why| DataError::BadUrl {
+                url: format!("{FAULTS_ENV}={spec}"),
+                why,
+            })?;
+            tracing::warn!(store = url, %faults, "injecting faults ({FAULTS_ENV})");
+            Arc::new(FaultInjectingStore::new(store, faults)) as Arc<dyn ObjectStore>
+        }
+        _ => store,
+    };
+    Ok(Arc::new(RetryingStore::new(store, RetryPolicy::default())))
+}
+
+fn open_raw(url: &str, base_dir: &Path, create: bool) -> Result<Arc<dyn ObjectStore>, DataError> {
     let bad = |why: &str| DataError::BadUrl {
         url: url.to_string(),
         why: why.to_string(),
@@ -207,7 +232,7 @@ impl StoreSet {
     ) -> Result<StoreSet, DataError> {
         let mut stores = BTreeMap::new();
         for (name, url) in urls {
-            stores.insert(name.clone(), open_store_with(url, base_dir, create)?);
+            stores.insert(name.clone(), open_workflow_store(url, base_dir, create)?);
         }
         Ok(StoreSet { stores })
     }

@@ -63,15 +63,16 @@ pub async fn unpack(
     let mut extractor = Extractor::new(root.clone());
     for (i, layer) in image.manifest.layers.iter().enumerate() {
         let (spool, file) = spool_file(&root)?;
+        let spool_name = "the layer spool file";
         let mut out = BufWriter::with_capacity(1 << 20, file);
         fetch_blob(store, prefix, layer, |chunk| {
             out.write_all(chunk)
-                .map_err(|e| OciError::io(spool.path.display(), e))
+                .map_err(|e| OciError::io(spool_name, e))
         })
         .await?;
         let file = out
             .into_inner()
-            .map_err(|e| OciError::io(spool.path.display(), e.into_error()))?;
+            .map_err(|e| OciError::io(spool_name, e.into_error()))?;
         let digest = layer.digest.clone();
         let diff_id = diff_ids.get(i).cloned();
         extractor = tokio::task::spawn_blocking(move || {
@@ -93,13 +94,28 @@ pub async fn unpack(
     })
 }
 
-/// A spool file beside the destination (same filesystem, sized for the data), else in the temp directory.
-fn spool_file(root: &Path) -> Result<(TempFile, File), OciError> {
-    match root.parent() {
-        Some(parent) => TempFile::create_in(parent, "layer")
-            .or_else(|_| TempFile::create_in(&std::env::temp_dir(), "layer")),
-        None => TempFile::create_in(&std::env::temp_dir(), "layer"),
+/// A spool file beside the destination (same filesystem, sized for the data), else in the temp directory. It has
+/// no name (`O_TMPFILE`, or unlinked right after creation where that is unsupported): a runner killed
+/// mid-restore leaves no file in the region for teardown to trip over.
+fn spool_file(root: &Path) -> Result<(Option<TempFile>, File), OciError> {
+    let dir = root.parent().unwrap_or(root);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Ok(file) = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE)
+            .open(dir)
+        {
+            return Ok((None, file));
+        }
     }
+    let (spool, file) = TempFile::create_in(dir, "layer")
+        .or_else(|_| TempFile::create_in(&std::env::temp_dir(), "layer"))?;
+    let _ = std::fs::remove_file(&spool.path);
+    Ok((Some(spool), file))
 }
 
 /// A layer's uncompressed tar stream: gzip and zstd are recognised by their first bytes, anything else is read as

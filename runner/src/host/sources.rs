@@ -104,5 +104,40 @@ pub fn load_local(source: &str, base_dir: &Path) -> Result<PluginBytes, SourceEr
     Err(SourceError::Unsupported(source.into()))
 }
 
+/// Reads a plugin from a store URL whose last path segment is the object, e.g.
+/// `s3://bucket/plugins/dns.wasm?endpoint=…`: the store is the URL without that segment.
+pub async fn load_from_store(source: &str, base_dir: &Path) -> Result<PluginBytes, SourceError> {
+    use object_store::ObjectStoreExt;
+    let read = |message: String| SourceError::Read {
+        path: source.to_string(),
+        message,
+    };
+    let mut url = url::Url::parse(source).map_err(|e| read(e.to_string()))?;
+    let path = url.path().to_string();
+    let Some((dir, name)) = path.rsplit_once('/').filter(|(_, name)| !name.is_empty()) else {
+        return Err(read(
+            "expected a URL ending in the component's object name".into(),
+        ));
+    };
+    url.set_path(dir);
+    let store = crate::data::open_store(url.as_str(), base_dir).map_err(|e| read(e.to_string()))?;
+    let key = crate::data::stores::object_path(name).map_err(|e| read(e.to_string()))?;
+    let meta = store.head(&key).await.map_err(|e| read(e.to_string()))?;
+    if meta.size > MAX_COMPONENT_BYTES as u64 {
+        return Err(SourceError::TooBig {
+            source_url: source.into(),
+            size: meta.size as usize,
+        });
+    }
+    let bytes = store
+        .get(&key)
+        .await
+        .map_err(|e| read(e.to_string()))?
+        .bytes()
+        .await
+        .map_err(|e| read(e.to_string()))?;
+    PluginBytes::new(source, bytes.to_vec())
+}
+
 /// Where build.rs left the test-only plugins (echo, hostile, liar). For tests; never embedded.
 pub const TEST_PLUGINS_DIR: &str = env!("RESPAWN_TEST_PLUGINS");

@@ -56,15 +56,20 @@ impl OperationCatalog for PluginSet {
 }
 
 /// Reads a plugin's bytes from its declared source.
-pub fn read_plugin(source: &str, loaded: &LoadedWorkflow) -> Result<PluginBytes, String> {
-    sources::load_local(source, loaded.base_dir()).map_err(|e| e.to_string())
+pub async fn read_plugin(source: &str, loaded: &LoadedWorkflow) -> Result<PluginBytes, String> {
+    let result = if source.starts_with("builtin:") || source.starts_with("file://") {
+        sources::load_local(source, loaded.base_dir())
+    } else {
+        sources::load_from_store(source, loaded.base_dir()).await
+    };
+    result.map_err(|e| e.to_string())
 }
 
 /// Loads every declared plugin into `host`. Loading continues past failures so that all are reported.
 pub async fn load_all(host: &Host, loaded: &LoadedWorkflow, policy: LockPolicy<'_>) -> PluginSet {
     let mut set = PluginSet::default();
     for (alias, source) in &loaded.workflow.plugins {
-        let bytes = match read_plugin(source, loaded) {
+        let bytes = match read_plugin(source, loaded).await {
             Ok(b) => b,
             Err(why) => {
                 set.failures

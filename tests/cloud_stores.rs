@@ -1,0 +1,231 @@
+//! The quickstart with its images and its journal on real object stores: moto (S3) and azurite (Azure Blob),
+//! started on 127.0.0.1 by `tests/servers/start`, which `tests/run` calls before these ignored tests. The
+//! servers' addresses and credentials come from the environment it writes (`target/servers/env`).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bin, free_port, listening, quickstart, region_dir, respawn, text};
+
+/// A store URL for `what` under a prefix unique to this test process, on S3 (moto) or Azure (azurite).
+fn url(cloud: &str, test: &str, what: &str) -> String {
+    let unique = format!("{test}-{}", std::process::id());
+    match cloud {
+        "s3" => {
+            let bucket =
+                std::env::var("RESPAWN_TEST_S3").expect("RESPAWN_TEST_S3: run tests/servers/start");
+            let endpoint = std::env::var("RESPAWN_TEST_S3_ENDPOINT").unwrap();
+            format!("{bucket}/{unique}/{what}?endpoint={endpoint}&allow_http=true")
+        }
+        _ => {
+            let container = std::env::var("RESPAWN_TEST_AZURE")
+                .expect("RESPAWN_TEST_AZURE: run tests/servers/start");
+            format!("{container}/{unique}/{what}")
+        }
+    }
+}
+
+/// A quickstart copy whose backups are packed into the cloud store and whose workflow reads them there.
+fn cloud_quickstart(cloud: &str, test: &str) -> std::path::PathBuf {
+    let dir = quickstart(&format!("{cloud}-{test}"));
+    let backups = url(cloud, test, "backups");
+    let (base, query) = backups
+        .split_once('?')
+        .map_or((backups.as_str(), ""), |(b, q)| (b, q));
+    for image in ["site", "catalog"] {
+        let mut to = format!("{base}/images/{image}");
+        if !query.is_empty() {
+            to = format!("{to}?{query}");
+        }
+        let src = dir.join("src").join(image);
+        let out = respawn(
+            &dir,
+            &[
+                "image",
+                "pack",
+                src.to_str().unwrap(),
+                "--to",
+                &to,
+                "--tag",
+                "v1",
+            ],
+        );
+        assert!(out.status.success(), "pack to {to}: {}", text(&out));
+    }
+    // The local copy of the backups is removed: the drill can only read the cloud ones.
+    std::fs::remove_dir_all(dir.join("backups")).unwrap();
+    let wf = std::fs::read_to_string(dir.join("recover.yaml")).unwrap();
+    let edited = wf.replace(
+        "backups: file://backups",
+        &format!("backups: \"{backups}\""),
+    );
+    assert_ne!(wf, edited);
+    std::fs::write(dir.join("recover.yaml"), edited).unwrap();
+    dir
+}
+
+fn drill_args<'a>(state: &'a str, port: &'a str) -> Vec<&'a str> {
+    vec![
+        "drill",
+        "recover.yaml",
+        "--no-progress",
+        "--state",
+        state,
+        "--param",
+        port,
+        "--report-dir",
+        "report",
+    ]
+}
+
+fn report(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("report/report.json")).unwrap()).unwrap()
+}
+
+fn drill_passes_with_images_and_journal_in(cloud: &str) {
+    let dir = cloud_quickstart(cloud, "drill");
+    let state = url(cloud, "drill", "state");
+    let port = free_port();
+    let port_arg = format!("port={port}");
+    let out = respawn(&dir, &drill_args(&state, &port_arg));
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("outcome   Passed"), "{t}");
+    let r = report(&dir);
+    let run_id = r["run_id"].as_str().unwrap();
+    assert!(
+        r["rpo_seconds"].as_f64().is_some(),
+        "RPO from the cloud images"
+    );
+    let runs = text(&respawn(&dir, &["runs", "--state", &state]));
+    assert!(
+        runs.lines()
+            .any(|l| l.starts_with(run_id) && l.contains("passed")),
+        "{runs}"
+    );
+    let audit = respawn(&dir, &["audit", "verify", run_id, "--state", &state]);
+    assert_eq!(audit.status.code(), Some(0), "{}", text(&audit));
+    assert!(text(&audit).contains("head matches"), "{}", text(&audit));
+    assert!(!region_dir(&dir).exists());
+    assert!(!listening(port));
+}
+
+fn journal_survives_a_kill_and_resumes_in(cloud: &str) {
+    let dir = cloud_quickstart(cloud, "kill");
+    let state = url(cloud, "kill", "state");
+    let port = free_port();
+    let port_arg = format!("port={port}");
+    let mut child = Command::new(bin())
+        .args(drill_args(&state, &port_arg))
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once apply is under way (the first volume is restored).
+    let started = Instant::now();
+    while !region_dir(&dir).join("shop/site/index.html").exists()
+        && !region_dir(&dir).join("shop/catalog").exists()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "apply never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let runs = text(&respawn(&dir, &["runs", "--state", &state]));
+    let line = runs.lines().nth(1).unwrap_or_else(|| panic!("{runs}"));
+    assert!(
+        line.contains("running"),
+        "a killed runner's run shows as running until its lease ends: {runs}"
+    );
+    let run_id = line.split_whitespace().next().unwrap().to_string();
+    let out = respawn(
+        &dir,
+        &[
+            "resume",
+            &run_id,
+            "--takeover",
+            "--no-progress",
+            "--state",
+            &state,
+            "--report-dir",
+            "report",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(report(&dir)["outcome"], "passed");
+    assert!(!region_dir(&dir).exists());
+    assert!(!listening(port));
+    let audit = respawn(&dir, &["audit", "verify", &run_id, "--state", &state]);
+    assert_eq!(audit.status.code(), Some(0), "{}", text(&audit));
+}
+
+#[test]
+#[ignore = "needs moto (tests/servers/start)"]
+fn s3_drill_with_images_and_journal_in_the_bucket() {
+    drill_passes_with_images_and_journal_in("s3");
+}
+
+#[test]
+#[ignore = "needs moto (tests/servers/start)"]
+fn s3_journal_survives_a_runner_kill_and_resumes() {
+    journal_survives_a_kill_and_resumes_in("s3");
+}
+
+#[test]
+#[ignore = "needs azurite (tests/servers/start)"]
+fn azure_drill_with_images_and_journal_in_the_container() {
+    drill_passes_with_images_and_journal_in("az");
+}
+
+#[test]
+#[ignore = "needs azurite (tests/servers/start)"]
+fn azure_journal_survives_a_runner_kill_and_resumes() {
+    journal_survives_a_kill_and_resumes_in("az");
+}
+
+/// Fencing needs the store's conditional create: the second writer of an event key must be refused.
+fn second_create_of_an_event_is_refused_in(cloud: &str) {
+    use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+    let store = respawn::data::open_store(&url(cloud, "fence", "raw"), Path::new(".")).unwrap();
+    let key = object_store::path::Path::from("runs/x/events/000000000000");
+    let create = || PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        store
+            .put_opts(&key, PutPayload::from_static(b"a"), create())
+            .await
+            .unwrap();
+        let again = store
+            .put_opts(&key, PutPayload::from_static(b"b"), create())
+            .await;
+        assert!(
+            matches!(again, Err(object_store::Error::AlreadyExists { .. })),
+            "{again:?}"
+        );
+        let kept = store.get(&key).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&kept[..], b"a", "the first writer's event is kept");
+    });
+}
+
+#[test]
+#[ignore = "needs moto (tests/servers/start)"]
+fn s3_refuses_a_second_create_of_an_event() {
+    second_create_of_an_event_is_refused_in("s3");
+}
+
+#[test]
+#[ignore = "needs azurite (tests/servers/start)"]
+fn azure_refuses_a_second_create_of_an_event() {
+    second_create_of_an_event_is_refused_in("az");
+}

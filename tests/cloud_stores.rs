@@ -229,3 +229,46 @@ fn s3_refuses_a_second_create_of_an_event() {
 fn azure_refuses_a_second_create_of_an_event() {
     second_create_of_an_event_is_refused_in("az");
 }
+
+#[test]
+#[ignore = "needs moto (tests/servers/start)"]
+fn a_plugin_is_loaded_from_an_s3_url_and_pinned_by_digest() {
+    use object_store::{ObjectStoreExt, PutPayload};
+    let dir = std::env::temp_dir().join(format!("respawn-remote-plugin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes = std::fs::read(
+        Path::new(respawn::host::sources::TEST_PLUGINS_DIR).join("respawn_testing_echo.wasm"),
+    )
+    .unwrap();
+    let plugins = url("s3", "remote-plugin", "plugins");
+    let store = respawn::data::open_store(&plugins, Path::new(".")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(store.put(&"echo.wasm".into(), PutPayload::from(bytes.clone())))
+        .unwrap();
+    let (base, query) = plugins.split_once('?').unwrap();
+    let source = format!("{base}/echo.wasm?{query}");
+    std::fs::write(
+        dir.join("remote.yaml"),
+        format!(
+            "respawn: 1\nname: remote\nversion: 1.0.0\nplugins:\n  echo: \"{source}\"\nsteps:\n  - id: say\n    uses: echo/echo\n"
+        ),
+    )
+    .unwrap();
+    let lock = respawn(&dir, &["lock", "remote.yaml"]);
+    assert!(lock.status.success(), "{}", text(&lock));
+    let plan = respawn(&dir, &["plan", "remote.yaml"]);
+    assert!(plan.status.success(), "{}", text(&plan));
+    // Replace the object with different bytes: the pinned digest refuses it.
+    let mut changed = bytes;
+    changed.extend_from_slice(b"\0");
+    rt.block_on(store.put(&"echo.wasm".into(), PutPayload::from(changed)))
+        .unwrap();
+    let refused = respawn(&dir, &["plan", "remote.yaml"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("locked sha256:"),
+        "{}",
+        text(&refused)
+    );
+}

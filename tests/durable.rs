@@ -480,3 +480,76 @@ fn a_takeover_stops_the_live_runner_at_once_and_the_new_one_finishes_the_run() {
     );
     assert_eq!(audit.status.code(), Some(0), "{}", text(&audit));
 }
+
+#[test]
+fn a_secret_value_never_reaches_the_journal_or_the_report() {
+    let dir = std::env::temp_dir().join(format!("respawn-secret-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let echo =
+        Path::new(respawn::host::sources::TEST_PLUGINS_DIR).join("respawn_testing_echo.wasm");
+    std::fs::write(
+        dir.join("secret.yaml"),
+        format!(
+            r#"respawn: 1
+name: secret-echo
+version: 1.0.0
+params:
+  greeting: {{ type: string }}
+secrets:
+  token: {{ env: RESPAWN_TEST_TOKEN }}
+plugins:
+  echo: file://{}
+steps:
+  - id: say
+    uses: echo/echo
+    with: {{ greeting: "${{{{ params.greeting }}}}" }}
+  - id: read
+    uses: echo/secret
+    with: {{ name: token }}
+    grants: {{ secrets: [token] }}
+"#,
+            echo.display()
+        ),
+    )
+    .unwrap();
+    let lock = respawn(&dir, &["lock", "secret.yaml"]);
+    assert!(lock.status.success(), "{}", text(&lock));
+    let secret = "hunter2-correct-horse";
+    let out = Command::new(bin())
+        .args([
+            "drill",
+            "secret.yaml",
+            "--no-progress",
+            "--state",
+            &state_url(&dir.join("state")),
+        ])
+        .args([
+            "--param",
+            &format!("greeting=hello {secret}"),
+            "--report-dir",
+            "report",
+        ])
+        .env("RESPAWN_TEST_TOKEN", secret)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(!t.contains(secret), "{t}");
+    let mut files: Vec<PathBuf> = vec![
+        dir.join("report/report.json"),
+        dir.join("report/report.md"),
+        dir.join("report/junit.xml"),
+    ];
+    let run_id = wait_for_run(&dir.join("state"), Duration::from_secs(1)).unwrap();
+    files.extend(event_paths(&dir.join("state"), &run_id));
+    let mut saw_redaction = false;
+    for f in &files {
+        let body = std::fs::read_to_string(f).unwrap();
+        assert!(!body.contains(secret), "{} holds the secret", f.display());
+        saw_redaction |= body.contains("hello ***");
+    }
+    assert!(saw_redaction, "the echoed value was redacted, not dropped");
+}

@@ -364,6 +364,10 @@ pub fn drive(d: Drive<'_>) -> anyhow::Result<u8> {
     let mut report = Report::new(spec.loaded, spec.params.clone(), plugin_info, record);
     report.rpo_seconds = rpo_seconds;
     report.journal_head = runtime.block_on(journal.head());
+    // A plugin that echoes a secret in an output or error must not get it into the report either.
+    let mut value = serde_json::to_value(&report)?;
+    journal.redactor().redact(&mut value);
+    let report: Report = serde_json::from_value(value)?;
     report.write(&dir)?;
     println!("outcome   {:?}", report.outcome);
     println!("RTO       {}", report::seconds(report.rto_seconds));

@@ -52,6 +52,34 @@ impl Redactor {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_occurrence_of_a_secret_is_redacted_anywhere_in_an_event() {
+        let r = Redactor::new(&BTreeMap::from([
+            ("short".to_string(), "abc".to_string()),
+            ("long".to_string(), "abcdef".to_string()),
+            ("empty".to_string(), String::new()),
+        ]));
+        let mut v = serde_json::json!({
+            "outputs": { "token": "abcdef", "list": ["x abc y", 3] },
+            "error": "failed with abcdefabc",
+            "untouched": "ab"
+        });
+        r.redact(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "outputs": { "token": "***", "list": ["x *** y", 3] },
+                "error": "failed with ******",
+                "untouched": "ab"
+            })
+        );
+    }
+}
+
 struct Head {
     next_seq: u64,
     prev: Option<String>,
@@ -101,6 +129,11 @@ impl Journal {
 
     pub fn runner(&self) -> &str {
         &self.inner.runner
+    }
+
+    /// The redactor applied to every event; the report goes through it too.
+    pub fn redactor(&self) -> &Redactor {
+        &self.inner.redactor
     }
 
     /// Writes the next event and returns its sha256. Fails with [`JournalError::Fenced`] when another runner

@@ -52,34 +52,6 @@ impl Redactor {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_occurrence_of_a_secret_is_redacted_anywhere_in_an_event() {
-        let r = Redactor::new(&BTreeMap::from([
-            ("short".to_string(), "abc".to_string()),
-            ("long".to_string(), "abcdef".to_string()),
-            ("empty".to_string(), String::new()),
-        ]));
-        let mut v = serde_json::json!({
-            "outputs": { "token": "abcdef", "list": ["x abc y", 3] },
-            "error": "failed with abcdefabc",
-            "untouched": "ab"
-        });
-        r.redact(&mut v);
-        assert_eq!(
-            v,
-            serde_json::json!({
-                "outputs": { "token": "***", "list": ["x *** y", 3] },
-                "error": "failed with ******",
-                "untouched": "ab"
-            })
-        );
-    }
-}
-
 struct Head {
     next_seq: u64,
     prev: Option<String>,
@@ -272,4 +244,32 @@ fn runner_id() -> String {
         .build_hasher()
         .finish();
     format!("{host}:{}:{:06x}", std::process::id(), random & 0xff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_occurrence_of_a_secret_is_redacted_anywhere_in_an_event() {
+        let r = Redactor::new(&BTreeMap::from([
+            ("short".to_string(), "abc".to_string()),
+            ("long".to_string(), "abcdef".to_string()),
+            ("empty".to_string(), String::new()),
+        ]));
+        let mut v = serde_json::json!({
+            "outputs": { "token": "abcdef", "list": ["x abc y", 3] },
+            "error": "failed with abcdefabc",
+            "untouched": "ab"
+        });
+        r.redact(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "outputs": { "token": "***", "list": ["x *** y", 3] },
+                "error": "failed with ******",
+                "untouched": "ab"
+            })
+        );
+    }
 }

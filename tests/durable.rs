@@ -221,6 +221,8 @@ fn a_live_run_is_not_resumed_without_takeover_and_a_dead_one_shows_as_stale() {
         "{line}"
     );
 
+    // Resume runs the workflow text recorded at start, whatever the file on disk says now.
+    std::fs::write(dir.join("recover.yaml"), "this is not a workflow any more").unwrap();
     let out = respawn(
         &dir,
         &[

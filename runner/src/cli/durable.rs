@@ -152,7 +152,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
         journal,
         lease: replayed.lease(),
         bars,
-        approver: TerminalApprover { yes: false },
+        approver: TerminalApprover { yes: args.yes },
         plugin_info,
         report_dir: args.report_dir,
         images_before: replayed.images_created.clone(),

@@ -125,6 +125,9 @@ pub struct ResumeArgs {
     /// Resume even though another runner's lease looks alive.
     #[arg(long)]
     pub takeover: bool,
+    /// Confirm every approval gate of a resumed failover that was not confirmed before.
+    #[arg(long)]
+    pub yes: bool,
     #[arg(long)]
     pub report_dir: Option<PathBuf>,
     #[arg(long)]

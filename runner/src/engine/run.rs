@@ -113,8 +113,15 @@ pub async fn run<E: StepExecutor + 'static>(
         && verifications
             .iter()
             .all(|v| v.status != StepStatus::Failed && v.status != StepStatus::Cancelled);
+    // The moment the last verification passed: its journaled finish when a resumed run had already verified.
+    let verified_at = verifications
+        .iter()
+        .filter_map(|v| v.finished_at.as_deref())
+        .filter_map(|t| humantime::parse_rfc3339_weak(t).ok())
+        .max()
+        .unwrap_or_else(SystemTime::now);
     let rto_seconds = verified.then(|| {
-        SystemTime::now()
+        verified_at
             .duration_since(started)
             .unwrap_or_default()
             .as_secs_f64()

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, free_port, listening, quickstart, region_dir, respawn, text};
+use common::{bin, free_port, listening, quickstart, region_dir, respawn, resume_takeover, text};
 
 /// A store URL for `what` under a prefix unique to this test process, on S3 (moto) or Azure (azurite).
 fn url(cloud: &str, test: &str, what: &str) -> String {
@@ -146,19 +146,7 @@ fn journal_survives_a_kill_and_resumes_in(cloud: &str) {
         "a killed runner's run shows as running until its lease ends: {runs}"
     );
     let run_id = line.split_whitespace().next().unwrap().to_string();
-    let out = respawn(
-        &dir,
-        &[
-            "resume",
-            &run_id,
-            "--takeover",
-            "--no-progress",
-            "--state",
-            &state,
-            "--report-dir",
-            "report",
-        ],
-    );
+    let out = resume_takeover(&dir, &run_id, &state, &["--report-dir", "report"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(report(&dir)["outcome"], "passed");
     assert!(!region_dir(&dir).exists());

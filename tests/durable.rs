@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, free_port, listening, process_running, quickstart, region_dir, respawn, text};
+use common::{
+    bin, free_port, listening, process_running, quickstart, region_dir, respawn, resume_takeover,
+    text, wait_for_site_restored,
+};
 
 /// splitmix64: a seeded, dependency-free source of kill moments.
 struct Rng(u64);
@@ -158,18 +161,11 @@ fn a_drill_killed_at_random_moments_resumes_to_a_clean_pass_20_times() {
             killed_mid_run += 1;
         }
 
-        let out = respawn(
+        let out = resume_takeover(
             &dir,
-            &[
-                "resume",
-                &run_id,
-                "--takeover",
-                "--no-progress",
-                "--state",
-                &state_url(&state),
-                "--report-dir",
-                &report_dir,
-            ],
+            &run_id,
+            &state_url(&state),
+            &["--report-dir", &report_dir],
         );
         let t = text(&out);
         assert_eq!(out.status.code(), Some(0), "{context}: resume: {t}");
@@ -432,27 +428,10 @@ fn a_takeover_stops_the_live_runner_at_once_and_the_new_one_finishes_the_run() {
         .spawn()
         .unwrap();
     let run_id = wait_for_run(&state, Duration::from_secs(60)).unwrap();
-    let started = Instant::now();
-    while !region_dir(&dir).join("shop/site/index.html").exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "apply never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_site_restored(&dir);
     std::thread::sleep(Duration::from_millis(300));
 
-    let second = respawn(
-        &dir,
-        &[
-            "resume",
-            &run_id,
-            "--takeover",
-            "--no-progress",
-            "--state",
-            &state_url(&state),
-        ],
-    );
+    let second = resume_takeover(&dir, &run_id, &state_url(&state), &[]);
     let first = first.wait_with_output().unwrap();
     let (t1, t2) = (text(&first), text(&second));
     assert_eq!(first.status.code(), Some(2), "the first runner stops: {t1}");

@@ -86,3 +86,29 @@ pub fn process_running(pattern: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
+
+/// `respawn resume RUN_ID --takeover --no-progress --state STATE EXTRA…` in `dir`.
+pub fn resume_takeover(dir: &Path, run_id: &str, state: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "resume",
+        run_id,
+        "--takeover",
+        "--no-progress",
+        "--state",
+        state,
+    ];
+    args.extend_from_slice(extra);
+    respawn(dir, &args)
+}
+
+/// Waits (a minute at most) until apply has restored the site volume of the quickstart in `dir`.
+pub fn wait_for_site_restored(dir: &Path) {
+    let started = std::time::Instant::now();
+    while !region_dir(dir).join("shop/site/index.html").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "apply never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,24 +1,12 @@
 //! End-to-end through the binary: a plugin scaffolded by `respawn plugin new` builds, is pinned by `respawn
 //! lock`, runs its plan phase in a workflow as `file://…`, and is refused once a single byte changes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn respawn(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_respawn"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run respawn")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use common::{respawn, text};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("respawn-cli-{}-{name}", std::process::id()));

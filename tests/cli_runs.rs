@@ -1,34 +1,16 @@
 //! `respawn drill` and `respawn failover` end to end through the binary, on a copy of workflows/hello.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
 
-fn respawn(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_respawn"))
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run respawn")
-}
+use std::path::PathBuf;
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use common::{copy_hello, respawn, text};
 
 /// A private copy of workflows/hello, locked.
 fn hello(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("respawn-runs-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("site")).unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/hello");
-    for f in ["verify.yaml", "site/index.html", "site/index.html.sha256"] {
-        std::fs::copy(src.join(f), dir.join(f)).unwrap();
-    }
+    copy_hello(&dir);
     let out = respawn(&dir, &["lock", "verify.yaml"]);
     assert!(out.status.success(), "{}", text(&out));
     dir

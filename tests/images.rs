@@ -1,11 +1,15 @@
 //! OCI images: `respawn image pack` / `verify` through the binary, and `unpack` through the library, including
 //! hand-made hostile layers.
 
+mod common;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
+
+use common::text;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -26,20 +30,9 @@ fn tmp(name: &str) -> PathBuf {
     dir
 }
 
+/// `respawn ARGS`; every path the tests pass is absolute.
 fn respawn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_respawn"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run respawn")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    common::respawn(&std::env::temp_dir(), args)
 }
 
 fn url(dir: &Path) -> String {
@@ -114,12 +107,18 @@ fn pack_is_reproducible_and_follows_content() {
     );
 
     // A relative store URL resolves against the working directory.
-    let rel_out = Command::new(env!("CARGO_BIN_EXE_respawn"))
-        .args(["image", "pack", dir.to_str().unwrap()])
-        .args(["--to", "file://rel-store", "--tag", "v1"])
-        .current_dir(tmp("cwd").as_path())
-        .output()
-        .unwrap();
+    let rel_out = common::respawn(
+        &tmp("cwd"),
+        &[
+            "image",
+            "pack",
+            dir.to_str().unwrap(),
+            "--to",
+            "file://rel-store",
+            "--tag",
+            "v1",
+        ],
+    );
     assert!(rel_out.status.success(), "{}", text(&rel_out));
     assert!(String::from_utf8_lossy(&rel_out.stdout).contains(&first));
 

@@ -2,30 +2,15 @@
 //! rejects reports that break the contract (so it is not vacuous). Also checks report.md and junit.xml
 //! minimally.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::{copy_hello, respawn, text};
 use serde_json::{Value, json};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn respawn(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_respawn"))
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run respawn")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A private, locked copy of workflows/hello; `edit` may change it before it is locked.
@@ -35,11 +20,7 @@ fn hello(edit: impl FnOnce(&Path)) -> tempfile::TempDir {
         .tempdir()
         .unwrap();
     let dir = tmp.path();
-    std::fs::create_dir_all(dir.join("site")).unwrap();
-    let src = repo().join("workflows/hello");
-    for f in ["verify.yaml", "site/index.html", "site/index.html.sha256"] {
-        std::fs::copy(src.join(f), dir.join(f)).unwrap();
-    }
+    copy_hello(dir);
     edit(dir);
     let out = respawn(dir, &["lock", "verify.yaml"]);
     assert!(out.status.success(), "{}", text(&out));

@@ -1,4 +1,4 @@
-//! Helpers shared by the end-to-end tests that drive the quickstart through the binary.
+//! Helpers shared by the end-to-end tests that drive the binary on copies of the sample workflows.
 #![allow(dead_code)]
 
 use std::net::TcpStream;
@@ -50,6 +50,15 @@ pub fn quickstart(name: &str) -> PathBuf {
         .unwrap();
     assert!(out.status.success(), "make-backups: {}", text(&out));
     dir
+}
+
+/// Copies workflows/hello (its workflow and site, not its lock state) into `dir`.
+pub fn copy_hello(dir: &Path) {
+    std::fs::create_dir_all(dir.join("site")).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/hello");
+    for f in ["verify.yaml", "site/index.html", "site/index.html.sha256"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
 }
 
 pub fn free_port() -> u16 {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::workflow::{Grants, Limits};
 
+mod attempts;
 pub mod record;
 pub mod resume;
 pub mod run;

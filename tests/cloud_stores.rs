@@ -1,6 +1,7 @@
 //! The quickstart with its images and its journal on real object stores: moto (S3) and azurite (Azure Blob),
 //! started on 127.0.0.1 by `tests/servers/start`, which `tests/run` calls before these ignored tests. The
-//! servers' addresses and credentials come from the environment it writes (`target/servers/env`).
+//! servers' addresses and credentials come from the environment it writes (`target/servers/env`). One test,
+//! of an unreachable endpoint, needs no server.
 
 mod common;
 
@@ -259,4 +260,30 @@ fn a_plugin_is_loaded_from_an_s3_url_and_pinned_by_digest() {
         "{}",
         text(&refused)
     );
+}
+
+/// A store that cannot be reached is reported once and clearly, naming the request. Needs no server, so it is
+/// not ignored.
+#[test]
+fn an_unreachable_endpoint_fails_with_one_clear_error() {
+    // Nothing listens on the port once the probe listener is dropped.
+    let port = free_port();
+    let url = format!("s3://respawn-test/x?endpoint=http://127.0.0.1:{port}&allow_http=true");
+    let out = Command::new(bin())
+        .args(["image", "verify", &url])
+        // Static credentials: without them the AWS client would ask an instance metadata service.
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_SESSION_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}/respawn-test/x/")),
+        "{err}"
+    );
+    assert_eq!(err.matches("error sending request").count(), 1, "{err}");
 }

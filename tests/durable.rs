@@ -534,3 +534,67 @@ steps:
     }
     assert!(saw_redaction, "the echoed value was redacted, not dropped");
 }
+
+/// A runner killed between starting the web service and journaling it leaves a process that no event names,
+/// holding the port. Resume finds it by the run's marker in its environment and stops it; otherwise the web
+/// step, run again, would meet "port in use by something else".
+#[test]
+fn resume_stops_a_service_the_dead_runner_never_journaled() {
+    let dir = quickstart("unjournaled");
+    let state = dir.join("state");
+    let port = free_port();
+    let mut runner = start_drill(&dir, &state, "report-first", port, &[]);
+    let run_id = wait_for_run(&state, Duration::from_secs(60)).expect("the run starts");
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    let journaled = events(&state, &run_id);
+    assert!(
+        !journaled.iter().any(|e| e["type"] == "service-started"),
+        "the runner was meant to die before starting the service: {journaled:?}"
+    );
+    // What the dead runner's spawn would have left: the service, marked with the run and step, not journaled.
+    let mut leftover = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .env("RESPAWN_RUN", &run_id)
+        .env("RESPAWN_STEP", "web")
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !listening(port) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the leftover never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let out = resume_takeover(
+        &dir,
+        &run_id,
+        &state_url(&state),
+        &["--report-dir", "report"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("stopped a service left by the dead runner"),
+        "{}",
+        text(&out)
+    );
+    let status = leftover.wait().unwrap();
+    assert!(
+        status.code().is_none(),
+        "the leftover was killed by a signal: {status}"
+    );
+    assert_eq!(report(&dir, "report")["outcome"], "passed");
+    assert_clean(&dir, port, "after resume");
+    assert_no_apply_ran_twice(&events(&state, &run_id));
+}

@@ -1,8 +1,11 @@
 //! `respawn resume`, `respawn runs` and `respawn audit verify`: the commands that read the journal.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use respawn::engine::Phase;
+use respawn::engine::record::StepStatus;
 use respawn::engine::resume::ResumeSeed;
 use respawn::engine::run::RunSpec;
 use respawn::host::workflow_plugins::LockPolicy;
@@ -120,13 +123,26 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
             ))),
             other => other.into(),
         })?;
-    let services = &host.run_resources().services;
-    for s in &replayed.services {
-        if services.adopt(&s.step, s.pid, s.start_ticks) {
-            tracing::info!(step = %s.step, pid = s.pid, program = %s.program, "adopted a running service");
-        }
-    }
     let seed = ResumeSeed::from_replay(&replayed);
+    // Services of applied steps are taken over; any other the dead runner left (an unfinished step's, or one it
+    // started but never journaled) is stopped before that step runs again and starts its own.
+    let applied: BTreeSet<String> = seed
+        .done
+        .iter()
+        .filter(|((phase, _), r)| *phase == Phase::Apply && r.status == StepStatus::Succeeded)
+        .map(|((_, id), _)| id.clone())
+        .collect();
+    let recovered = runtime.block_on(host.run_resources().services.recover(
+        &run_id,
+        &replayed.services,
+        &applied,
+    ));
+    for (step, pid) in &recovered.adopted {
+        tracing::info!(%step, pid, "took over a running service");
+    }
+    for (step, pid) in &recovered.stopped {
+        tracing::warn!(%step, pid, "stopped a service left by the dead runner; its step runs again");
+    }
     eprintln!(
         "respawn resume {} {} {} (run {run_id}, {} events, {} steps already done)",
         start.mode,

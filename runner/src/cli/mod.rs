@@ -228,7 +228,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 eprintln!("error: {n} problem{} found", if n == 1 { "" } else { "s" });
                 return ExitCode::from(exit::INVALID);
             }
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_chain(&err));
             let code = if err.downcast_ref::<Usage>().is_some() {
                 exit::INVALID
             } else {
@@ -273,4 +273,41 @@ fn report(args: ReportArgs) -> anyhow::Result<u8> {
     };
     print!("{}", report.render(format));
     Ok(exit::OK)
+}
+
+/// `err` and its causes, joined with `: `, leaving out a cause whose text the message already holds (object_store
+/// errors repeat their source in their own text, so `{:#}` printed the same failure three times).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::other("connection refused");
+        let store = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(io),
+        };
+        let err = anyhow::Error::new(store).context("reading oci-layout");
+        let text = error_chain(&err);
+        assert_eq!(text.matches("connection refused").count(), 1, "{text}");
+        assert!(text.starts_with("reading oci-layout: "), "{text}");
+        let plain = anyhow::anyhow!("a").context("b");
+        assert_eq!(error_chain(&plain), "b: a");
+    }
 }

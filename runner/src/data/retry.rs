@@ -188,8 +188,9 @@ impl fmt::Display for RetryingStore {
 const DELETE_CONCURRENCY: usize = 10;
 
 impl RetryingStore {
-    /// A `Create` that met AlreadyExists after an earlier attempt failed transiently: that attempt may have
-    /// written the object before its response was lost. It did if the stored bytes are the payload.
+    /// A `Create` that met AlreadyExists: an earlier attempt, ours or the cloud client's, may have written the
+    /// object before its response was lost. It did if the stored bytes are the payload. Writers that must tell
+    /// each other apart (journal events name their runner) never write the same bytes.
     async fn created_by_us(
         &self,
         location: &Path,
@@ -208,7 +209,7 @@ impl RetryingStore {
             .0
         {
             Ok((meta, bytes)) if bytes == Bytes::from(payload.clone()) => {
-                tracing::debug!(%location, "create after a transient failure: the object is our own write");
+                tracing::debug!(%location, "create met an existing object: it is our own earlier write");
                 Ok(PutResult {
                     e_tag: meta.e_tag,
                     version: meta.version,
@@ -243,9 +244,9 @@ impl ObjectStore for RetryingStore {
             };
             let put = || self.inner.put_opts(location, payload.clone(), opts.clone());
             match self.retrier.run("put", location.as_ref(), put).await {
-                (Err(e @ object_store::Error::AlreadyExists { .. }), attempts)
-                    if create && attempts > 1 =>
-                {
+                // Also after a single attempt here: a cloud client retries the request itself, so even our
+                // first attempt may have met its own earlier write.
+                (Err(e @ object_store::Error::AlreadyExists { .. }), _) if create => {
                     self.created_by_us(location, &payload, e).await
                 }
                 (result, _) => result,
@@ -613,6 +614,28 @@ mod tests {
         let ours = create_after_lost_response(None).await.unwrap();
         assert!(ours.e_tag.is_some());
         let err = create_after_lost_response(Some("theirs".into()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, object_store::Error::AlreadyExists { .. }),
+            "{err}"
+        );
+    }
+
+    /// A cloud client retries a request itself, so our very first attempt can meet its own earlier write.
+    #[tokio::test]
+    async fn first_attempt_create_meeting_its_own_bytes_succeeds() {
+        let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let key = Path::from("e/2");
+        let create = || PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        inner.put_opts(&key, "mine".into(), create()).await.unwrap();
+        let store = retrying(inner, 1);
+        store.put_opts(&key, "mine".into(), create()).await.unwrap();
+        let err = store
+            .put_opts(&key, "theirs".into(), create())
             .await
             .unwrap_err();
         assert!(

@@ -58,7 +58,7 @@ pub fn open_store_with(
     create: bool,
 ) -> Result<Arc<dyn ObjectStore>, DataError> {
     let store = open_raw(url, base_dir, create)?;
-    Ok(Arc::new(RetryingStore::new(store, RetryPolicy::default())))
+    Ok(Arc::new(RetryingStore::new(store, retry_policy(url))))
 }
 
 /// Like [`open_store_with`], with the faults of [`FAULTS_ENV`] injected beneath the retries when it is set.
@@ -79,7 +79,32 @@ pub fn open_workflow_store(
         }
         _ => store,
     };
-    Ok(Arc::new(RetryingStore::new(store, RetryPolicy::default())))
+    Ok(Arc::new(RetryingStore::new(store, retry_policy(url))))
+}
+
+/// Whole-call retries for a store URL. A cloud client has already retried each HTTP request (see
+/// [`cloud_request_retries`]), so one more whole call is enough there; the local stores get the full default.
+fn retry_policy(url: &str) -> RetryPolicy {
+    if url.starts_with("file://") || url.starts_with("memory://") {
+        RetryPolicy::default()
+    } else {
+        RetryPolicy {
+            attempts: 2,
+            ..RetryPolicy::default()
+        }
+    }
+}
+
+/// Per-request retries inside object_store's cloud clients: 5 retries within 30 s, backoff from 100 ms
+/// (object_store's own default is 10 within 3 minutes). Stacked under [`RetryingStore`], that default made a
+/// dead or mistyped endpoint take minutes to report; with this it fails within seconds, and a longer outage is
+/// the step's own `retry` policy's to ride out (a store failure fails the step retryably).
+fn cloud_request_retries() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 5,
+        retry_timeout: std::time::Duration::from_secs(30),
+        backoff: Default::default(),
+    }
 }
 
 fn open_raw(url: &str, base_dir: &Path, create: bool) -> Result<Arc<dyn ObjectStore>, DataError> {
@@ -160,7 +185,9 @@ fn open_cloud(url: &str) -> Result<Arc<dyn ObjectStore>, DataError> {
     let store: Arc<dyn ObjectStore> = match scheme.as_str() {
         "s3" | "s3a" => {
             use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-            let mut b = AmazonS3Builder::from_env().with_url(&root);
+            let mut b = AmazonS3Builder::from_env()
+                .with_url(&root)
+                .with_retry(cloud_request_retries());
             for (k, v) in options {
                 let key: AmazonS3ConfigKey = k.parse().map_err(|_| unknown(&k))?;
                 b = b.with_config(key, v);
@@ -169,7 +196,9 @@ fn open_cloud(url: &str) -> Result<Arc<dyn ObjectStore>, DataError> {
         }
         "az" | "azure" | "abfs" | "abfss" => {
             use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-            let mut b = MicrosoftAzureBuilder::from_env().with_url(&root);
+            let mut b = MicrosoftAzureBuilder::from_env()
+                .with_url(&root)
+                .with_retry(cloud_request_retries());
             for (k, v) in options {
                 let key: AzureConfigKey = k.parse().map_err(|_| unknown(&k))?;
                 b = b.with_config(key, v);
@@ -178,7 +207,9 @@ fn open_cloud(url: &str) -> Result<Arc<dyn ObjectStore>, DataError> {
         }
         "gs" => {
             use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-            let mut b = GoogleCloudStorageBuilder::from_env().with_url(&root);
+            let mut b = GoogleCloudStorageBuilder::from_env()
+                .with_url(&root)
+                .with_retry(cloud_request_retries());
             for (k, v) in options {
                 let key: GoogleConfigKey = k.parse().map_err(|_| unknown(&k))?;
                 b = b.with_config(key, v);

@@ -195,19 +195,21 @@ impl Host {
             alias: alias.into(),
             message,
         };
-        let limits = StepLimits::from(&Default::default());
-        let (mut store, _, _) = self
-            .new_store(
-                "(describe)",
-                alias,
-                Phase::Plan,
-                Mode::Plan,
-                &Default::default(),
-                limits,
-                DESCRIBE_TIMEOUT,
-                Default::default(),
-            )
-            .map_err(|e| fail(e.to_string()))?;
+        let describe = StepCall {
+            run_id: String::new(),
+            step_id: "(describe)".into(),
+            plugin: alias.into(),
+            operation: String::new(),
+            phase: Phase::Plan,
+            mode: Mode::Plan,
+            attempt: 1,
+            params: serde_json::Value::Null,
+            grants: Default::default(),
+            limits: Default::default(),
+            timeout: DESCRIBE_TIMEOUT,
+            state: Default::default(),
+        };
+        let (mut store, _, _) = self.new_store(&describe).map_err(|e| fail(e.to_string()))?;
         let call = async {
             let provider = pre.instantiate_async(&mut store).await?;
             provider.call_describe(&mut store).await
@@ -220,18 +222,14 @@ impl Host {
         check_description(alias, source, info)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The sandbox for one call: its WASI context, hooks, limits and a copy of the step's state.
     fn new_store(
         &self,
-        step_id: &str,
-        plugin: &str,
-        phase: Phase,
-        mode: Mode,
-        grants: &crate::workflow::Grants,
-        limits: StepLimits,
-        timeout: Duration,
-        kv: std::collections::BTreeMap<String, String>,
+        call: &StepCall,
     ) -> std::io::Result<(Store<StepState>, MemoryOutputPipe, MemoryOutputPipe)> {
+        let (step_id, phase, grants, timeout) =
+            (&call.step_id, call.phase, &call.grants, call.timeout);
+        let limits = StepLimits::from(&call.limits);
         let stdout = MemoryOutputPipe::new(limits.log as usize);
         let stderr = MemoryOutputPipe::new(limits.log as usize);
         let mut wasi = WasiCtxBuilder::new();
@@ -258,13 +256,14 @@ impl Host {
             limiter: MemoryLimiter {
                 limit: limits.memory as usize,
             },
-            step_id: step_id.into(),
-            plugin: plugin.into(),
+            run_id: call.run_id.clone(),
+            step_id: step_id.clone(),
+            plugin: call.plugin.clone(),
             phase,
-            mode,
+            mode: call.mode,
             grants: grants.clone(),
             limits,
-            kv,
+            kv: call.state.clone(),
             run: self.run.clone(),
             scratch_dir,
             deadline: Instant::now() + timeout,
@@ -303,16 +302,7 @@ impl Host {
             ));
         }
         let limits = StepLimits::from(&call.limits);
-        let store = self.new_store(
-            &call.step_id,
-            &call.plugin,
-            call.phase,
-            call.mode,
-            &call.grants,
-            limits,
-            call.timeout,
-            call.state.clone(),
-        );
+        let store = self.new_store(call);
         let (mut store, stdout, stderr) = match store {
             Ok(s) => s,
             Err(e) => return host_err(format!("preparing the sandbox: {e}")),

@@ -10,8 +10,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::types::{Failure, FailureKind};
-use super::caps::exec::Services;
 use super::caps::http::HttpHooks;
+use super::caps::services::Services;
 use super::limits::{MemoryLimiter, StepLimits};
 use crate::data::StoreSet;
 use crate::engine::{Mode, Phase};
@@ -63,6 +63,8 @@ pub struct StepState {
     pub table: ResourceTable,
     pub hooks: HttpHooks,
     pub limiter: MemoryLimiter,
+    /// The run this call belongs to; services it starts carry it (see `caps::exec::RUN_ENV`).
+    pub run_id: String,
     pub step_id: String,
     pub plugin: String,
     pub phase: Phase,

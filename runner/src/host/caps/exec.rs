@@ -1,11 +1,9 @@
 //! The exec capability: named programs only, an empty environment, a working directory inside a granted
-//! directory, a deadline, and captured output with a cap. Services started by a run are tracked so they can be
-//! stopped at destroy or when the runner exits.
+//! directory, a deadline, and captured output with a cap. Services are started through it too; `services.rs`
+//! tracks them.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -59,7 +57,7 @@ pub struct Request<'a> {
     pub env: &'a [(String, String)],
 }
 
-fn command(req: &Request<'_>) -> Command {
+pub(super) fn command(req: &Request<'_>) -> Command {
     let mut cmd = Command::new(&req.program);
     cmd.args(req.args)
         .current_dir(req.cwd)
@@ -131,135 +129,6 @@ async fn read_capped<R: AsyncRead + Unpin>(stream: Option<R>, cap: usize) -> (Ve
         }
     }
     (kept, truncated)
-}
-
-/// A service the run stops at destroy: a child of this runner, or one adopted from a runner that died.
-enum Tracked {
-    Child(tokio::process::Child),
-    /// Started by an earlier runner of this run (per the journal) and still running.
-    Adopted {
-        start_ticks: Option<u64>,
-    },
-}
-
-/// Services started by a run: pid -> (step, process). Stopped at destroy, and all of them when the runner
-/// drops the tracker.
-#[derive(Clone, Default)]
-pub struct Services {
-    inner: Arc<Mutex<BTreeMap<u32, (String, Tracked)>>>,
-}
-
-impl Services {
-    /// Starts a long-running program with output discarded. The child is killed if the tracker is dropped.
-    pub fn spawn(&self, step: &str, req: Request<'_>) -> Result<u32, ExecError> {
-        let io = |e: std::io::Error| ExecError::Io {
-            program: req.name.to_string(),
-            message: e.to_string(),
-        };
-        let child = command(&req)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(io)?;
-        let pid = child.id().unwrap_or(0);
-        self.lock()
-            .insert(pid, (step.to_string(), Tracked::Child(child)));
-        Ok(pid)
-    }
-
-    /// Takes over a service that an earlier runner of this run started, if that very process still runs (its
-    /// start time tells it from a process that reused the pid). Returns whether it was adopted.
-    pub fn adopt(&self, step: &str, pid: u32, start_ticks: Option<u64>) -> bool {
-        let alive = match (process_start_ticks(pid), start_ticks) {
-            (Some(now), Some(then)) => now == then,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if alive {
-            self.lock()
-                .insert(pid, (step.to_string(), Tracked::Adopted { start_ticks }));
-        }
-        alive
-    }
-
-    /// Stops a tracked service. A pid this run did not start is refused; an exited one is fine.
-    pub async fn stop(&self, pid: u32) -> Result<bool, ExecError> {
-        let tracked = self.lock().remove(&pid);
-        match tracked {
-            Some((_, process)) => {
-                stop(pid, process).await;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
-    /// Kills every tracked service (runner exit, interrupted drill).
-    pub async fn stop_all(&self) {
-        let all: Vec<_> = std::mem::take(&mut *self.lock()).into_iter().collect();
-        for (pid, (_, process)) in all {
-            stop(pid, process).await;
-        }
-    }
-
-    /// Lets every service run on after this runner exits: another runner took the run over and owns them.
-    pub fn release_all(&self) {
-        for (_, (_, process)) in std::mem::take(&mut *self.lock()) {
-            if let Tracked::Child(child) = process {
-                // Dropping would kill it (kill_on_drop); forgetting leaves it to the new owner.
-                std::mem::forget(child);
-            }
-        }
-    }
-
-    pub fn count(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, (String, Tracked)>> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-async fn stop(pid: u32, process: Tracked) {
-    match process {
-        Tracked::Child(mut child) => {
-            let _ = child.kill().await;
-        }
-        Tracked::Adopted { start_ticks } => {
-            // Check again right before the kill: never signal a process that merely reused the pid.
-            if process_start_ticks(pid).is_some()
-                && (start_ticks.is_none() || process_start_ticks(pid) == start_ticks)
-            {
-                // SAFETY: kill(2) with a pid and a signal number has no memory-safety preconditions.
-                unsafe {
-                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
-                }
-                // Not our child, so it cannot be waited for; give it a moment to go.
-                for _ in 0..50 {
-                    if process_start_ticks(pid).is_none() {
-                        break;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-            }
-        }
-    }
-}
-
-/// A process's start time in clock ticks since boot (field 22 of `/proc/PID/stat`); `None` when it is gone
-/// or a zombie (Linux only).
-pub fn process_start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: split after its closing parenthesis.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); field 22 is at index 19.
-    if fields.first() == Some(&"Z") {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
 }
 
 use super::super::bindings::host_api::{ExecOutput, ExecRequest};
@@ -336,10 +205,10 @@ pub fn spawn_service(s: &mut StepState, request: ExecRequest) -> Result<u32, Fai
         cwd: &cwd,
         env: &request.env,
     };
-    let step = s.step_id.clone();
+    let (run_id, step) = (s.run_id.clone(), s.step_id.clone());
     s.run
         .services
-        .spawn(&step, req)
+        .spawn(&run_id, &step, req)
         .map_err(|e| super::failure(FailureKind::Internal, e.to_string()))
 }
 

@@ -7,6 +7,7 @@ pub mod http;
 pub mod images;
 pub mod log;
 pub mod secrets;
+pub mod services;
 pub mod state;
 pub mod stores;
 
@@ -107,9 +108,11 @@ impl host_api::Host for StepState {
                 step: self.step_id.clone(),
                 pid: *pid,
                 program,
-                start_ticks: exec::process_start_ticks(*pid),
+                start_ticks: services::process_start_ticks(*pid),
             };
             if let Err(e) = journal.append(started).await {
+                // No event names it, so no later runner would take it over: it must not outlive this one.
+                let _ = self.run.services.stop(*pid).await;
                 wasmtime::bail!("{e}");
             }
         }

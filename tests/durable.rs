@@ -69,10 +69,17 @@ fn wait_for_run(state: &Path, deadline: Duration) -> Option<String> {
     None
 }
 
+/// The event files of a run, in order. A runner killed mid-write can leave object_store's staging file beside
+/// them (`000000000012#1`); like the runner's own listing, this passes over it.
 fn event_paths(state: &Path, run_id: &str) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(state.join("runs").join(run_id).join("events"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.len() == 12 && n.bytes().all(|b| b.is_ascii_digit()))
+        })
         .collect();
     paths.sort();
     paths

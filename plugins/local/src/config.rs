@@ -73,7 +73,7 @@ pub fn invoke(ctx: &Context, p: Params) -> Result<Value, Failure> {
             Ok(json!({ "path": path }))
         }
         Phase::Destroy => {
-            p.place.remove()?;
+            p.place.remove_and_prune()?;
             Ok(json!({ "removed": path }))
         }
     }

@@ -7,6 +7,9 @@ mod config;
 mod service;
 mod volume;
 
+#[cfg(test)]
+mod tests;
+
 use respawn_plugin_sdk::{Context, Failure, Plugin, PluginInfo, export_plugin, operation};
 use serde::Deserialize;
 
@@ -91,15 +94,21 @@ impl Place {
         )
     }
 
-    /// Removes the thing and then the env and region directories if they are left empty, so a drill leaves no
-    /// region directory behind.
+    /// Removes the thing itself (apply clears what a cut-off earlier attempt left this way).
     fn remove(&self) -> Result<(), Failure> {
         let path = self.path();
         match std::fs::remove_dir_all(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Failure::internal(format!("removing {path}: {e}"))),
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Failure::internal(format!("removing {path}: {e}"))),
         }
+    }
+
+    /// Removes the thing and then the env and region directories if they are left empty, so a drill leaves no
+    /// region directory behind. Destroy only: during apply a sibling step may have just made the env directory
+    /// for its own thing, and removing it then fails that step.
+    fn remove_and_prune(&self) -> Result<(), Failure> {
+        self.remove()?;
         let root = self.root.trim_end_matches('/');
         for dir in [
             format!("{root}/{}/{}", self.region, self.env),

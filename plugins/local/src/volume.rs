@@ -74,7 +74,7 @@ pub fn invoke(ctx: &Context, p: Params) -> Result<Value, Failure> {
             Ok(json!({ "path": path, "checked": compared.checked }))
         }
         Phase::Destroy => {
-            p.place.remove()?;
+            p.place.remove_and_prune()?;
             state::delete("outputs");
             Ok(json!({ "removed": path }))
         }

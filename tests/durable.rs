@@ -605,3 +605,55 @@ fn resume_stops_a_service_the_dead_runner_never_journaled() {
     assert_clean(&dir, port, "after resume");
     assert_no_apply_ran_twice(&events(&state, &run_id));
 }
+
+/// A runner that dies after journaling the end of its run but before writing the report leaves no evidence
+/// file. Resume of the finished run writes it from the journal, the same report the runner would have written.
+#[test]
+fn a_finished_run_whose_report_was_never_written_gets_it_from_the_journal() {
+    let dir = quickstart("lost-report");
+    let state = dir.join("state");
+    let port = free_port();
+    let mut runner = start_drill(&dir, &state, "report", port, &[]);
+    assert!(runner.wait().unwrap().success());
+    let run_id = wait_for_run(&state, Duration::from_secs(1)).unwrap();
+    let written = report(&dir, "report");
+    std::fs::remove_dir_all(dir.join("report")).unwrap();
+
+    let out = respawn(&dir, &["resume", &run_id, "--state", &state_url(&state)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("already finished"), "{}", text(&out));
+    assert!(
+        text(&out).contains("its report was missing"),
+        "{}",
+        text(&out)
+    );
+    let mut rebuilt = report(&dir, "report");
+    // The journal records the workflow's absolute path; the runner named it as it was given.
+    let file = rebuilt["workflow"]["file"].take();
+    assert_eq!(
+        file.as_str(),
+        Some(dir.join("recover.yaml").to_str().unwrap()),
+        "{file}"
+    );
+    rebuilt["workflow"]["file"] = written["workflow"]["file"].clone();
+    assert_eq!(
+        rebuilt, written,
+        "the report rebuilt from the journal differs"
+    );
+    for file in ["report.md", "junit.xml"] {
+        assert!(dir.join("report").join(file).is_file(), "{file}");
+    }
+    let audit = respawn(
+        &dir,
+        &["audit", "verify", &run_id, "--state", &state_url(&state)],
+    );
+    assert_eq!(audit.status.code(), Some(0), "{}", text(&audit));
+    assert!(text(&audit).contains("head matches"), "{}", text(&audit));
+    // Once there, it is left alone.
+    let again = respawn(&dir, &["resume", &run_id, "--state", &state_url(&state)]);
+    assert!(
+        !text(&again).contains("its report was missing"),
+        "{}",
+        text(&again)
+    );
+}

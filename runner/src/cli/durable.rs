@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use respawn::engine::Phase;
 use respawn::engine::record::StepStatus;
-use respawn::engine::resume::ResumeSeed;
+use respawn::engine::resume::{ResumeSeed, finished_record};
 use respawn::engine::run::RunSpec;
 use respawn::host::workflow_plugins::LockPolicy;
 use respawn::journal::chain::{self, ChainError};
@@ -41,6 +41,37 @@ fn read_run(
     Ok((stored, replayed))
 }
 
+/// A runner that died between journaling the end of its run and writing the report left no report; the journal
+/// holds everything the report says, so it is written from there (into `report_dir`, else where the runner
+/// meant to). Returns the directory when it wrote one.
+fn rewrite_missing_report(
+    report_dir: Option<&Path>,
+    stored: &[chain::StoredEvent],
+    replayed: &Replayed,
+) -> anyhow::Result<Option<PathBuf>> {
+    let (start, Some(finished)) = (&replayed.start, &replayed.finished) else {
+        return Ok(None);
+    };
+    let dir = report_dir
+        .map(Path::to_path_buf)
+        .or_else(|| finished.report_dir.as_ref().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".respawn/runs").join(&start.run_id));
+    if Report::read(&dir).is_ok_and(|r| r.run_id == start.run_id) {
+        return Ok(None);
+    }
+    let path = PathBuf::from(&start.workflow.path);
+    let loaded =
+        respawn::workflow::load::load_bytes(&path, start.workflow.text.clone().into_bytes())?;
+    let Some(record) = finished_record(replayed, &loaded.workflow) else {
+        return Ok(None);
+    };
+    let mut report = Report::new(&loaded, start.params.clone(), start.plugins.clone(), record);
+    report.rpo_seconds = finished.rpo_seconds;
+    report.journal_head = stored.last().map(|e| e.sha256.clone());
+    report.write(&dir)?;
+    Ok(Some(dir))
+}
+
 pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
     let store = runs::open_state(args.state.as_deref())?;
     let runtime = setup::runtime()?;
@@ -54,6 +85,12 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
             f.map_or("-", |f| f.teardown.as_str()),
             f.map_or("-", |f| f.at.as_str()),
         );
+        if let Some(dir) = rewrite_missing_report(args.report_dir.as_deref(), &stored, &replayed)? {
+            println!(
+                "its report was missing (the runner died before writing it): wrote {} from the journal",
+                dir.join("report.md").display()
+            );
+        }
         return Ok(exit::OK);
     }
     let silence = replayed.silence();

@@ -352,6 +352,8 @@ pub fn drive(d: Drive<'_>) -> anyhow::Result<u8> {
         report_dir: std::path::absolute(&dir)
             .ok()
             .map(|p| p.display().to_string()),
+        started_at: Some(record.started_at.clone()),
+        finished_at: Some(record.finished_at.clone()),
     };
     if let Err(e) = runtime.block_on(journal.append(finished)) {
         eprintln!("error: {e}");

@@ -4,8 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
 use super::Phase;
-use super::record::{StepRecord, StepStatus};
+use super::record::{RunRecord, StepRecord, StepStatus, Teardown};
 use crate::journal::replay::Replayed;
+use crate::workflow::Workflow;
 
 /// A step cut off by the crash: the attempts it had, and the state it had written.
 #[derive(Debug, Clone, Default)]
@@ -69,4 +70,66 @@ impl ResumeSeed {
             approvals: r.approvals.clone(),
         }
     }
+}
+
+/// The record of a finished run, rebuilt from its journal: what a report needs when the runner died after
+/// journaling the end of the run but before writing the report. `None` while the run has not finished.
+pub fn finished_record(r: &Replayed, workflow: &Workflow) -> Option<RunRecord> {
+    let finished = r.finished.as_ref()?;
+    let seed = ResumeSeed::from_replay(r);
+    let digest = |uses: Option<&str>| {
+        let alias = uses?.split_once('/')?.0;
+        r.start.plugins.get(alias).map(|p| p.sha256.clone())
+    };
+    let record = |phase: Phase, id: &str, uses: Option<&String>| {
+        let mut rec = match seed.done.get(&(phase, id.to_string())) {
+            Some(done) => done.clone(),
+            None => {
+                let mut never = StepRecord::new(id, None);
+                never.note = Some("not run".into());
+                never
+            }
+        };
+        rec.uses = uses.cloned();
+        // As the engine records it: teardown steps carry no digest.
+        if phase != Phase::Destroy {
+            rec.plugin_digest = digest(uses.map(String::as_str));
+        }
+        rec
+    };
+    let steps = workflow
+        .steps
+        .iter()
+        .map(|s| record(Phase::Apply, &s.id, s.uses.as_ref()))
+        .collect();
+    let verifications = workflow
+        .verify
+        .iter()
+        .map(|s| record(Phase::Verify, &s.id, s.uses.as_ref()))
+        .collect();
+    // Teardown ran in reverse apply order; only the steps whose destroy the journal shows.
+    let teardown_steps = r
+        .applied_order
+        .iter()
+        .rev()
+        .filter(|id| seed.done.contains_key(&(Phase::Destroy, id.to_string())))
+        .map(|id| {
+            let uses = workflow.step(id).and_then(|s| s.uses.as_ref());
+            record(Phase::Destroy, id, uses)
+        })
+        .collect();
+    Some(RunRecord {
+        run_id: r.start.run_id.clone(),
+        mode: r.start.mode,
+        outcome: finished.outcome,
+        started_at: (finished.started_at.clone()).unwrap_or_else(|| r.start.started_at.clone()),
+        finished_at: (finished.finished_at.clone()).unwrap_or_else(|| finished.at.clone()),
+        rto_seconds: finished.rto_seconds,
+        steps,
+        verifications,
+        teardown: Teardown {
+            status: finished.teardown.clone(),
+            steps: teardown_steps,
+        },
+    })
 }

@@ -80,6 +80,7 @@ pub enum EventBody {
         step: String,
         created: String,
     },
+    /// The run's result as its report states it, so a report lost with its runner can be written again.
     RunFinished {
         outcome: Outcome,
         rto_seconds: Option<f64>,
@@ -87,6 +88,11 @@ pub enum EventBody {
         teardown: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         report_dir: Option<String>,
+        /// The report's `started_at` and `finished_at` (the engine's, a few ms inside the first and this event).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        started_at: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        finished_at: Option<String>,
     },
 }
 

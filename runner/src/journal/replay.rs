@@ -32,8 +32,14 @@ pub struct ServiceRecord {
 pub struct Finished {
     pub outcome: Outcome,
     pub rto_seconds: Option<f64>,
+    pub rpo_seconds: Option<f64>,
     pub teardown: String,
     pub at: String,
+    /// Where the runner wrote the report (absolute), as it recorded.
+    pub report_dir: Option<String>,
+    /// The report's times, when recorded.
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
 }
 
 /// What the journal says a run did.
@@ -155,14 +161,21 @@ impl Replayed {
                 EventBody::RunFinished {
                     outcome,
                     rto_seconds,
+                    rpo_seconds,
                     teardown,
-                    ..
+                    report_dir,
+                    started_at,
+                    finished_at,
                 } => {
                     r.finished = Some(Finished {
                         outcome: *outcome,
                         rto_seconds: *rto_seconds,
+                        rpo_seconds: *rpo_seconds,
                         teardown: teardown.clone(),
                         at: event.at.clone(),
+                        report_dir: report_dir.clone(),
+                        started_at: started_at.clone(),
+                        finished_at: finished_at.clone(),
                     });
                 }
             }

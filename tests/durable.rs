@@ -114,6 +114,16 @@ fn assert_no_apply_ran_twice(events: &[serde_json::Value]) {
     }
 }
 
+/// A quickstart drill run to a pass, its report in `report`: (its directory, its state store, its run id).
+fn passed_drill(name: &str) -> (PathBuf, PathBuf, String) {
+    let dir = quickstart(name);
+    let state = dir.join("state");
+    let mut child = start_drill(&dir, &state, "report", free_port(), &[]);
+    assert!(child.wait().unwrap().success());
+    let run_id = wait_for_run(&state, Duration::from_secs(1)).unwrap();
+    (dir, state, run_id)
+}
+
 fn report(dir: &Path, name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join(name).join("report.json")).unwrap())
         .unwrap()
@@ -318,12 +328,7 @@ fn two_runners_resuming_one_run_yield_exactly_one_that_proceeds() {
 
 #[test]
 fn audit_verify_names_an_altered_a_removed_and_a_reordered_event() {
-    let dir = quickstart("audit");
-    let state = dir.join("state");
-    let port = free_port();
-    let mut child = start_drill(&dir, &state, "report", port, &[]);
-    assert!(child.wait().unwrap().success());
-    let run_id = wait_for_run(&state, Duration::from_secs(1)).unwrap();
+    let (dir, state, run_id) = passed_drill("audit");
     let state_arg = state_url(&state);
     let audit = || respawn(&dir, &["audit", "verify", &run_id, "--state", &state_arg]);
     let ok = audit();
@@ -610,12 +615,7 @@ fn resume_stops_a_service_the_dead_runner_never_journaled() {
 /// file. Resume of the finished run writes it from the journal, the same report the runner would have written.
 #[test]
 fn a_finished_run_whose_report_was_never_written_gets_it_from_the_journal() {
-    let dir = quickstart("lost-report");
-    let state = dir.join("state");
-    let port = free_port();
-    let mut runner = start_drill(&dir, &state, "report", port, &[]);
-    assert!(runner.wait().unwrap().success());
-    let run_id = wait_for_run(&state, Duration::from_secs(1)).unwrap();
+    let (dir, state, run_id) = passed_drill("lost-report");
     let written = report(&dir, "report");
     std::fs::remove_dir_all(dir.join("report")).unwrap();
 

@@ -161,3 +161,31 @@ pub struct StepFinished {
     pub finished_at: Option<String>,
     pub applied: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    /// RTO and RPO are rebuilt from the journal when a report must be written again; they must come back to
+    /// the bit, which serde_json's default (best-effort) float parsing does not promise.
+    #[test]
+    fn seconds_round_trip_exactly() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut failures = Vec::new();
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let seconds = (state >> 11) as f64 / (1u64 << 53) as f64 * 1000.0;
+            let text = serde_json::to_string(&seconds).unwrap();
+            let back: f64 = serde_json::from_str(&text).unwrap();
+            if back.to_bits() != seconds.to_bits() {
+                failures.push(text);
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} did not round-trip: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+    }
+}

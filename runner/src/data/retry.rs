@@ -200,7 +200,11 @@ impl RetryingStore {
         let get = || async {
             let got = self.inner.get_opts(location, GetOptions::default()).await?;
             let meta = got.meta.clone();
-            Ok((meta, got.bytes().await?))
+            // Another size is another writer's: no need to read a body that may be large.
+            if meta.size != payload.content_length() as u64 {
+                return Ok((meta, None));
+            }
+            Ok((meta, Some(got.bytes().await?)))
         };
         match self
             .retrier
@@ -208,7 +212,7 @@ impl RetryingStore {
             .await
             .0
         {
-            Ok((meta, bytes)) if bytes == Bytes::from(payload.clone()) => {
+            Ok((meta, Some(bytes))) if bytes == Bytes::from(payload.clone()) => {
                 tracing::debug!(%location, "create met an existing object: it is our own earlier write");
                 Ok(PutResult {
                     e_tag: meta.e_tag,
@@ -634,13 +638,16 @@ mod tests {
         inner.put_opts(&key, "mine".into(), create()).await.unwrap();
         let store = retrying(inner, 1);
         store.put_opts(&key, "mine".into(), create()).await.unwrap();
-        let err = store
-            .put_opts(&key, "theirs".into(), create())
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, object_store::Error::AlreadyExists { .. }),
-            "{err}"
-        );
+        for theirs in ["theirs", "your"] {
+            // Another size, and the same size with other bytes.
+            let err = store
+                .put_opts(&key, theirs.into(), create())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, object_store::Error::AlreadyExists { .. }),
+                "{theirs}: {err}"
+            );
+        }
     }
 }

@@ -88,15 +88,22 @@ pub fn request(method: &str, url: &str, body: Option<&[u8]>) -> Result<Response,
     let stream = incoming
         .stream()
         .map_err(|_| Failure::internal("response body stream"))?;
-    let mut body = Vec::new();
+    // Chunks are kept as read and joined once at the end: a doubling `Vec` leaves freed blocks behind it that the
+    // guest allocator cannot always reuse, and near the host's 64 MiB response cap that ran a 256 MiB guest out of
+    // memory before the cap could answer.
+    let mut chunks = Vec::new();
     loop {
         match stream.blocking_read(64 * 1024) {
-            Ok(chunk) => body.extend_from_slice(&chunk),
+            Ok(chunk) if chunk.is_empty() => {}
+            Ok(chunk) => chunks.push(chunk),
             Err(wasi::io::streams::StreamError::Closed) => break,
             Err(e) => return Err(Failure::unavailable(format!("reading {url}: {e:?}"))),
         }
     }
-    Ok(Response { status, body })
+    Ok(Response {
+        status,
+        body: chunks.concat(),
+    })
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -182,9 +182,9 @@ fn azure_journal_survives_a_runner_kill_and_resumes() {
 
 /// Fencing needs the store's conditional create: the second writer of an event key must be refused.
 fn second_create_of_an_event_is_refused_in(cloud: &str) {
-    use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+    use respawn::data::object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
     let store = respawn::data::open_store(&url(cloud, "fence", "raw"), Path::new(".")).unwrap();
-    let key = object_store::path::Path::from("runs/x/events/000000000000");
+    let key = respawn::data::object_store::path::Path::from("runs/x/events/000000000000");
     let create = || PutOptions {
         mode: PutMode::Create,
         ..Default::default()
@@ -199,7 +199,10 @@ fn second_create_of_an_event_is_refused_in(cloud: &str) {
             .put_opts(&key, PutPayload::from_static(b"b"), create())
             .await;
         assert!(
-            matches!(again, Err(object_store::Error::AlreadyExists { .. })),
+            matches!(
+                again,
+                Err(respawn::data::object_store::Error::AlreadyExists { .. })
+            ),
             "{again:?}"
         );
         let kept = store.get(&key).await.unwrap().bytes().await.unwrap();
@@ -222,7 +225,7 @@ fn azure_refuses_a_second_create_of_an_event() {
 #[test]
 #[ignore = "needs moto (tests/servers/start)"]
 fn a_plugin_is_loaded_from_an_s3_url_and_pinned_by_digest() {
-    use object_store::{ObjectStoreExt, PutPayload};
+    use respawn::data::object_store::{ObjectStoreExt, PutPayload};
     let dir = std::env::temp_dir().join(format!("respawn-remote-plugin-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

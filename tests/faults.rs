@@ -19,7 +19,7 @@ fn drill_with_faults(dir: &Path, faults: &str, state: &str) -> Output {
             "report",
         ])
         .env("RESPAWN_FAULTS", faults)
-        .env("RUST_LOG", "warn,respawn::data=debug")
+        .env("RUST_LOG", "warn,respawn_data=debug")
         .current_dir(dir)
         .stdin(Stdio::null())
         .output()

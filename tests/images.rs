@@ -13,10 +13,10 @@ use common::text;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use object_store::ObjectStore;
+use respawn::data::object_store::ObjectStore;
+use respawn::data::oci::unpack::unpack;
 use respawn::data::oci::{self, OciError};
 use respawn::data::open_store;
-use respawn::data::unpack::unpack;
 use sha2::{Digest, Sha256};
 
 /// A fresh directory under the temp dir, unique to this process and call.

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use respawn::engine::Phase;
-use respawn::engine::record::StepStatus;
 use respawn::engine::resume::{ResumeSeed, finished_record};
 use respawn::engine::run::RunSpec;
 use respawn::host::workflow_plugins::LockPolicy;
@@ -13,6 +12,7 @@ use respawn::journal::chain::{self, ChainError};
 use respawn::journal::replay::Replayed;
 use respawn::journal::{self as journal, EventBody, Journal, JournalError, Redactor};
 use respawn::report::Report;
+use respawn::report::record::StepStatus;
 use respawn::workflow::lock::{LockFile, LockedPlugin};
 
 use super::run::{self as runs, Drive, TerminalApprover};
@@ -21,7 +21,7 @@ use super::{ResumeArgs, StateArgs, Usage, exit, setup};
 /// Reads and chain-checks a run's journal.
 fn read_run(
     runtime: &tokio::runtime::Runtime,
-    store: &Arc<dyn object_store::ObjectStore>,
+    store: &Arc<dyn respawn::data::object_store::ObjectStore>,
     run_id: &str,
 ) -> anyhow::Result<(Vec<chain::StoredEvent>, Replayed)> {
     journal::check_run_id(run_id).map_err(Usage)?;

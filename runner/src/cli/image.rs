@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use object_store::ObjectStore;
 use respawn::data::DataError;
+use respawn::data::object_store::ObjectStore;
 use respawn::data::oci::{self, OciError};
 use respawn::data::stores::open_store_with;
 

@@ -299,7 +299,7 @@ mod tests {
     #[test]
     fn a_cause_already_in_the_message_is_not_repeated() {
         let io = std::io::Error::other("connection refused");
-        let store = object_store::Error::Generic {
+        let store = respawn::data::object_store::Error::Generic {
             store: "S3",
             source: Box::new(io),
         };

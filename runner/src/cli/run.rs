@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use respawn::engine::Mode;
-use respawn::engine::record::Outcome;
 use respawn::engine::run::{self, Approver, Observer, Quiet, RunSpec};
 use respawn::host::workflow_plugins::{LockPolicy, PluginSet};
 use respawn::journal::{EventBody, Journal, Redactor, RunStarted, WorkflowSnapshot};
+use respawn::report::record::Outcome;
 use respawn::report::{self, PluginInfo, Report};
 use respawn::ui::progress::{self, Bars};
 use respawn::workflow::lock::LockFile;
@@ -150,7 +150,7 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
         params: resolved.clone(),
         plugins: plugin_info.clone(),
         lease_seconds: lease.as_secs_f64(),
-        started_at: run::now_rfc3339(),
+        started_at: respawn::report::now_rfc3339(),
     };
     // The run exists once its first event is stored; nothing has been done before that.
     runtime
@@ -185,7 +185,9 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
 }
 
 /// Opens the state store of `--state`, `RESPAWN_STATE`, or the default, relative to the working directory.
-pub fn open_state(state: Option<&str>) -> anyhow::Result<Arc<dyn object_store::ObjectStore>> {
+pub fn open_state(
+    state: Option<&str>,
+) -> anyhow::Result<Arc<dyn respawn::data::object_store::ObjectStore>> {
     let url = state.unwrap_or(respawn::journal::DEFAULT_STATE_URL);
     let cwd = std::env::current_dir()?;
     respawn::data::open_store(url, &cwd)

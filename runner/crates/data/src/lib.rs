@@ -1,0 +1,10 @@
+//! The data plane: store URLs to object_store instances, and streaming blob copies with digest checks.
+//! This is the one module that touches object_store.
+
+pub mod faults;
+pub mod oci;
+pub mod retry;
+pub mod stores;
+
+pub use object_store;
+pub use stores::{CopyResult, DataError, StoreSet, copy_blob, open_store};

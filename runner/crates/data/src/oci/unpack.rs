@@ -1,0 +1,647 @@
+//! Unpacking a stored OCI image into a directory, safely.
+//!
+//! Each layer is streamed from the store into a spool file beside the destination while its digest is checked;
+//! only a layer whose digest matched is extracted (so unverified bytes never reach the destination), and its
+//! uncompressed stream is checked against the config's diff_id as it is read. Extraction refuses absolute paths,
+//! `..` components, symlinks whose target is absolute or resolves outside the destination, hard links to
+//! anything but a regular file inside it, and writing through a symlink; it applies OCI whiteouts
+//! (`.wh.NAME`, `.wh..wh..opq`) layer by layer, and keeps file modes. Owners and times are not restored.
+//! Layers may be plain tar, gzip or zstd (recognized by their first bytes).
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use object_store::ObjectStore;
+use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
+use sha2::{Digest, Sha256};
+
+use super::{OciError, fetch_blob, resolve};
+
+/// What `unpack` restored. It is only returned when every layer verified and extracted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnpackReport {
+    pub manifest_digest: String,
+    /// The config's `created`, when present: what RPO is measured against.
+    pub created: Option<SystemTime>,
+    pub layers: usize,
+    /// Regular files and hard links written.
+    pub files: u64,
+    /// Bytes of regular files written.
+    pub bytes: u64,
+    /// Devices and FIFOs, which are not created.
+    pub skipped: u64,
+}
+
+/// Unpacks the image tagged `tag` (or the only image, with an empty tag) from the layout at `prefix` of `store`
+/// into `dest`, creating it if needed.
+pub async fn unpack(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    tag: &str,
+    dest: &Path,
+) -> Result<UnpackReport, OciError> {
+    let image = resolve(store, prefix, tag).await?;
+    fs::create_dir_all(dest).map_err(|e| OciError::io(dest.display(), e))?;
+    let root = dest
+        .canonicalize()
+        .map_err(|e| OciError::io(dest.display(), e))?;
+    let diff_ids = image
+        .config
+        .rootfs
+        .as_ref()
+        .map(|r| r.diff_ids.clone())
+        .unwrap_or_default();
+    let mut extractor = Extractor::new(root.clone());
+    for (i, layer) in image.manifest.layers.iter().enumerate() {
+        let file = spool_file(&root)?;
+        let spool_name = "the layer spool file";
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        fetch_blob(store, prefix, layer, |chunk| {
+            out.write_all(chunk)
+                .map_err(|e| OciError::io(spool_name, e))
+        })
+        .await?;
+        let file = out
+            .into_inner()
+            .map_err(|e| OciError::io(spool_name, e.into_error()))?;
+        let digest = layer.digest.clone();
+        let diff_id = diff_ids.get(i).cloned();
+        extractor = tokio::task::spawn_blocking(move || {
+            let applied = extractor.apply_layer(file, &digest, diff_id.as_deref());
+            applied.map(|()| extractor)
+        })
+        .await
+        .map_err(|e| OciError::io("unpacking", io::Error::other(e)))??;
+    }
+    extractor.finish()?;
+    Ok(UnpackReport {
+        manifest_digest: image.manifest_digest.clone(),
+        created: image.created(),
+        layers: image.manifest.layers.len(),
+        files: extractor.files,
+        bytes: extractor.bytes,
+        skipped: extractor.skipped,
+    })
+}
+
+/// A spool file beside the destination (same filesystem, sized for the data), else in the temp directory. It has
+/// no name (tempfile's `O_TMPFILE`, or unlinked right after creation where that is unsupported): a runner killed
+/// mid-restore leaves no file in the region for teardown to trip over.
+fn spool_file(root: &Path) -> Result<File, OciError> {
+    let dir = root.parent().unwrap_or(root);
+    tempfile::tempfile_in(dir)
+        .or_else(|_| tempfile::tempfile())
+        .map_err(|e| OciError::io("the layer spool file", e))
+}
+
+/// A layer's uncompressed tar stream: gzip and zstd are recognised by their first bytes, anything else is read as
+/// plain tar.
+pub(crate) fn decompressed(mut file: File) -> io::Result<Box<dyn Read + Send>> {
+    let mut magic = [0u8; 4];
+    let mut got = 0;
+    file.rewind()?;
+    while got < magic.len() {
+        match file.read(&mut magic[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    file.rewind()?;
+    Ok(match magic {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+            1 << 20,
+            file,
+        ))),
+        [0x28, 0xb5, 0x2f, 0xfd] | [0x50..=0x5f, 0x2a, 0x4d, 0x18] => Box::new(Zstd {
+            source: BufReader::with_capacity(1 << 20, file),
+            decoder: FrameDecoder::new(),
+            active: false,
+        }),
+        _ => Box::new(BufReader::with_capacity(1 << 20, file)),
+    })
+}
+
+/// Why one entry failed: refused as unsafe, or an I/O error.
+enum Fail {
+    Refuse(String),
+    Io(String, io::Error),
+}
+
+fn io_at(path: &Path) -> impl Fn(io::Error) -> Fail + '_ {
+    move |e| Fail::Io(path.display().to_string(), e)
+}
+
+struct Extractor {
+    root: PathBuf,
+    /// Paths written by the current layer (and their ancestors): whiteouts only remove lower layers' content.
+    written: HashSet<PathBuf>,
+    /// Directory modes, applied at the end so a read-only directory does not block its own contents.
+    dir_modes: BTreeMap<PathBuf, u32>,
+    /// Symlinks created, checked once more at the end against the final tree.
+    symlinks: Vec<PathBuf>,
+    files: u64,
+    bytes: u64,
+    skipped: u64,
+}
+
+impl Extractor {
+    fn new(root: PathBuf) -> Extractor {
+        Extractor {
+            root,
+            written: HashSet::new(),
+            dir_modes: BTreeMap::new(),
+            symlinks: Vec::new(),
+            files: 0,
+            bytes: 0,
+            skipped: 0,
+        }
+    }
+
+    fn apply_layer(
+        &mut self,
+        file: File,
+        layer: &str,
+        diff_id: Option<&str>,
+    ) -> Result<(), OciError> {
+        let layer_err = |why: String| OciError::Layer {
+            layer: layer.to_string(),
+            why,
+        };
+        let reader = decompressed(file).map_err(|e| layer_err(e.to_string()))?;
+        let mut archive = tar::Archive::new(HashReader {
+            inner: reader,
+            hasher: Sha256::new(),
+        });
+        self.written.clear();
+        let entries = archive
+            .entries()
+            .map_err(|e| layer_err(format!("not a tar archive: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| layer_err(format!("bad tar entry: {e}")))?;
+            let raw = entry
+                .path()
+                .map_err(|e| layer_err(format!("bad entry path: {e}")))?
+                .into_owned();
+            self.entry(&mut entry, &raw).map_err(|fail| match fail {
+                Fail::Refuse(why) => OciError::Unsafe {
+                    layer: layer.to_string(),
+                    entry: raw.display().to_string(),
+                    why,
+                },
+                Fail::Io(what, e) => layer_err(format!("entry `{}`: {what}: {e}", raw.display())),
+            })?;
+        }
+        // Hash what follows the end-of-archive marker too: the diff_id covers the whole stream.
+        let mut rest = archive.into_inner();
+        io::copy(&mut rest, &mut io::sink())
+            .map_err(|e| layer_err(format!("reading the layer: {e}")))?;
+        let actual = format!("sha256:{}", hex::encode(rest.hasher.finalize()));
+        if let Some(want) = diff_id
+            && want != actual
+        {
+            return Err(layer_err(format!(
+                "uncompressed content is {actual}, but the config's diff_id is {want}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<R>, raw: &Path) -> Result<(), Fail> {
+        let rel = clean_path(raw).map_err(|why| Fail::Refuse(why.into()))?;
+        let Some(name) = rel.file_name() else {
+            return Ok(()); // the root itself, "./"
+        };
+        let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        if name.as_bytes() == b".wh..wh..opq" {
+            if self.parents(&rel, false)? {
+                self.opaque(&parent)?;
+            }
+            return Ok(());
+        }
+        if let Some(hidden) = name.as_bytes().strip_prefix(b".wh.") {
+            if hidden.is_empty() {
+                return Err(Fail::Refuse("whiteout without a name".into()));
+            }
+            let victim = parent.join(OsStr::from_bytes(hidden));
+            if self.parents(&victim, false)? && !self.written.contains(&victim) {
+                let path = self.root.join(&victim);
+                remove_existing(&path).map_err(io_at(&path))?;
+            }
+            return Ok(());
+        }
+        let path = self.root.join(&rel);
+        let header = entry.header();
+        let mode = header.mode().unwrap_or(0o644) & 0o7777;
+        match header.entry_type() {
+            tar::EntryType::Directory => {
+                self.parents(&rel, true)?;
+                match fs::symlink_metadata(&path) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        remove_existing(&path).map_err(io_at(&path))?;
+                        fs::create_dir(&path).map_err(io_at(&path))?;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        fs::create_dir(&path).map_err(io_at(&path))?;
+                    }
+                    Err(e) => return Err(io_at(&path)(e)),
+                }
+                self.dir_modes.insert(rel.clone(), mode);
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                self.parents(&rel, true)?;
+                remove_existing(&path).map_err(io_at(&path))?;
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(io_at(&path))?;
+                self.bytes += io::copy(entry, &mut file).map_err(io_at(&path))?;
+                file.set_permissions(Permissions::from_mode(mode))
+                    .map_err(io_at(&path))?;
+                self.files += 1;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(io_at(&path))?
+                    .ok_or_else(|| Fail::Refuse("symlink without a target".into()))?
+                    .into_owned();
+                if target.is_absolute() {
+                    return Err(Fail::Refuse(format!(
+                        "symlink to absolute path `{}`",
+                        target.display()
+                    )));
+                }
+                if link_escapes(&parent, &target) {
+                    return Err(Fail::Refuse(format!(
+                        "symlink target `{}` leaves the destination",
+                        target.display()
+                    )));
+                }
+                self.parents(&rel, true)?;
+                if !resolves_inside(&self.root, &parent, &target) {
+                    return Err(Fail::Refuse(format!(
+                        "symlink target `{}` resolves outside the destination through other symlinks",
+                        target.display()
+                    )));
+                }
+                remove_existing(&path).map_err(io_at(&path))?;
+                symlink(&target, &path).map_err(io_at(&path))?;
+                self.symlinks.push(rel.clone());
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name()
+                    .map_err(io_at(&path))?
+                    .ok_or_else(|| Fail::Refuse("hard link without a target".into()))?
+                    .into_owned();
+                let source_rel = clean_path(&target)
+                    .map_err(|why| Fail::Refuse(format!("hard link target: {why}")))?;
+                if source_rel == rel || source_rel.as_os_str().is_empty() {
+                    return Err(Fail::Refuse("hard link to itself".into()));
+                }
+                let source = self.root.join(&source_rel);
+                let is_file = self.parents(&source_rel, false)?
+                    && fs::symlink_metadata(&source).is_ok_and(|m| m.is_file());
+                if !is_file {
+                    return Err(Fail::Refuse(format!(
+                        "hard link target `{}` is not a regular file inside the destination",
+                        target.display()
+                    )));
+                }
+                self.parents(&rel, true)?;
+                remove_existing(&path).map_err(io_at(&path))?;
+                fs::hard_link(&source, &path).map_err(io_at(&path))?;
+                self.files += 1;
+            }
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => return Ok(()),
+            other => {
+                tracing::warn!(entry = %rel.display(), kind = ?other, "not creating a device or FIFO");
+                self.skipped += 1;
+                return Ok(());
+            }
+        }
+        self.mark_written(&rel);
+        Ok(())
+    }
+
+    /// Checks every parent of `rel` is a real directory, never a symlink. Missing parents are created when
+    /// `create`; otherwise returns `false` when one is missing.
+    fn parents(&mut self, rel: &Path, create: bool) -> Result<bool, Fail> {
+        let mut so_far = PathBuf::new();
+        let Some(parent) = rel.parent() else {
+            return Ok(true);
+        };
+        for part in parent.components() {
+            so_far.push(part);
+            let path = self.root.join(&so_far);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(Fail::Refuse(format!(
+                        "`{}` is a symlink; refusing to write through it",
+                        so_far.display()
+                    )));
+                }
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(Fail::Refuse(format!(
+                        "`{}` is not a directory",
+                        so_far.display()
+                    )));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if !create {
+                        return Ok(false);
+                    }
+                    fs::create_dir(&path).map_err(io_at(&path))?;
+                    self.mark_written(&so_far);
+                }
+                Err(e) => return Err(io_at(&path)(e)),
+            }
+        }
+        Ok(true)
+    }
+
+    /// `.wh..wh..opq`: removes what lower layers put in `dir`, keeping what this layer wrote.
+    fn opaque(&self, dir: &Path) -> Result<(), Fail> {
+        let path = self.root.join(dir);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_at(&path)(e)),
+        }
+        let children = fs::read_dir(&path)
+            .and_then(|it| {
+                it.map(|e| e.map(|e| e.file_name()))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(io_at(&path))?;
+        for name in children {
+            let child = dir.join(&name);
+            let child_path = self.root.join(&child);
+            if !self.written.contains(&child) {
+                remove_existing(&child_path).map_err(io_at(&child_path))?;
+            } else if fs::symlink_metadata(&child_path).is_ok_and(|m| m.is_dir()) {
+                self.opaque(&child)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_written(&mut self, rel: &Path) {
+        let mut cur = Some(rel);
+        while let Some(p) = cur {
+            if p.as_os_str().is_empty() || !self.written.insert(p.to_path_buf()) {
+                break;
+            }
+            cur = p.parent();
+        }
+    }
+
+    /// Re-checks every symlink against the final tree (a later entry may have changed what a target resolves
+    /// through), then applies directory modes, deepest first.
+    fn finish(&mut self) -> Result<(), OciError> {
+        for rel in &self.symlinks {
+            let path = self.root.join(rel);
+            let Ok(target) = fs::read_link(&path) else {
+                continue; // replaced or removed since
+            };
+            let parent = rel.parent().unwrap_or(Path::new(""));
+            if target.is_absolute() || !resolves_inside(&self.root, parent, &target) {
+                return Err(OciError::Unsafe {
+                    layer: "(final tree)".into(),
+                    entry: rel.display().to_string(),
+                    why: format!(
+                        "symlink target `{}` resolves outside the destination",
+                        target.display()
+                    ),
+                });
+            }
+        }
+        let modes = std::mem::take(&mut self.dir_modes);
+        for (rel, mode) in modes.iter().rev() {
+            let path = self.root.join(rel);
+            if matches!(self.parents(rel, false), Ok(true))
+                && fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
+            {
+                fs::set_permissions(&path, Permissions::from_mode(*mode))
+                    .map_err(|e| OciError::io(path.display(), e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An entry path as a clean relative path: `.` parts dropped, absolute paths and `..` refused.
+fn clean_path(raw: &Path) -> Result<PathBuf, &'static str> {
+    let mut out = PathBuf::new();
+    for part in raw.components() {
+        match part {
+            Component::Normal(name) => out.push(name),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("path has a `..` component"),
+            Component::RootDir | Component::Prefix(_) => return Err("absolute path"),
+        }
+    }
+    Ok(out)
+}
+
+/// True when a symlink in directory `parent` (relative to the destination) with `target` is absolute or, read
+/// lexically, leaves the destination.
+pub(crate) fn link_escapes(parent: &Path, target: &Path) -> bool {
+    let mut depth = 0usize;
+    for part in parent.components().chain(target.components()) {
+        match part {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir if depth > 0 => depth -= 1,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return true,
+        }
+    }
+    false
+}
+
+/// Resolves `target` from directory `start` the way the kernel would, following the symlinks already in the
+/// tree, and says whether it stays inside `root`. Missing parts are taken as plain names.
+fn resolves_inside(root: &Path, start: &Path, target: &Path) -> bool {
+    enum Part {
+        Up,
+        Name(OsString),
+    }
+    fn parts(path: &Path) -> Option<Vec<Part>> {
+        let mut out = Vec::new();
+        for part in path.components() {
+            match part {
+                Component::Normal(name) => out.push(Part::Name(name.to_os_string())),
+                Component::ParentDir => out.push(Part::Up),
+                Component::CurDir => {}
+                Component::RootDir | Component::Prefix(_) => return None,
+            }
+        }
+        Some(out)
+    }
+    let mut stack: Vec<OsString> = start
+        .components()
+        .map(|c| c.as_os_str().to_os_string())
+        .collect();
+    let Some(first) = parts(target) else {
+        return false;
+    };
+    let mut queue: VecDeque<Part> = first.into();
+    let mut hops = 0;
+    while let Some(part) = queue.pop_front() {
+        match part {
+            Part::Up => {
+                if stack.pop().is_none() {
+                    return false;
+                }
+            }
+            Part::Name(name) => {
+                stack.push(name);
+                let path: PathBuf = root.join(stack.iter().collect::<PathBuf>());
+                if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                    hops += 1;
+                    let Ok(next) = fs::read_link(&path) else {
+                        return false;
+                    };
+                    let Some(next) = parts(&next) else {
+                        return false;
+                    };
+                    if hops > 40 {
+                        return false;
+                    }
+                    stack.pop();
+                    for part in next.into_iter().rev() {
+                        queue.push_front(part);
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Removes whatever is at `path` (a directory with its contents), without following a symlink there.
+fn remove_existing(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+struct HashReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// A zstd stream of one or more frames (as `zstd:chunked` layers have), skippable frames skipped.
+struct Zstd<R> {
+    source: R,
+    decoder: FrameDecoder,
+    /// A frame is being decoded.
+    active: bool,
+}
+
+impl<R: BufRead> Read for Zstd<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.active {
+                while self.decoder.can_collect() == 0 && !self.decoder.is_finished() {
+                    self.decoder
+                        .decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBlocks(1))
+                        .map_err(io::Error::other)?;
+                }
+                let n = self.decoder.read(buf)?;
+                if n > 0 {
+                    return Ok(n);
+                }
+                if self.decoder.is_finished() && self.decoder.can_collect() == 0 {
+                    self.active = false;
+                }
+            } else {
+                if self.source.fill_buf()?.is_empty() {
+                    return Ok(0);
+                }
+                match self.decoder.init(&mut self.source) {
+                    Ok(()) => self.active = true,
+                    Err(FrameDecoderError::ReadFrameHeaderError(
+                        ReadFrameHeaderError::SkipFrame { length, .. },
+                    )) => {
+                        let skipped =
+                            io::copy(&mut (&mut self.source).take(length.into()), &mut io::sink())?;
+                        if skipped < u64::from(length) {
+                            return Err(io::ErrorKind::UnexpectedEof.into());
+                        }
+                    }
+                    Err(e) => return Err(io::Error::other(e)),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zstd_frames_are_concatenated_and_skippable_frames_skipped() {
+        use ruzstd::encoding::{CompressionLevel, compress_to_vec};
+        let mut stream = compress_to_vec(&b"hello "[..], CompressionLevel::Fastest);
+        stream.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 9, 9, 9]);
+        stream.extend(compress_to_vec(&b"world"[..], CompressionLevel::Fastest));
+        let mut out = String::new();
+        Zstd {
+            source: BufReader::new(&stream[..]),
+            decoder: FrameDecoder::new(),
+            active: false,
+        }
+        .read_to_string(&mut out)
+        .unwrap();
+        assert_eq!(out, "hello world");
+    }
+
+    #[test]
+    fn lexical_escapes() {
+        assert!(!link_escapes(Path::new("a/b"), Path::new("../c")));
+        assert!(!link_escapes(Path::new("a"), Path::new("..")));
+        assert!(link_escapes(Path::new("a"), Path::new("../..")));
+        assert!(link_escapes(Path::new(""), Path::new("../../outside")));
+        assert!(link_escapes(Path::new(""), Path::new("/etc")));
+        assert!(!link_escapes(Path::new(""), Path::new("./x/../y")));
+    }
+
+    #[test]
+    fn clean_paths() {
+        assert_eq!(clean_path(Path::new("./a/./b")).unwrap(), Path::new("a/b"));
+        assert!(clean_path(Path::new("a/../b")).is_err());
+        assert!(clean_path(Path::new("/abs")).is_err());
+        assert_eq!(clean_path(Path::new("./")).unwrap(), Path::new(""));
+    }
+}

@@ -1,0 +1,135 @@
+//! What a resumed run starts from: the steps its journal says are done or in flight.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use super::Phase;
+use respawn_journal::replay::Replayed;
+use respawn_report::record::{RunRecord, StepRecord, StepStatus, Teardown};
+use respawn_workflow::Workflow;
+
+/// A step cut off by the crash: the attempts it had, and the state it had written.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight {
+    pub attempts: u32,
+    pub state: BTreeMap<String, String>,
+}
+
+/// The engine's view of a replayed journal.
+#[derive(Debug, Clone)]
+pub struct ResumeSeed {
+    /// The original start: RTO is measured from it, not from the resume.
+    pub started_at: String,
+    pub started: SystemTime,
+    /// Finished (succeeded, failed or skipped) steps per phase; they are not run again.
+    pub done: HashMap<(Phase, String), StepRecord>,
+    pub in_flight: HashMap<(Phase, String), InFlight>,
+    pub applied_order: Vec<String>,
+    /// Approvals already given: not asked again.
+    pub approvals: BTreeMap<String, String>,
+}
+
+impl ResumeSeed {
+    pub fn from_replay(r: &Replayed) -> ResumeSeed {
+        let mut done = HashMap::new();
+        let mut in_flight = HashMap::new();
+        for ((phase, id), progress) in &r.steps {
+            let key = (*phase, id.clone());
+            match &progress.finished {
+                Some(f) if f.status != StepStatus::Cancelled => {
+                    let mut rec = StepRecord::new(&f.step, None);
+                    rec.status = f.status;
+                    rec.attempts = f.attempts;
+                    rec.outputs = f.outputs.clone();
+                    rec.state = f.state.clone();
+                    rec.error = f.error.clone();
+                    rec.note = f.note.clone();
+                    rec.started_at = f.started_at.clone();
+                    rec.finished_at = f.finished_at.clone();
+                    rec.applied = f.applied;
+                    done.insert(key, rec);
+                }
+                _ => {
+                    in_flight.insert(
+                        key,
+                        InFlight {
+                            attempts: progress.attempts_started,
+                            state: progress.state.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        ResumeSeed {
+            started_at: r.start.started_at.clone(),
+            started: humantime::parse_rfc3339_weak(&r.start.started_at)
+                .unwrap_or_else(|_| SystemTime::now()),
+            done,
+            in_flight,
+            applied_order: r.applied_order.clone(),
+            approvals: r.approvals.clone(),
+        }
+    }
+}
+
+/// The record of a finished run, rebuilt from its journal: what a report needs when the runner died after
+/// journaling the end of the run but before writing the report. `None` while the run has not finished.
+pub fn finished_record(r: &Replayed, workflow: &Workflow) -> Option<RunRecord> {
+    let finished = r.finished.as_ref()?;
+    let seed = ResumeSeed::from_replay(r);
+    let digest = |uses: Option<&str>| {
+        let alias = uses?.split_once('/')?.0;
+        r.start.plugins.get(alias).map(|p| p.sha256.clone())
+    };
+    let record = |phase: Phase, id: &str, uses: Option<&String>| {
+        let mut rec = match seed.done.get(&(phase, id.to_string())) {
+            Some(done) => done.clone(),
+            None => {
+                let mut never = StepRecord::new(id, None);
+                never.note = Some("not run".into());
+                never
+            }
+        };
+        rec.uses = uses.cloned();
+        // As the engine records it: teardown steps carry no digest.
+        if phase != Phase::Destroy {
+            rec.plugin_digest = digest(uses.map(String::as_str));
+        }
+        rec
+    };
+    let steps = workflow
+        .steps
+        .iter()
+        .map(|s| record(Phase::Apply, &s.id, s.uses.as_ref()))
+        .collect();
+    let verifications = workflow
+        .verify
+        .iter()
+        .map(|s| record(Phase::Verify, &s.id, s.uses.as_ref()))
+        .collect();
+    // Teardown ran in reverse apply order; only the steps whose destroy the journal shows.
+    let teardown_steps = r
+        .applied_order
+        .iter()
+        .rev()
+        .filter(|id| seed.done.contains_key(&(Phase::Destroy, id.to_string())))
+        .map(|id| {
+            let uses = workflow.step(id).and_then(|s| s.uses.as_ref());
+            record(Phase::Destroy, id, uses)
+        })
+        .collect();
+    Some(RunRecord {
+        run_id: r.start.run_id.clone(),
+        mode: r.start.mode,
+        outcome: finished.outcome,
+        started_at: (finished.started_at.clone()).unwrap_or_else(|| r.start.started_at.clone()),
+        finished_at: (finished.finished_at.clone()).unwrap_or_else(|| finished.at.clone()),
+        rto_seconds: finished.rto_seconds,
+        steps,
+        verifications,
+        teardown: Teardown {
+            status: finished.teardown.clone(),
+            steps: teardown_steps,
+        },
+    })
+}

@@ -1,0 +1,656 @@
+//! Running a workflow: steps concurrently as the graph allows, retries with backoff and jitter, `when`
+//! conditions, approval gates, verification, and (in a drill) teardown in reverse order, which also runs after a
+//! failure or an interrupt.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::attempts::attempt_loop;
+use super::resume::ResumeSeed;
+use super::{Mode, Phase, StepCall, StepExecutor, StepResult};
+use respawn_journal::{EventBody, Journal, StepFinished};
+use respawn_report::now_rfc3339;
+use respawn_report::record::{ErrorRecord, Outcome, RunRecord, StepRecord, StepStatus, Teardown};
+use respawn_workflow::expr::{self, RunInfo, Scope, StepView};
+use respawn_workflow::{DEFAULT_STEP_TIMEOUT, LoadedWorkflow, Step};
+
+/// Decides approval gates in a failover. The CLI asks on the terminal, or passes them with `--yes`.
+pub trait Approver: Send + Sync {
+    /// `Ok(how)` to pass the gate (e.g. "confirmed on the terminal"), `Err(why)` to stop the run.
+    fn approve(&self, step: &str, question: &str) -> Result<String, String>;
+}
+
+/// Sees the run as it happens (progress bars, and later the journal).
+pub trait Observer: Send + Sync {
+    fn step_started(&self, _id: &str, _phase: Phase, _attempt: u32) {}
+    fn step_finished(&self, _id: &str, _phase: Phase, _status: StepStatus) {}
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// What to run.
+pub struct RunSpec<'a> {
+    pub loaded: &'a LoadedWorkflow,
+    pub params: BTreeMap<String, serde_json::Value>,
+    pub run_id: String,
+    pub mode: Mode,
+    /// Skip teardown of a drill.
+    pub keep: bool,
+    /// Plugin alias -> sha256, for the record.
+    pub digests: BTreeMap<String, String>,
+    /// Where every step start, state write and result is recorded before the run goes on.
+    pub journal: Option<Arc<Journal>>,
+    /// What an earlier runner of this run already did (`respawn resume`).
+    pub resume: Option<ResumeSeed>,
+}
+
+/// Runs a workflow to the end. `cancel` turning true stops scheduling, cancels running steps, and goes straight
+/// to teardown (drill) with outcome `interrupted`.
+pub async fn run<E: StepExecutor + 'static>(
+    spec: &RunSpec<'_>,
+    exec: Arc<E>,
+    approver: &dyn Approver,
+    observer: Arc<dyn Observer>,
+    mut cancel: watch::Receiver<bool>,
+) -> RunRecord {
+    let (started, started_at) = match &spec.resume {
+        Some(seed) => (seed.started, seed.started_at.clone()),
+        None => (SystemTime::now(), now_rfc3339()),
+    };
+    let mut scope = Scope {
+        params: spec.params.clone(),
+        run: RunInfo {
+            id: spec.run_id.clone(),
+            mode: spec.mode.to_string(),
+            started_at: started_at.clone(),
+        },
+        steps: BTreeMap::new(),
+    };
+    let mut ctx = Runner {
+        spec,
+        exec,
+        approver,
+        observer,
+        scope: &mut scope,
+        applied_order: spec
+            .resume
+            .as_ref()
+            .map(|s| s.applied_order.clone())
+            .unwrap_or_default(),
+        started_params: HashMap::new(),
+    };
+    let w = &spec.loaded.workflow;
+    let main: Vec<&Step> = w.steps.iter().collect();
+    let mut steps = ctx.run_section(&main, Phase::Apply, &mut cancel).await;
+    let interrupted = *cancel.borrow() || ctx.journal_lost();
+    let main_ok = steps
+        .iter()
+        .all(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Skipped))
+        && !steps
+            .iter()
+            .any(|s| s.note.as_deref().is_some_and(|n| n.starts_with("not run")));
+    let verify: Vec<&Step> = w.verify.iter().collect();
+    let mut verifications = if main_ok && !interrupted {
+        ctx.run_section(&verify, Phase::Verify, &mut cancel).await
+    } else {
+        verify
+            .iter()
+            .map(|s| skipped(s, "not run: a step before verification did not succeed"))
+            .collect()
+    };
+    let verified = main_ok
+        && !*cancel.borrow()
+        && !ctx.journal_lost()
+        && verifications
+            .iter()
+            .all(|v| v.status != StepStatus::Failed && v.status != StepStatus::Cancelled);
+    // The moment the last verification passed: its journaled finish when a resumed run had already verified.
+    let verified_at = verifications
+        .iter()
+        .filter_map(|v| v.finished_at.as_deref())
+        .filter_map(|t| humantime::parse_rfc3339_weak(t).ok())
+        .max()
+        .unwrap_or_else(SystemTime::now);
+    let rto_seconds = verified.then(|| {
+        verified_at
+            .duration_since(started)
+            .unwrap_or_default()
+            .as_secs_f64()
+    });
+    let interrupted = *cancel.borrow() || ctx.journal_lost();
+
+    // Failover never tears down; a drill does unless --keep. A runner that lost its journal (taken over, or the
+    // state store failed) must not touch what the run created any more.
+    let teardown = if spec.mode != Mode::Drill || spec.keep || ctx.journal_lost() {
+        Teardown {
+            status: "skipped".into(),
+            steps: Vec::new(),
+        }
+    } else {
+        ctx.teardown(&mut steps).await
+    };
+    for v in &mut verifications {
+        v.plugin_digest = digest_of(spec, v.uses.as_deref());
+    }
+    for s in &mut steps {
+        s.plugin_digest = digest_of(spec, s.uses.as_deref());
+    }
+    let outcome = if interrupted {
+        Outcome::Interrupted
+    } else if verified && teardown.status != "failed" {
+        Outcome::Passed
+    } else {
+        Outcome::Failed
+    };
+    RunRecord {
+        run_id: spec.run_id.clone(),
+        mode: spec.mode,
+        outcome,
+        started_at,
+        finished_at: now_rfc3339(),
+        rto_seconds,
+        steps,
+        verifications,
+        teardown,
+    }
+}
+
+fn digest_of(spec: &RunSpec<'_>, uses: Option<&str>) -> Option<String> {
+    let plugin = uses?.split_once('/')?.0;
+    spec.digests.get(plugin).cloned()
+}
+
+fn skipped(step: &Step, why: &str) -> StepRecord {
+    let mut r = StepRecord::new(&step.id, step.uses.clone());
+    r.note = Some(why.into());
+    r
+}
+
+struct Runner<'a, 'b, E> {
+    spec: &'a RunSpec<'b>,
+    exec: Arc<E>,
+    approver: &'a dyn Approver,
+    observer: Arc<dyn Observer>,
+    scope: &'a mut Scope,
+    /// Ids of steps whose apply started, in order; teardown walks it backwards.
+    applied_order: Vec<String>,
+    /// Rendered params of every started step, for destroy and for steps cut off by an interrupt.
+    started_params: HashMap<String, serde_json::Value>,
+}
+
+/// How long running steps may go on after an interrupt before they are cancelled.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+
+/// A finished step task: its id, the rendered params, the result and attempt count.
+type Done = (String, serde_json::Value, StepResult, u32, String, String);
+
+impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
+    /// Runs one section's steps as their `needs` allow. Steps whose needs failed are skipped.
+    async fn run_section(
+        &mut self,
+        steps: &[&Step],
+        phase: Phase,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Vec<StepRecord> {
+        let ids: HashSet<&str> = steps.iter().map(|s| s.id.as_str()).collect();
+        let mut records: HashMap<String, StepRecord> = HashMap::new();
+        // Steps whose dependents may run: succeeded, or skipped by their own condition or a drill's gate.
+        let mut satisfied: HashSet<String> = HashSet::new();
+        let mut pending: Vec<&Step> = steps.to_vec();
+        let mut running: JoinSet<Done> = JoinSet::new();
+        loop {
+            if *cancel.borrow() {
+                break;
+            }
+            let mut progressed = true;
+            while progressed {
+                progressed = false;
+                let mut i = 0;
+                while i < pending.len() {
+                    let step = pending[i];
+                    let local: Vec<&String> = step
+                        .needs
+                        .iter()
+                        .filter(|n| ids.contains(n.as_str()))
+                        .collect();
+                    if let Some(bad) = local.iter().find(|n| {
+                        records.contains_key(n.as_str()) && !satisfied.contains(n.as_str())
+                    }) {
+                        let mut r = skipped(
+                            step,
+                            &format!("not run: needs `{bad}`, which did not succeed"),
+                        );
+                        r.status = StepStatus::Skipped;
+                        records.insert(step.id.clone(), r);
+                        pending.remove(i);
+                        progressed = true;
+                        continue;
+                    }
+                    if !local.iter().all(|n| satisfied.contains(n.as_str())) {
+                        i += 1;
+                        continue;
+                    }
+                    pending.remove(i);
+                    progressed = true;
+                    if let Some(record) = self.replayed(step, phase) {
+                        if matches!(record.status, StepStatus::Succeeded | StepStatus::Skipped) {
+                            satisfied.insert(step.id.clone());
+                        }
+                        records.insert(step.id.clone(), record);
+                        continue;
+                    }
+                    match self.start(step, phase, &mut running).await {
+                        Started::Running => {}
+                        Started::Settled(record, ok) => {
+                            if ok {
+                                satisfied.insert(step.id.clone());
+                            }
+                            records.insert(step.id.clone(), *record);
+                        }
+                    }
+                }
+            }
+            if running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                done = running.join_next() => {
+                    let Some(Ok((id, params, result, attempts, started_at, finished_at))) = done else { continue };
+                    let step = steps.iter().find(|s| s.id == id).copied();
+                    let record = self.finish(step, phase, params, result, attempts, started_at, finished_at);
+                    self.journal_finished(phase, &record).await;
+                    if record.status == StepStatus::Succeeded {
+                        satisfied.insert(id.clone());
+                    }
+                    records.insert(id, record);
+                }
+                _ = cancel.changed() => {}
+            }
+        }
+        // Interrupted: give running steps a moment to finish (so their state reaches teardown), then cancel. A
+        // runner that lost its journal stops at once: another runner owns the run now.
+        let grace = tokio::time::sleep(if self.journal_lost() {
+            Duration::ZERO
+        } else {
+            INTERRUPT_GRACE
+        });
+        tokio::pin!(grace);
+        while !running.is_empty() {
+            tokio::select! {
+                done = running.join_next() => {
+                    let Some(Ok((id, params, result, attempts, started_at, finished_at))) = done else { continue };
+                    let step = steps.iter().find(|s| s.id == id).copied();
+                    let record = self.finish(step, phase, params, result, attempts, started_at, finished_at);
+                    self.journal_finished(phase, &record).await;
+                    records.insert(id, record);
+                }
+                _ = &mut grace => {
+                    running.abort_all();
+                    while running.join_next().await.is_some() {}
+                }
+            }
+        }
+        steps
+            .iter()
+            .map(|s| {
+                records
+                    .remove(&s.id)
+                    .unwrap_or_else(|| match self.started_params.get(&s.id) {
+                        // Started but cut off: it may have created something, so teardown must visit it.
+                        Some(params) => {
+                            let mut r = StepRecord::new(&s.id, s.uses.clone());
+                            r.status = StepStatus::Cancelled;
+                            r.note = Some("cancelled by an interrupt while running".into());
+                            r.applied = phase == Phase::Apply;
+                            r.outputs = serde_json::json!({ "params": params });
+                            r
+                        }
+                        None => skipped(s, "not run: the run was interrupted"),
+                    })
+            })
+            .collect()
+    }
+
+    async fn start(&mut self, step: &Step, phase: Phase, running: &mut JoinSet<Done>) -> Started {
+        let mode = self.spec.mode;
+        if let Some(when) = &step.when {
+            match expr::condition(when, self.scope) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Started::Settled(
+                        Box::new(skipped(step, "skipped: `when` was false")),
+                        true,
+                    );
+                }
+                Err(e) => {
+                    return Started::Settled(
+                        Box::new(failed(step, "expression", &e.to_string())),
+                        false,
+                    );
+                }
+            }
+        }
+        let mut note = None;
+        if let Some(question) = &step.approval {
+            let question = match expr::render(
+                &serde_yaml::Value::String(question.clone()),
+                self.scope,
+                false,
+            ) {
+                Ok(v) => v.as_str().unwrap_or_default().to_string(),
+                Err(e) => {
+                    return Started::Settled(
+                        Box::new(failed(step, "expression", &e.to_string())),
+                        false,
+                    );
+                }
+            };
+            if let Some(how) = self.resumed_approval(&step.id) {
+                note = Some(format!("approved ({how}, before the resume): {question}"));
+            } else if mode == Mode::Drill {
+                return Started::Settled(
+                    Box::new(skipped(
+                        step,
+                        &format!("approval skipped in a drill: {question}"),
+                    )),
+                    true,
+                );
+            } else {
+                match self.approver.approve(&step.id, &question) {
+                    Ok(how) => {
+                        if let Some(journal) = &self.spec.journal {
+                            let given = EventBody::ApprovalGiven {
+                                step: step.id.clone(),
+                                question: question.clone(),
+                                how: how.clone(),
+                            };
+                            if let Err(e) = journal.append(given).await {
+                                return Started::Settled(
+                                    Box::new(failed(step, "host", &e.to_string())),
+                                    false,
+                                );
+                            }
+                        }
+                        note = Some(format!("approved ({how}): {question}"))
+                    }
+                    Err(why) => {
+                        return Started::Settled(Box::new(failed(step, "approval", &why)), false);
+                    }
+                }
+            }
+        }
+        let Some((plugin, operation)) = step.uses.as_deref().and_then(|u| u.split_once('/')) else {
+            let mut r = StepRecord::new(&step.id, None);
+            r.status = StepStatus::Succeeded;
+            r.note = note;
+            r.started_at = Some(now_rfc3339());
+            r.finished_at = r.started_at.clone();
+            self.scope.steps.insert(
+                step.id.clone(),
+                StepView {
+                    outputs: serde_json::json!({}),
+                },
+            );
+            return Started::Settled(Box::new(r), true);
+        };
+        let params = match expr::render(
+            &serde_yaml::Value::Mapping(step.with.clone()),
+            self.scope,
+            false,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                return Started::Settled(
+                    Box::new(failed(step, "expression", &e.to_string())),
+                    false,
+                );
+            }
+        };
+        let call = StepCall {
+            run_id: self.spec.run_id.clone(),
+            step_id: step.id.clone(),
+            plugin: plugin.into(),
+            operation: operation.into(),
+            phase,
+            mode,
+            attempt: 1,
+            params: params.clone(),
+            grants: step.grants.clone(),
+            limits: step.limits.clone(),
+            timeout: step.timeout.unwrap_or(DEFAULT_STEP_TIMEOUT),
+            state: BTreeMap::new(),
+        };
+        let mut call = call;
+        if let Some(cut_off) = self.in_flight(phase, &step.id) {
+            // Cut off by a crash: the plugin sees the next attempt number and the state the cut-off attempt
+            // journaled, so it can find what it created.
+            call.attempt = cut_off.attempts + 1;
+            call.state = cut_off.state;
+        }
+        if phase == Phase::Apply && !self.applied_order.contains(&step.id) {
+            self.applied_order.push(step.id.clone());
+        }
+        self.started_params.insert(step.id.clone(), params.clone());
+        let exec = self.exec.clone();
+        let observer = self.observer.clone();
+        let retry = step.retry.clone();
+        let id = step.id.clone();
+        let journal = self.spec.journal.clone();
+        running.spawn(async move {
+            let started_at = now_rfc3339();
+            let (result, attempts) = attempt_loop(
+                exec.as_ref(),
+                observer.as_ref(),
+                journal.as_deref(),
+                call,
+                retry.as_ref(),
+            )
+            .await;
+            (id, params, result, attempts, started_at, now_rfc3339())
+        });
+        Started::Running
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        step: Option<&Step>,
+        phase: Phase,
+        params: serde_json::Value,
+        result: StepResult,
+        attempts: u32,
+        started_at: String,
+        finished_at: String,
+    ) -> StepRecord {
+        let Some(step) = step else {
+            return StepRecord::new("?", None);
+        };
+        let mut r = StepRecord::new(&step.id, step.uses.clone());
+        r.attempts = attempts;
+        r.started_at = Some(started_at);
+        r.finished_at = Some(finished_at);
+        r.state = result.state;
+        r.applied = phase == Phase::Apply;
+        r.outputs = params; // rendered params, kept for destroy; replaced by outputs on success below
+        match result.outcome {
+            Ok(outputs) => {
+                r.status = StepStatus::Succeeded;
+                self.scope.steps.insert(
+                    step.id.clone(),
+                    StepView {
+                        outputs: outputs.clone(),
+                    },
+                );
+                r.outputs = serde_json::json!({ "params": r.outputs, "outputs": outputs });
+            }
+            Err(e) => {
+                r.status = StepStatus::Failed;
+                r.error = Some(ErrorRecord::from(&e));
+                r.outputs = serde_json::json!({ "params": r.outputs });
+            }
+        }
+        self.observer.step_finished(&step.id, phase, r.status);
+        r
+    }
+
+    /// Destroys what apply created, in the reverse of the order apply finished, whatever happened before.
+    async fn teardown(&mut self, steps: &mut [StepRecord]) -> Teardown {
+        let mut out = Vec::new();
+        let order: Vec<String> = self.applied_order.iter().rev().cloned().collect();
+        for id in order {
+            let Some(applied) = steps.iter().find(|s| s.id == id && s.applied) else {
+                continue;
+            };
+            let Some(step) = self.spec.loaded.workflow.step(&id) else {
+                continue;
+            };
+            let Some((plugin, operation)) = step.uses.as_deref().and_then(|u| u.split_once('/'))
+            else {
+                continue;
+            };
+            if let Some(done) = self.done(Phase::Destroy, &id) {
+                out.push(done);
+                continue;
+            }
+            let mut call = StepCall {
+                run_id: self.spec.run_id.clone(),
+                step_id: id.clone(),
+                plugin: plugin.into(),
+                operation: operation.into(),
+                phase: Phase::Destroy,
+                mode: self.spec.mode,
+                attempt: 1,
+                params: applied.outputs.get("params").cloned().unwrap_or_default(),
+                grants: step.grants.clone(),
+                limits: step.limits.clone(),
+                timeout: step.timeout.unwrap_or(DEFAULT_STEP_TIMEOUT),
+                state: applied.state.clone(),
+            };
+            if let Some(cut_off) = self.in_flight(Phase::Destroy, &id) {
+                call.attempt = cut_off.attempts + 1;
+                call.state.extend(cut_off.state);
+            }
+            let started_at = now_rfc3339();
+            let (result, attempts) = attempt_loop(
+                self.exec.as_ref(),
+                self.observer.as_ref(),
+                self.spec.journal.as_deref(),
+                call,
+                step.retry.as_ref(),
+            )
+            .await;
+            let mut r = StepRecord::new(&id, step.uses.clone());
+            r.attempts = attempts;
+            r.started_at = Some(started_at);
+            r.finished_at = Some(now_rfc3339());
+            r.state = result.state;
+            match result.outcome {
+                Ok(_) => r.status = StepStatus::Succeeded,
+                Err(e) => {
+                    r.status = StepStatus::Failed;
+                    r.error = Some(ErrorRecord::from(&e));
+                }
+            }
+            self.observer.step_finished(&id, Phase::Destroy, r.status);
+            self.journal_finished(Phase::Destroy, &r).await;
+            if self.journal_lost() {
+                break;
+            }
+            out.push(r);
+        }
+        let failed = out.iter().any(|r| r.status == StepStatus::Failed) || self.journal_lost();
+        Teardown {
+            status: if failed { "failed" } else { "succeeded" }.into(),
+            steps: out,
+        }
+    }
+}
+
+impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
+    fn journal_lost(&self) -> bool {
+        self.spec
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.lost().is_some())
+    }
+
+    /// A step the resumed run already finished in this phase, restoring its outputs for later steps.
+    fn replayed(&mut self, step: &Step, phase: Phase) -> Option<StepRecord> {
+        let mut record = self.done(phase, &step.id)?;
+        record.uses = step.uses.clone();
+        if record.status == StepStatus::Succeeded {
+            let outputs = record.outputs.get("outputs").cloned().unwrap_or_default();
+            self.scope
+                .steps
+                .insert(step.id.clone(), StepView { outputs });
+        }
+        self.observer.step_finished(&step.id, phase, record.status);
+        Some(record)
+    }
+
+    fn done(&self, phase: Phase, id: &str) -> Option<StepRecord> {
+        let seed = self.spec.resume.as_ref()?;
+        seed.done.get(&(phase, id.to_string())).cloned()
+    }
+
+    fn in_flight(&self, phase: Phase, id: &str) -> Option<super::resume::InFlight> {
+        let seed = self.spec.resume.as_ref()?;
+        seed.in_flight.get(&(phase, id.to_string())).cloned()
+    }
+
+    fn resumed_approval(&self, id: &str) -> Option<String> {
+        self.spec.resume.as_ref()?.approvals.get(id).cloned()
+    }
+
+    /// Records a step's final result in this phase; a step that never reached a plugin is not journaled
+    /// (resume decides it again the same way).
+    async fn journal_finished(&self, phase: Phase, r: &StepRecord) {
+        let Some(journal) = &self.spec.journal else {
+            return;
+        };
+        if r.attempts == 0 && r.status != StepStatus::Cancelled {
+            return;
+        }
+        let finished = StepFinished {
+            step: r.id.clone(),
+            phase,
+            status: r.status,
+            attempts: r.attempts,
+            outputs: r.outputs.clone(),
+            state: r.state.clone(),
+            error: r.error.clone(),
+            note: r.note.clone(),
+            started_at: r.started_at.clone(),
+            finished_at: r.finished_at.clone(),
+            applied: r.applied,
+        };
+        if let Err(e) = journal
+            .append(EventBody::StepFinished(Box::new(finished)))
+            .await
+        {
+            tracing::error!(step = %r.id, "{e}");
+        }
+    }
+}
+
+enum Started {
+    Running,
+    /// Decided without running a plugin: the record, and whether dependents may run.
+    Settled(Box<StepRecord>, bool),
+}
+
+fn failed(step: &Step, kind: &str, message: &str) -> StepRecord {
+    let mut r = StepRecord::new(&step.id, step.uses.clone());
+    r.status = StepStatus::Failed;
+    r.error = Some(ErrorRecord {
+        kind: kind.into(),
+        message: message.into(),
+    });
+    r
+}

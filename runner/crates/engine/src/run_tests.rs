@@ -1,0 +1,295 @@
+//! The engine against a fake executor: no WebAssembly, just the scheduling rules.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::run::{Approver, Quiet, RunSpec, run};
+use super::{Mode, Phase, StepCall, StepError, StepExecutor, StepResult};
+use respawn_report::record::{Outcome, StepStatus};
+use respawn_workflow::{LoadedWorkflow, load_str};
+
+/// Answers each call from a script: a step id listed in `fail` fails (retryable when listed in `flaky` and
+/// the attempt is the first); `slow` steps sleep.
+#[derive(Default)]
+struct Fake {
+    calls: Mutex<Vec<(String, Phase, u32, serde_json::Value)>>,
+    fail: Vec<&'static str>,
+    flaky: Vec<&'static str>,
+    slow: Vec<&'static str>,
+}
+
+impl StepExecutor for Fake {
+    async fn execute(&self, call: StepCall) -> StepResult {
+        self.calls.lock().unwrap().push((
+            call.step_id.clone(),
+            call.phase,
+            call.attempt,
+            call.params.clone(),
+        ));
+        if self.slow.contains(&call.step_id.as_str()) && call.phase == Phase::Apply {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        let mut state = call.state.clone();
+        state.insert("created".into(), call.step_id.clone());
+        let fail = |retryable| StepError::Plugin {
+            plugin: call.plugin.clone(),
+            step: call.step_id.clone(),
+            failure_kind: "unavailable".into(),
+            message: "scripted failure".into(),
+            retryable,
+        };
+        let outcome = if self.flaky.contains(&call.step_id.as_str()) && call.attempt == 1 {
+            Err(fail(true))
+        } else if self.fail.contains(&call.step_id.as_str()) && call.phase == Phase::Apply {
+            Err(fail(false))
+        } else {
+            Ok(json!({ "path": format!("/regions/{}", call.step_id) }))
+        };
+        StepResult { outcome, state }
+    }
+}
+
+struct Answer(Result<String, String>);
+impl Approver for Answer {
+    fn approve(&self, _: &str, _: &str) -> Result<String, String> {
+        self.0.clone()
+    }
+}
+
+const WORKFLOW: &str = r#"
+respawn: 1
+name: t
+version: 1.0.0
+plugins: { p: builtin:check@0.1 }
+steps:
+  - id: site
+    uses: p/op
+    retry: { attempts: 3, backoff: 10ms }
+  - id: web
+    uses: p/op
+    needs: [site]
+    with: { volume: "${{ steps.site.outputs.path }}" }
+  - id: gate
+    needs: [web]
+    approval: "Switch DNS?"
+  - id: dns
+    uses: p/op
+    needs: [gate]
+  - id: optional
+    uses: p/op
+    when: "${{ run.mode == 'failover' }}"
+verify:
+  - id: check
+    uses: p/op
+"#;
+
+fn workflow() -> LoadedWorkflow {
+    load_str(Path::new("t.yaml"), WORKFLOW).unwrap()
+}
+
+async fn go(
+    fake: Arc<Fake>,
+    mode: Mode,
+    approver: Answer,
+    cancel: watch::Receiver<bool>,
+) -> respawn_report::record::RunRecord {
+    let loaded = workflow();
+    let spec = RunSpec {
+        loaded: &loaded,
+        params: BTreeMap::new(),
+        run_id: "r1".into(),
+        mode,
+        keep: false,
+        digests: BTreeMap::from([("p".into(), "abc".into())]),
+        journal: None,
+        resume: None,
+    };
+    run(&spec, fake, &approver, Arc::new(Quiet), cancel).await
+}
+
+fn phases(fake: &Fake, phase: Phase) -> Vec<String> {
+    fake.calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.1 == phase)
+        .map(|c| c.0.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn drill_applies_in_order_verifies_and_tears_down_in_reverse() {
+    let fake = Arc::new(Fake {
+        flaky: vec!["site"],
+        ..Fake::default()
+    });
+    let (_tx, rx) = watch::channel(false);
+    let record = go(
+        fake.clone(),
+        Mode::Drill,
+        Answer(Err("never asked in a drill".into())),
+        rx,
+    )
+    .await;
+    assert_eq!(record.outcome, Outcome::Passed, "{record:#?}");
+    let applied = phases(&fake, Phase::Apply);
+    assert_eq!(
+        applied.iter().filter(|s| *s == "site").count(),
+        2,
+        "a retryable failure is retried"
+    );
+    assert!(applied.iter().position(|s| s == "site") < applied.iter().position(|s| s == "web"));
+    let web = fake
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|c| c.0 == "web")
+        .unwrap()
+        .3
+        .clone();
+    assert_eq!(
+        web["volume"], "/regions/site",
+        "outputs flow into dependents' params"
+    );
+    let gate = record.steps.iter().find(|s| s.id == "gate").unwrap();
+    assert_eq!(gate.status, StepStatus::Skipped);
+    assert!(
+        gate.note
+            .as_deref()
+            .unwrap()
+            .contains("approval skipped in a drill")
+    );
+    assert!(
+        applied.contains(&"dns".to_string()),
+        "a drill's skipped gate does not block dependents"
+    );
+    assert!(
+        !applied.contains(&"optional".to_string()),
+        "`when` false skips the step"
+    );
+    assert_eq!(phases(&fake, Phase::Verify), vec!["check"]);
+    let destroyed = phases(&fake, Phase::Destroy);
+    let mut expected: Vec<String> = applied.iter().filter(|s| *s != "site").cloned().collect();
+    expected.dedup();
+    assert_eq!(
+        destroyed.first().map(String::as_str),
+        Some("dns"),
+        "teardown starts from the last applied"
+    );
+    assert_eq!(
+        destroyed.last().map(String::as_str),
+        Some("site"),
+        "and ends with the first"
+    );
+    assert_eq!(record.teardown.status, "succeeded");
+    assert!(record.rto_seconds.is_some());
+    assert_eq!(record.steps[0].plugin_digest.as_deref(), Some("abc"));
+    let site_destroy = fake
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|c| c.0 == "site" && c.1 == Phase::Destroy);
+    assert!(site_destroy);
+}
+
+#[tokio::test]
+async fn a_failed_step_skips_dependents_and_the_drill_still_tears_down() {
+    let fake = Arc::new(Fake {
+        fail: vec!["web"],
+        ..Fake::default()
+    });
+    let (_tx, rx) = watch::channel(false);
+    let record = go(fake.clone(), Mode::Drill, Answer(Ok("yes".into())), rx).await;
+    assert_eq!(record.outcome, Outcome::Failed);
+    let web = record.steps.iter().find(|s| s.id == "web").unwrap();
+    assert_eq!(web.status, StepStatus::Failed);
+    assert_eq!(web.attempts, 1, "a non-retryable failure is not retried");
+    assert_eq!(web.error.as_ref().unwrap().kind, "plugin");
+    for id in ["gate", "dns"] {
+        let s = record.steps.iter().find(|s| s.id == id).unwrap();
+        assert_eq!(s.status, StepStatus::Skipped, "{id}");
+        assert!(
+            s.note.as_deref().unwrap().contains("did not succeed"),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        record.verifications[0].status,
+        StepStatus::Skipped,
+        "verification needs every step"
+    );
+    assert_eq!(
+        phases(&fake, Phase::Destroy),
+        vec!["web", "site"],
+        "teardown covers the failed step too"
+    );
+    assert!(record.rto_seconds.is_none());
+}
+
+#[tokio::test]
+async fn failover_gate_refused_stops_the_run_without_teardown() {
+    let fake = Arc::new(Fake::default());
+    let (_tx, rx) = watch::channel(false);
+    let record = go(
+        fake.clone(),
+        Mode::Failover,
+        Answer(Err("no TTY and no --yes".into())),
+        rx,
+    )
+    .await;
+    assert_eq!(record.outcome, Outcome::Failed);
+    let gate = record.steps.iter().find(|s| s.id == "gate").unwrap();
+    assert_eq!(gate.status, StepStatus::Failed);
+    assert!(gate.error.as_ref().unwrap().message.contains("no TTY"));
+    assert!(!phases(&fake, Phase::Apply).contains(&"dns".to_string()));
+    assert!(
+        phases(&fake, Phase::Destroy).is_empty(),
+        "failover never tears down"
+    );
+    assert_eq!(record.teardown.status, "skipped");
+
+    let fake = Arc::new(Fake::default());
+    let (_tx, rx) = watch::channel(false);
+    let record = go(fake.clone(), Mode::Failover, Answer(Ok("--yes".into())), rx).await;
+    assert_eq!(record.outcome, Outcome::Passed);
+    assert!(
+        phases(&fake, Phase::Apply).contains(&"optional".to_string()),
+        "when true in failover"
+    );
+}
+
+#[tokio::test]
+async fn an_interrupt_cancels_running_steps_and_tears_down() {
+    let fake = Arc::new(Fake {
+        slow: vec!["web"],
+        ..Fake::default()
+    });
+    let (tx, rx) = watch::channel(false);
+    let handle = tokio::spawn({
+        let fake = fake.clone();
+        async move { go(fake, Mode::Drill, Answer(Ok("y".into())), rx).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx.send(true).unwrap();
+    let record = tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("stops promptly")
+        .unwrap();
+    assert_eq!(record.outcome, Outcome::Interrupted);
+    assert_eq!(
+        record.steps.iter().find(|s| s.id == "web").unwrap().status,
+        StepStatus::Cancelled
+    );
+    assert_eq!(
+        phases(&fake, Phase::Destroy),
+        vec!["web", "site"],
+        "an interrupted drill still tears down"
+    );
+}

@@ -1,0 +1,95 @@
+//! The files capability: granted directories are preopened in the plugin's WASI filesystem under the name the
+//! workflow gave them (relative names resolve against the workflow's directory), read-only or read-write; nothing else of the host filesystem is visible. In the plan phase every
+//! directory is read-only.
+
+use std::path::{Path, PathBuf};
+
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use respawn_workflow::{Access, Grants};
+
+/// A granted directory: the name the plugin sees (as the workflow wrote it) and where it is on the host.
+pub struct GrantedDir {
+    pub guest: String,
+    pub host: PathBuf,
+    pub access: Access,
+}
+
+/// The host path a plugin means by `guest`: relative paths are relative to the workflow's directory, as in
+/// the grants.
+pub fn host_path(base_dir: &Path, guest: &str) -> PathBuf {
+    let p = Path::new(guest);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    }
+}
+
+/// The granted directories of a step.
+pub fn granted_dirs(grants: &Grants, base_dir: &Path) -> Vec<GrantedDir> {
+    grants
+        .files
+        .iter()
+        .map(|(dir, access)| GrantedDir {
+            guest: dir.clone(),
+            host: host_path(base_dir, dir),
+            access: *access,
+        })
+        .collect()
+}
+
+/// Preopens each granted directory, creating it if missing (a restore target usually does not exist yet).
+pub fn preopen(
+    builder: &mut WasiCtxBuilder,
+    dirs: &[GrantedDir],
+    read_only: bool,
+) -> std::io::Result<()> {
+    for dir in dirs {
+        let writable = dir.access == Access::Rw && !read_only;
+        if writable {
+            std::fs::create_dir_all(&dir.host)?;
+        } else if !dir.host.exists() {
+            continue;
+        }
+        let perms = if writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        builder
+            .preopened_dir(&dir.host, &dir.guest, perms)
+            .map_err(std::io::Error::other)?;
+    }
+    Ok(())
+}
+
+/// Whether `path` lies inside a directory granted read-write.
+pub fn inside_rw(dirs: &[GrantedDir], path: &Path) -> bool {
+    inside(dirs, path, true)
+}
+
+/// Whether `path` lies inside any granted directory.
+pub fn inside_any(dirs: &[GrantedDir], path: &Path) -> bool {
+    inside(dirs, path, false)
+}
+
+fn inside(dirs: &[GrantedDir], path: &Path, need_rw: bool) -> bool {
+    let Some(path) = normalize(path) else {
+        return false;
+    };
+    dirs.iter().any(|dir| {
+        (!need_rw || dir.access == Access::Rw)
+            && normalize(&dir.host).is_some_and(|d| path.starts_with(d))
+    })
+}
+
+/// Resolves symlinks of the existing part of a path and appends the part that does not exist yet (a restore
+/// target usually does not). A `..` in the missing part is refused, since it cannot be resolved safely.
+fn normalize(path: &Path) -> Option<PathBuf> {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return Some(p);
+    }
+    let name = path.file_name()?;
+    Some(normalize(path.parent()?)?.join(name))
+}

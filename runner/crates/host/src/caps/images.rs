@@ -1,0 +1,105 @@
+//! The images capability: restore a stored OCI image into a granted directory, and compare a directory with an
+//! image. Both run inside the host, so image bytes never pass through guest memory. Reading needs the store's
+//! grant; restoring needs a `files` grant `rw` covering the target directory.
+
+use super::super::bindings::host_api::{CompareResult, UnpackResult};
+use super::super::bindings::types::{Failure, FailureKind};
+use super::super::state::StepState;
+use super::{failure, files, stores};
+use respawn_data::oci::OciError;
+
+fn from_oci(e: OciError) -> Failure {
+    let kind = match &e {
+        OciError::DigestMismatch { .. }
+        | OciError::SizeMismatch { .. }
+        | OciError::BadBlob { .. }
+        | OciError::Unsafe { .. }
+        | OciError::Layer { .. } => FailureKind::VerificationFailed,
+        OciError::NoLayout { .. } | OciError::TagNotFound { .. } | OciError::MissingBlob { .. } => {
+            FailureKind::NotFound
+        }
+        OciError::BadTag { .. } | OciError::InvalidLayout { .. } => FailureKind::InvalidInput,
+        OciError::Data(d) if d.is_transient() => FailureKind::Unavailable,
+        OciError::Store(_) => FailureKind::Unavailable,
+        _ => FailureKind::Internal,
+    };
+    failure(kind, e.to_string())
+}
+
+pub async fn unpack(
+    s: &mut StepState,
+    store: &str,
+    prefix: &str,
+    tag: &str,
+    dir: &str,
+) -> Result<UnpackResult, Failure> {
+    if s.read_only() {
+        return Err(s.deny(
+            "files",
+            format!("restore into {dir}: the plan phase is read-only"),
+        ));
+    }
+    let st = stores::open_for_read(s, store, prefix)?;
+    let dirs = files::granted_dirs(&s.grants, &s.run.base_dir);
+    let target = files::host_path(&s.run.base_dir, dir);
+    if !files::inside_rw(&dirs, &target) {
+        return Err(s.deny(
+            "files",
+            format!("restore into {dir}: not inside a directory granted rw"),
+        ));
+    }
+    let report = respawn_data::oci::unpack::unpack(st.as_ref(), prefix, tag, &target)
+        .await
+        .map_err(from_oci)?;
+    if let Some(created) = report.created {
+        s.run
+            .restored_images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(created);
+        if let Some(journal) = s.run.journal.clone() {
+            let restored = respawn_journal::EventBody::ImageRestored {
+                step: s.step_id.clone(),
+                created: humantime::format_rfc3339_seconds(created).to_string(),
+            };
+            if let Err(e) = journal.append(restored).await {
+                tracing::error!(step = %s.step_id, "{e}");
+            }
+        }
+    }
+    let created = report
+        .created
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64);
+    Ok(UnpackResult {
+        manifest_digest: report.manifest_digest,
+        files: report.files,
+        bytes: report.bytes,
+        created,
+    })
+}
+
+pub async fn compare(
+    s: &mut StepState,
+    store: &str,
+    prefix: &str,
+    tag: &str,
+    dir: &str,
+) -> Result<CompareResult, Failure> {
+    let st = stores::open_for_read(s, store, prefix)?;
+    let dirs = files::granted_dirs(&s.grants, &s.run.base_dir);
+    let target = files::host_path(&s.run.base_dir, dir);
+    if !files::inside_any(&dirs, &target) {
+        return Err(s.deny(
+            "files",
+            format!("compare {dir}: not inside a granted directory"),
+        ));
+    }
+    let report = respawn_data::oci::compare::compare(st.as_ref(), prefix, tag, &target)
+        .await
+        .map_err(from_oci)?;
+    Ok(CompareResult {
+        checked: report.checked,
+        mismatches: report.mismatches,
+    })
+}

@@ -1,0 +1,131 @@
+//! What one step attempt's wasmtime `Store` holds: its WASI context, its grants, its state map, and the record
+//! of what it was denied.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::bindings::types::{Failure, FailureKind};
+use super::caps::http::HttpHooks;
+use super::caps::services::Services;
+use super::limits::{MemoryLimiter, StepLimits};
+use respawn_data::StoreSet;
+use respawn_engine::{Mode, Phase};
+use respawn_workflow::Grants;
+
+/// Receives progress reports of running steps: (step id, done, total, message).
+pub type ProgressSink = Arc<dyn Fn(&str, u64, Option<u64>, &str) + Send + Sync>;
+
+/// Resources shared by every step of one run.
+#[derive(Clone)]
+pub struct RunResources {
+    /// The workflow's directory: relative `files` grants resolve against it.
+    pub base_dir: PathBuf,
+    pub stores: StoreSet,
+    /// Secret name -> value, read from the environment at run start. Never logged.
+    pub secrets: Arc<BTreeMap<String, String>>,
+    pub services: Services,
+    pub progress: Option<ProgressSink>,
+    /// Creation times of the images restored by this run: RPO is measured against the newest.
+    pub restored_images: Arc<std::sync::Mutex<Vec<std::time::SystemTime>>>,
+    /// The run's journal: state writes, services and restored images are recorded in it as they happen.
+    pub journal: Option<Arc<respawn_journal::Journal>>,
+}
+
+impl RunResources {
+    pub fn new(base_dir: PathBuf) -> RunResources {
+        RunResources {
+            base_dir,
+            stores: StoreSet::default(),
+            secrets: Arc::default(),
+            services: Services::default(),
+            progress: None,
+            restored_images: Arc::default(),
+            journal: None,
+        }
+    }
+}
+
+/// The first capability a step was denied, for the report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Denial {
+    pub capability: String,
+    pub asked: String,
+}
+
+pub struct StepState {
+    pub wasi: WasiCtx,
+    pub http: WasiHttpCtx,
+    pub table: ResourceTable,
+    pub hooks: HttpHooks,
+    pub limiter: MemoryLimiter,
+    /// The run this call belongs to; services it starts carry it (see `caps::exec::RUN_ENV`).
+    pub run_id: String,
+    pub step_id: String,
+    pub plugin: String,
+    pub phase: Phase,
+    pub mode: Mode,
+    pub grants: Grants,
+    pub limits: StepLimits,
+    /// The step's key-value state; handed back to the engine after the attempt.
+    pub kv: BTreeMap<String, String>,
+    pub run: RunResources,
+    /// Where exec runs when the request names no directory.
+    pub scratch_dir: PathBuf,
+    /// Deadline of the whole attempt; exec requests are capped by what is left of it.
+    pub deadline: std::time::Instant,
+    pub log_bytes: u64,
+    pub denial: Option<Denial>,
+}
+
+impl StepState {
+    /// Records a denial and returns the failure the plugin sees.
+    pub fn deny(&mut self, capability: &str, asked: impl Into<String>) -> Failure {
+        let asked = asked.into();
+        tracing::warn!(step = %self.step_id, plugin = %self.plugin, capability, %asked, "capability denied");
+        if self.denial.is_none() {
+            self.denial = Some(Denial {
+                capability: capability.to_string(),
+                asked: asked.clone(),
+            });
+        }
+        Failure {
+            kind: FailureKind::Denied,
+            message: format!("{capability} denied: {asked}"),
+            retryable: false,
+        }
+    }
+
+    /// True in the plan phase, which must have no side effects.
+    pub fn read_only(&self) -> bool {
+        self.phase == Phase::Plan
+    }
+
+    /// The first denial, from host calls or the http hook.
+    pub fn take_denial(&mut self) -> Option<Denial> {
+        self.denial.take().or_else(|| self.hooks.denial.take())
+    }
+}
+
+impl WasiView for StepState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for StepState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}

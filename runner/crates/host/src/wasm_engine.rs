@@ -1,0 +1,64 @@
+//! The one wasmtime `Engine` of a process: pooling allocator, epoch interruption on a 10 ms tick.
+
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// One epoch tick. Deadlines are rounded up to whole ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+pub use respawn_workflow::MAX_STEP_MEMORY;
+
+/// Steps that can run at once in one process; each holds one pooled component instance.
+pub const MAX_CONCURRENT_INSTANCES: u32 = 64;
+
+/// Wasm stack a plugin may use; deep recursion beyond it traps as a stack overflow.
+pub const MAX_WASM_STACK: usize = 1 << 20;
+
+pub fn new_engine() -> wasmtime::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::new();
+    let n = MAX_CONCURRENT_INSTANCES;
+    pool.total_component_instances(n)
+        // A Rust wasip2 component holds several core instances (the program plus the adapter shims).
+        .total_core_instances(n * 8)
+        .total_memories(n * 2)
+        .total_tables(n * 4)
+        .total_stacks(n)
+        .max_memory_size(MAX_STEP_MEMORY as usize)
+        .max_memories_per_module(1)
+        .max_tables_per_module(1)
+        .max_core_instances_per_component(16)
+        .max_component_instance_size(1 << 20)
+        .max_core_instance_size(1 << 20);
+    let mut config = Config::new();
+    config
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .epoch_interruption(true)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .async_stack_size(MAX_WASM_STACK * 2)
+        .parallel_compilation(true);
+    let engine = Engine::new(&config)?;
+    start_ticker(&engine);
+    Ok(engine)
+}
+
+/// Advances the epoch every tick for as long as the engine lives. Holds only a weak reference, so the thread
+/// ends when the last engine clone is dropped.
+fn start_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("respawn-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawn epoch ticker");
+}
+
+/// Epoch ticks for a deadline, at least one.
+pub fn ticks(deadline: Duration) -> u64 {
+    (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+}

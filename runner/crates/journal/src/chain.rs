@@ -1,0 +1,231 @@
+//! Reading a run's events back and checking their hash chain (`respawn audit verify`).
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use respawn_data::object_store::{ObjectStore, ObjectStoreExt};
+use sha2::{Digest, Sha256};
+
+use super::event::Event;
+use super::{JournalError, events_prefix};
+
+/// One stored event: the number in its key, its exact bytes, and their sha256.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub key_seq: u64,
+    pub bytes: bytes::Bytes,
+    pub sha256: String,
+}
+
+/// Every stored event of a run, in key order. Fails when the run has none.
+pub async fn read_all(
+    store: &Arc<dyn ObjectStore>,
+    run_id: &str,
+) -> Result<Vec<StoredEvent>, JournalError> {
+    let store_err = |source| JournalError::Store {
+        run_id: run_id.to_string(),
+        source,
+    };
+    let prefix = respawn_data::object_store::path::Path::from(events_prefix(run_id));
+    let metas: Vec<_> = store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(store_err)?;
+    let mut keyed = Vec::new();
+    for meta in metas {
+        let name = meta.location.filename().unwrap_or_default().to_string();
+        let Ok(seq) = name.parse::<u64>() else {
+            return Err(JournalError::Corrupt {
+                run_id: run_id.to_string(),
+                message: format!("unexpected object {} among the events", meta.location),
+            });
+        };
+        keyed.push((seq, meta.location));
+    }
+    if keyed.is_empty() {
+        return Err(JournalError::NoSuchRun {
+            run_id: run_id.to_string(),
+        });
+    }
+    keyed.sort_by_key(|(seq, _)| *seq);
+    let mut out = Vec::with_capacity(keyed.len());
+    for (key_seq, location) in keyed {
+        let bytes = store
+            .get(&location)
+            .await
+            .map_err(store_err)?
+            .bytes()
+            .await
+            .map_err(store_err)?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        out.push(StoredEvent {
+            key_seq,
+            bytes,
+            sha256,
+        });
+    }
+    Ok(out)
+}
+
+/// What is wrong with a chain: the first problem, naming the event.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChainError {
+    #[error("event {seq} is missing: it was removed, or the chain was cut")]
+    Missing { seq: u64 },
+    #[error("event {seq} is not a journal event: {why}")]
+    Unreadable { seq: u64, why: String },
+    #[error(
+        "event stored as {key_seq} says it is event {claimed}: events were reordered or renumbered"
+    )]
+    Reordered { key_seq: u64, claimed: u64 },
+    #[error(
+        "event {seq} ({kind}) was altered: its sha256 is {actual} but event {next} records {recorded}"
+    )]
+    Altered {
+        seq: u64,
+        kind: String,
+        actual: String,
+        next: u64,
+        recorded: String,
+    },
+    #[error("event {seq} does not chain to event {prev}: its `prev` is missing")]
+    Unchained { seq: u64, prev: u64 },
+    #[error(
+        "the newest event {seq} ({kind}) was altered or removed: the chain head is {actual} but the run's report \
+         records {recorded}"
+    )]
+    HeadMismatch {
+        seq: u64,
+        kind: String,
+        actual: String,
+        recorded: String,
+    },
+}
+
+/// Checks numbering, parsing and every `prev` link; returns the parsed events on success.
+pub fn verify(events: &[StoredEvent]) -> Result<Vec<Event>, ChainError> {
+    let mut parsed: Vec<Event> = Vec::with_capacity(events.len());
+    for (i, stored) in events.iter().enumerate() {
+        let i = i as u64;
+        if stored.key_seq != i {
+            return Err(ChainError::Missing {
+                seq: i.min(stored.key_seq),
+            });
+        }
+        let event: Event =
+            serde_json::from_slice(&stored.bytes).map_err(|e| ChainError::Unreadable {
+                seq: i,
+                why: e.to_string(),
+            })?;
+        if event.seq != i {
+            return Err(ChainError::Reordered {
+                key_seq: i,
+                claimed: event.seq,
+            });
+        }
+        if i > 0 {
+            let before = &events[(i - 1) as usize];
+            match &event.prev {
+                None => {
+                    return Err(ChainError::Unchained {
+                        seq: i,
+                        prev: i - 1,
+                    });
+                }
+                Some(recorded) if *recorded != before.sha256 => {
+                    return Err(ChainError::Altered {
+                        seq: i - 1,
+                        kind: parsed[(i - 1) as usize].body.kind().to_string(),
+                        actual: before.sha256.clone(),
+                        next: i,
+                        recorded: recorded.clone(),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        parsed.push(event);
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventBody;
+
+    fn chain(n: u64) -> Vec<StoredEvent> {
+        let mut out: Vec<StoredEvent> = Vec::new();
+        for seq in 0..n {
+            let event = Event {
+                seq,
+                at: "2026-01-01T00:00:00Z".into(),
+                runner: "r".into(),
+                prev: out.last().map(|e| e.sha256.clone()),
+                body: EventBody::Heartbeat,
+            };
+            let bytes = bytes::Bytes::from(serde_json::to_vec(&event).unwrap());
+            out.push(StoredEvent {
+                key_seq: seq,
+                sha256: hex::encode(Sha256::digest(&bytes)),
+                bytes,
+            });
+        }
+        out
+    }
+
+    fn rehash(e: &mut StoredEvent, text: String) {
+        e.bytes = bytes::Bytes::from(text);
+        e.sha256 = hex::encode(Sha256::digest(&e.bytes));
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        assert_eq!(verify(&chain(5)).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn an_altered_event_is_named() {
+        let mut events = chain(5);
+        let text = String::from_utf8(events[2].bytes.to_vec()).unwrap();
+        rehash(
+            &mut events[2],
+            text.replace("\"runner\":\"r\"", "\"runner\":\"x\""),
+        );
+        let err = verify(&events).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ChainError::Altered {
+                    seq: 2,
+                    next: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_removed_event_is_named() {
+        let mut events = chain(5);
+        events.remove(3);
+        assert_eq!(verify(&events).unwrap_err(), ChainError::Missing { seq: 3 });
+    }
+
+    #[test]
+    fn swapped_events_are_named() {
+        let mut events = chain(5);
+        let (a, b) = (events[1].bytes.clone(), events[2].bytes.clone());
+        rehash(&mut events[1], String::from_utf8(b.to_vec()).unwrap());
+        rehash(&mut events[2], String::from_utf8(a.to_vec()).unwrap());
+        assert_eq!(
+            verify(&events).unwrap_err(),
+            ChainError::Reordered {
+                key_seq: 1,
+                claimed: 2
+            }
+        );
+    }
+}

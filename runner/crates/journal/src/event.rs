@@ -1,0 +1,191 @@
+//! The events of a run's journal (DESIGN.md §7). Each is one JSON object stored at
+//! `runs/<run-id>/events/<seq>`; `prev` chains it to the one before.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use respawn_report::PluginInfo;
+use respawn_report::record::{ErrorRecord, Outcome, StepStatus};
+use respawn_workflow::{Mode, Phase};
+
+/// One journal entry: the envelope every event shares, and what happened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the chain, from 0. Equals the number in the object's key.
+    pub seq: u64,
+    /// When it was written (RFC 3339). The newest event of a live run is never older than its lease.
+    pub at: String,
+    /// Which runner process wrote it (`host:pid:random`).
+    pub runner: String,
+    /// sha256 (hex) of the previous event's stored bytes; absent for the first event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum EventBody {
+    RunStarted(Box<RunStarted>),
+    /// The runner is alive; written every third of the lease.
+    Heartbeat,
+    /// Another runner continues the run from here.
+    Resumed {
+        takeover: bool,
+    },
+    /// Written before the plugin is called, so a crash leaves the step visibly in flight.
+    StepStarted {
+        step: String,
+        phase: Phase,
+        attempt: u32,
+        params: serde_json::Value,
+    },
+    /// A state key the plugin set (or deleted, `value` absent) during the call, durable before the call goes on:
+    /// a resumed attempt sees what the crashed one created.
+    StateWritten {
+        step: String,
+        phase: Phase,
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+    },
+    /// An attempt that failed and will be retried.
+    AttemptFailed {
+        step: String,
+        phase: Phase,
+        attempt: u32,
+        error: ErrorRecord,
+        state: BTreeMap<String, String>,
+    },
+    /// The final result of a step in one phase.
+    StepFinished(Box<StepFinished>),
+    ApprovalGiven {
+        step: String,
+        question: String,
+        how: String,
+    },
+    /// A service process a step started; a resuming runner adopts it if it still runs.
+    ServiceStarted {
+        step: String,
+        pid: u32,
+        program: String,
+        /// Start time of the process in clock ticks since boot (Linux), to tell it from a reused pid.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start_ticks: Option<u64>,
+    },
+    /// An image was restored; its creation time feeds RPO.
+    ImageRestored {
+        step: String,
+        created: String,
+    },
+    /// The run's result as its report states it, so a report lost with its runner can be written again.
+    RunFinished {
+        outcome: Outcome,
+        rto_seconds: Option<f64>,
+        rpo_seconds: Option<f64>,
+        teardown: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        report_dir: Option<String>,
+        /// The report's `started_at` and `finished_at` (the engine's, a few ms inside the first and this event).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        started_at: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        finished_at: Option<String>,
+    },
+}
+
+impl EventBody {
+    /// The `type` tag, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::RunStarted(_) => "run-started",
+            EventBody::Heartbeat => "heartbeat",
+            EventBody::Resumed { .. } => "resumed",
+            EventBody::StepStarted { .. } => "step-started",
+            EventBody::StateWritten { .. } => "state-written",
+            EventBody::AttemptFailed { .. } => "attempt-failed",
+            EventBody::StepFinished(_) => "step-finished",
+            EventBody::ApprovalGiven { .. } => "approval-given",
+            EventBody::ServiceStarted { .. } => "service-started",
+            EventBody::ImageRestored { .. } => "image-restored",
+            EventBody::RunFinished { .. } => "run-finished",
+        }
+    }
+}
+
+/// Everything needed to finish the run on another machine, whatever the files there say now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunStarted {
+    pub run_id: String,
+    pub mode: Mode,
+    /// A drill started with `--keep` skips teardown on resume too.
+    pub keep: bool,
+    pub workflow: WorkflowSnapshot,
+    /// Resolved params. Secrets are never params; any secret value found anywhere is redacted.
+    pub params: BTreeMap<String, serde_json::Value>,
+    pub plugins: BTreeMap<String, PluginInfo>,
+    /// How long the runner may stay silent before the run counts as stale.
+    pub lease_seconds: f64,
+    pub started_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkflowSnapshot {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    /// Absolute path of the workflow file when the run started.
+    pub path: String,
+    /// The workflow file's exact text; resume runs this, not what is on disk now.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepFinished {
+    pub step: String,
+    pub phase: Phase,
+    pub status: StepStatus,
+    pub attempts: u32,
+    /// `{ "params": …, "outputs": … }` as the engine keeps them for later phases.
+    pub outputs: serde_json::Value,
+    pub state: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    pub applied: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    /// RTO and RPO are rebuilt from the journal when a report must be written again; they must come back to
+    /// the bit, which serde_json's default (best-effort) float parsing does not promise.
+    #[test]
+    fn seconds_round_trip_exactly() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut failures = Vec::new();
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let seconds = (state >> 11) as f64 / (1u64 << 53) as f64 * 1000.0;
+            let text = serde_json::to_string(&seconds).unwrap();
+            let back: f64 = serde_json::from_str(&text).unwrap();
+            if back.to_bits() != seconds.to_bits() {
+                failures.push(text);
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} did not round-trip: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+    }
+}

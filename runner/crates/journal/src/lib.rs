@@ -1,0 +1,88 @@
+//! The run journal (DESIGN.md §7): an append-only chain of events in the state store, from which any machine
+//! that reaches the store can list, audit and resume a run.
+//!
+//! Every event is written with `PutMode::Create` at `runs/<run-id>/events/<seq>`. That one rule gives both
+//! durability and fencing: two runners writing the same run race for the same key, and the loser learns at
+//! its next write that it no longer owns the run.
+
+pub mod chain;
+pub mod event;
+pub mod replay;
+mod writer;
+
+use std::sync::Arc;
+
+use respawn_data::object_store::ObjectStore;
+
+pub use event::{Event, EventBody, RunStarted, StepFinished, WorkflowSnapshot};
+pub use writer::{Journal, Redactor};
+
+/// The default state store when neither `--state` nor `RESPAWN_STATE` is given (relative to the working
+/// directory, beside the default report directory `.respawn/runs`).
+pub const DEFAULT_STATE_URL: &str = "file://.respawn/state";
+
+/// How long a runner may be silent before its run counts as stale. Heartbeats go out every third of it, so
+/// two may be lost to a slow store before anyone may take over. `RESPAWN_LEASE` (e.g. `10s`) overrides.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// Another runner wrote the event this one meant to write: it owns the run now.
+    #[error(
+        "run `{run_id}` was taken over by another runner (event {seq} already exists); this runner stops"
+    )]
+    Fenced { run_id: String, seq: u64 },
+    #[error("no run `{run_id}` in the state store (nothing under runs/{run_id}/events/)")]
+    NoSuchRun { run_id: String },
+    #[error("run `{run_id}`: {message}")]
+    Corrupt { run_id: String, message: String },
+    #[error("the state store failed while writing the journal of run `{run_id}`: {source}")]
+    Store {
+        run_id: String,
+        #[source]
+        source: respawn_data::object_store::Error,
+    },
+}
+
+/// Key prefix of a run's events.
+pub fn events_prefix(run_id: &str) -> String {
+    format!("runs/{run_id}/events/")
+}
+
+/// Key of one event. Zero-padded so that listing order is chain order.
+pub fn event_key(run_id: &str, seq: u64) -> String {
+    format!("{}{seq:012}", events_prefix(run_id))
+}
+
+/// Refuses run ids that could address keys outside the run's own prefix.
+pub fn check_run_id(run_id: &str) -> Result<(), String> {
+    let ok = !run_id.is_empty()
+        && run_id.len() <= 128
+        && run_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !run_id.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{run_id}` is not a run id (expected letters, digits, `-`, `_` or `.`, as printed by `respawn runs`)"
+        ))
+    }
+}
+
+/// The ids of every run in a state store, sorted (ids start with their UTC start time).
+pub async fn list_runs(
+    store: &Arc<dyn ObjectStore>,
+) -> Result<Vec<String>, respawn_data::object_store::Error> {
+    let listing = store
+        .list_with_delimiter(Some(&respawn_data::object_store::path::Path::from("runs")))
+        .await?;
+    let mut ids: Vec<String> = listing
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_string))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}

@@ -1,0 +1,218 @@
+//! Folding a run's events back into what the run had done: the seed of `respawn resume`, and the status shown
+//! by `respawn runs`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use super::event::{Event, EventBody, RunStarted, StepFinished};
+use respawn_report::record::Outcome;
+use respawn_workflow::Phase;
+
+/// A step's progress in one phase.
+#[derive(Debug, Clone, Default)]
+pub struct StepProgress {
+    /// Attempts that were started (the next one is `attempts_started + 1`).
+    pub attempts_started: u32,
+    /// Rendered params of the latest attempt.
+    pub params: serde_json::Value,
+    /// State as of the newest event that carried it.
+    pub state: BTreeMap<String, String>,
+    pub finished: Option<StepFinished>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceRecord {
+    pub step: String,
+    pub pid: u32,
+    pub program: String,
+    pub start_ticks: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub outcome: Outcome,
+    pub rto_seconds: Option<f64>,
+    pub rpo_seconds: Option<f64>,
+    pub teardown: String,
+    pub at: String,
+    /// Where the runner wrote the report (absolute), as it recorded.
+    pub report_dir: Option<String>,
+    /// The report's times, when recorded.
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// What the journal says a run did.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    pub start: RunStarted,
+    /// Keyed by (phase, step id).
+    pub steps: BTreeMap<(Phase, String), StepProgress>,
+    /// Steps in the order their apply first started: teardown walks it backwards.
+    pub applied_order: Vec<String>,
+    pub approvals: BTreeMap<String, String>,
+    pub services: Vec<ServiceRecord>,
+    /// Creation times of restored images (RFC 3339).
+    pub images_created: Vec<String>,
+    pub finished: Option<Finished>,
+    pub last_at: String,
+    pub last_runner: String,
+    /// Apply phases that ran to success more than once: must stay empty (the crash test asserts it).
+    pub applies_succeeded: BTreeMap<String, u32>,
+    pub events: usize,
+}
+
+impl Replayed {
+    /// Folds events (already chain-checked) into a run. The first must be `run-started`.
+    pub fn from_events(events: &[Event]) -> Result<Replayed, String> {
+        let first = events.first().ok_or("the journal is empty")?;
+        let EventBody::RunStarted(start) = &first.body else {
+            return Err(format!(
+                "the first event is {}, not run-started",
+                first.body.kind()
+            ));
+        };
+        let mut r = Replayed {
+            start: (**start).clone(),
+            steps: BTreeMap::new(),
+            applied_order: Vec::new(),
+            approvals: BTreeMap::new(),
+            services: Vec::new(),
+            images_created: Vec::new(),
+            finished: None,
+            last_at: first.at.clone(),
+            last_runner: first.runner.clone(),
+            applies_succeeded: BTreeMap::new(),
+            events: events.len(),
+        };
+        for event in &events[1..] {
+            r.last_at = event.at.clone();
+            r.last_runner = event.runner.clone();
+            match &event.body {
+                EventBody::RunStarted(_) => {
+                    return Err(format!("event {} starts the run a second time", event.seq));
+                }
+                EventBody::Heartbeat => {}
+                // A resumed interrupted run is unfinished again until its new run-finished.
+                EventBody::Resumed { .. } => r.finished = None,
+                EventBody::StepStarted {
+                    step,
+                    phase,
+                    attempt,
+                    params,
+                } => {
+                    if *phase == Phase::Apply && !r.applied_order.contains(step) {
+                        r.applied_order.push(step.clone());
+                    }
+                    let p = r.steps.entry((*phase, step.clone())).or_default();
+                    p.attempts_started = p.attempts_started.max(*attempt);
+                    p.params = params.clone();
+                    p.finished = None;
+                }
+                EventBody::StateWritten {
+                    step,
+                    phase,
+                    key,
+                    value,
+                } => {
+                    let p = r.steps.entry((*phase, step.clone())).or_default();
+                    match value {
+                        Some(v) => p.state.insert(key.clone(), v.clone()),
+                        None => p.state.remove(key),
+                    };
+                }
+                EventBody::AttemptFailed {
+                    step, phase, state, ..
+                } => {
+                    let p = r.steps.entry((*phase, step.clone())).or_default();
+                    p.state = state.clone();
+                }
+                EventBody::StepFinished(f) => {
+                    if f.phase == Phase::Apply
+                        && f.status == respawn_report::record::StepStatus::Succeeded
+                        && f.attempts > 0
+                    {
+                        *r.applies_succeeded.entry(f.step.clone()).or_default() += 1;
+                    }
+                    if f.phase == Phase::Apply && f.applied && !r.applied_order.contains(&f.step) {
+                        r.applied_order.push(f.step.clone());
+                    }
+                    let p = r.steps.entry((f.phase, f.step.clone())).or_default();
+                    p.state = f.state.clone();
+                    p.finished = Some((**f).clone());
+                }
+                EventBody::ApprovalGiven { step, how, .. } => {
+                    r.approvals.insert(step.clone(), how.clone());
+                }
+                EventBody::ServiceStarted {
+                    step,
+                    pid,
+                    program,
+                    start_ticks,
+                } => r.services.push(ServiceRecord {
+                    step: step.clone(),
+                    pid: *pid,
+                    program: program.clone(),
+                    start_ticks: *start_ticks,
+                }),
+                EventBody::ImageRestored { created, .. } => {
+                    r.images_created.push(created.clone());
+                }
+                EventBody::RunFinished {
+                    outcome,
+                    rto_seconds,
+                    rpo_seconds,
+                    teardown,
+                    report_dir,
+                    started_at,
+                    finished_at,
+                } => {
+                    r.finished = Some(Finished {
+                        outcome: *outcome,
+                        rto_seconds: *rto_seconds,
+                        rpo_seconds: *rpo_seconds,
+                        teardown: teardown.clone(),
+                        at: event.at.clone(),
+                        report_dir: report_dir.clone(),
+                        started_at: started_at.clone(),
+                        finished_at: finished_at.clone(),
+                    });
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// How long ago the newest event was written.
+    pub fn silence(&self) -> Duration {
+        humantime::parse_rfc3339_weak(&self.last_at)
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs_f64(self.start.lease_seconds.max(0.0))
+    }
+
+    /// `passed`, `failed`, `interrupted`, `running`, or `stale` (unfinished, and silent longer than its lease).
+    pub fn status(&self) -> &'static str {
+        match &self.finished {
+            Some(f) => match f.outcome {
+                Outcome::Passed => "passed",
+                Outcome::Failed => "failed",
+                Outcome::Interrupted => "interrupted",
+            },
+            None if self.silence() > self.lease() => "stale",
+            None => "running",
+        }
+    }
+
+    /// Whether resuming can still do something: unfinished, or an interrupted failover (which never tears down).
+    pub fn resumable(&self) -> bool {
+        match &self.finished {
+            None => true,
+            Some(f) => f.outcome == Outcome::Interrupted && f.teardown == "skipped",
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Appending to a run's journal.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use respawn_data::object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, watch};
+
+use super::event::{Event, EventBody};
+use super::{JournalError, event_key};
+use respawn_report::now_rfc3339;
+
+/// Replaces every secret value found in an event's strings with `***`, so that a plugin echoing a secret in
+/// an output, a state value or an error message cannot get it into the journal.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    pub fn new(secrets: &BTreeMap<String, String>) -> Redactor {
+        let mut secrets: Vec<String> = secrets
+            .values()
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .collect();
+        // Longest first, so a secret containing another is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Redactor { secrets }
+    }
+
+    pub fn redact(&self, value: &mut serde_json::Value) {
+        if self.secrets.is_empty() {
+            return;
+        }
+        match value {
+            serde_json::Value::String(s) => {
+                for secret in &self.secrets {
+                    if s.contains(secret.as_str()) {
+                        *s = s.replace(secret.as_str(), "***");
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.redact(v)),
+            serde_json::Value::Object(map) => map.values_mut().for_each(|v| self.redact(v)),
+            _ => {}
+        }
+    }
+}
+
+struct Head {
+    next_seq: u64,
+    prev: Option<String>,
+}
+
+/// The writer of one run's journal, owned by one runner process.
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn ObjectStore>,
+    run_id: String,
+    runner: String,
+    redactor: Redactor,
+    head: Mutex<Head>,
+    /// Set once a write failed; every later write fails at once, and the run stops.
+    lost: watch::Sender<Option<String>>,
+    fenced: AtomicBool,
+}
+
+impl Journal {
+    /// A journal whose next event is `next_seq`, chained to `prev` (a new run: 0 and `None`).
+    pub fn open(
+        store: Arc<dyn ObjectStore>,
+        run_id: &str,
+        redactor: Redactor,
+        next_seq: u64,
+        prev: Option<String>,
+    ) -> Journal {
+        Journal {
+            inner: Arc::new(Inner {
+                store,
+                run_id: run_id.to_string(),
+                runner: runner_id(),
+                redactor,
+                head: Mutex::new(Head { next_seq, prev }),
+                lost: watch::channel(None).0,
+                fenced: false.into(),
+            }),
+        }
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.inner.run_id
+    }
+
+    pub fn runner(&self) -> &str {
+        &self.inner.runner
+    }
+
+    /// The redactor applied to every event; the report goes through it too.
+    pub fn redactor(&self) -> &Redactor {
+        &self.inner.redactor
+    }
+
+    /// Writes the next event and returns its sha256. Fails with [`JournalError::Fenced`] when another runner
+    /// already wrote that sequence number, and with every later call once any write failed.
+    ///
+    /// The write runs on its own task: a caller cancelled mid-write (an interrupted step) cannot leave an
+    /// event stored but not counted, which would make the next write collide with it.
+    pub async fn append(&self, body: EventBody) -> Result<String, JournalError> {
+        let inner = self.inner.clone();
+        match tokio::spawn(async move { inner.append(body).await }).await {
+            Ok(result) => result,
+            Err(e) => Err(JournalError::Corrupt {
+                run_id: self.inner.run_id.clone(),
+                message: format!("the journal writer stopped: {e}"),
+            }),
+        }
+    }
+
+    /// Checks whether another runner wrote the next event; if so this runner is fenced now rather than at its
+    /// next write, so a slow step cannot go on working for a run it no longer owns.
+    pub async fn probe(&self) -> bool {
+        let inner = &self.inner;
+        let head = inner.head.lock().await;
+        if inner.lost.borrow().is_some() {
+            return inner.fenced.load(Ordering::SeqCst);
+        }
+        let key =
+            respawn_data::object_store::path::Path::from(event_key(&inner.run_id, head.next_seq));
+        if inner.store.head(&key).await.is_ok() {
+            inner.fenced.store(true, Ordering::SeqCst);
+            let err = JournalError::Fenced {
+                run_id: inner.run_id.clone(),
+                seq: head.next_seq,
+            };
+            inner.lost.send_replace(Some(err.to_string()));
+            return true;
+        }
+        false
+    }
+
+    /// sha256 of the newest event written or replayed.
+    pub async fn head(&self) -> Option<String> {
+        self.inner.head.lock().await.prev.clone()
+    }
+
+    /// True once another runner took the run over.
+    pub fn is_fenced(&self) -> bool {
+        self.inner.fenced.load(Ordering::SeqCst)
+    }
+
+    /// Why the journal can no longer be written, if it cannot.
+    pub fn lost(&self) -> Option<String> {
+        self.inner.lost.borrow().clone()
+    }
+
+    /// Changes to `Some(why)` when a write fails; the run stops then.
+    pub fn watch_lost(&self) -> watch::Receiver<Option<String>> {
+        self.inner.lost.subscribe()
+    }
+}
+
+impl Inner {
+    async fn append(&self, body: EventBody) -> Result<String, JournalError> {
+        let mut head = self.head.lock().await;
+        if let Some(why) = self.lost.borrow().clone() {
+            return Err(if self.fenced.load(Ordering::SeqCst) {
+                JournalError::Fenced {
+                    run_id: self.run_id.clone(),
+                    seq: head.next_seq,
+                }
+            } else {
+                JournalError::Corrupt {
+                    run_id: self.run_id.clone(),
+                    message: format!("the journal was lost earlier: {why}"),
+                }
+            });
+        }
+        let event = Event {
+            seq: head.next_seq,
+            at: now_rfc3339(),
+            runner: self.runner.clone(),
+            prev: head.prev.clone(),
+            body,
+        };
+        let kind = event.body.kind();
+        let mut value = serde_json::to_value(&event).map_err(|e| JournalError::Corrupt {
+            run_id: self.run_id.clone(),
+            message: format!("cannot encode a {kind} event: {e}"),
+        })?;
+        self.redactor.redact(&mut value);
+        let bytes = serde_json::to_vec(&value).unwrap_or_default();
+        let hash = hex::encode(Sha256::digest(&bytes));
+        let key = respawn_data::object_store::path::Path::from(event_key(&self.run_id, event.seq));
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&key, PutPayload::from(bytes), options)
+            .await
+        {
+            Ok(_) => {
+                tracing::trace!(run = %self.run_id, seq = event.seq, kind, "journaled");
+                head.next_seq += 1;
+                head.prev = Some(hash.clone());
+                Ok(hash)
+            }
+            Err(respawn_data::object_store::Error::AlreadyExists { .. }) => {
+                self.fenced.store(true, Ordering::SeqCst);
+                let err = JournalError::Fenced {
+                    run_id: self.run_id.clone(),
+                    seq: event.seq,
+                };
+                self.lost.send_replace(Some(err.to_string()));
+                Err(err)
+            }
+            Err(source) => {
+                let err = JournalError::Store {
+                    run_id: self.run_id.clone(),
+                    source,
+                };
+                self.lost.send_replace(Some(err.to_string()));
+                Err(err)
+            }
+        }
+    }
+}
+
+/// `host:pid:random`: tells runners apart in the journal and in `respawn runs`.
+fn runner_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{host}:{}:{:06x}", std::process::id(), random & 0xff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_occurrence_of_a_secret_is_redacted_anywhere_in_an_event() {
+        let r = Redactor::new(&BTreeMap::from([
+            ("short".to_string(), "abc".to_string()),
+            ("long".to_string(), "abcdef".to_string()),
+            ("empty".to_string(), String::new()),
+        ]));
+        let mut v = serde_json::json!({
+            "outputs": { "token": "abcdef", "list": ["x abc y", 3] },
+            "error": "failed with abcdefabc",
+            "untouched": "ab"
+        });
+        r.redact(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "outputs": { "token": "***", "list": ["x *** y", 3] },
+                "error": "failed with ******",
+                "untouched": "ab"
+            })
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! `report.md`: what an auditor reads.
+
+use std::fmt::Write;
+
+use super::{Report, seconds};
+use crate::record::StepRecord;
+
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let w = &r.workflow;
+    let _ = writeln!(
+        out,
+        "# respawn {:?} report: {} {}\n",
+        r.mode, w.name, w.version
+    );
+    let _ = writeln!(out, "| | |\n|---|---|");
+    let _ = writeln!(out, "| run | `{}` |", r.run_id);
+    let _ = writeln!(out, "| outcome | **{:?}** |", r.outcome);
+    let _ = writeln!(out, "| workflow | `{}` sha256 `{}` |", w.file, w.sha256);
+    let _ = writeln!(out, "| started | {} |", r.started_at);
+    let _ = writeln!(out, "| finished | {} |", r.finished_at);
+    let _ = writeln!(out, "| RTO | {} |", seconds(r.rto_seconds));
+    let _ = writeln!(out, "| RPO | {} |", seconds(r.rpo_seconds));
+    let _ = writeln!(
+        out,
+        "| journal head | {} |",
+        r.journal_head.as_deref().unwrap_or("-")
+    );
+    if !r.params.is_empty() {
+        let _ = writeln!(out, "\n## Params\n\n| name | value |\n|---|---|");
+        for (k, v) in &r.params {
+            let _ = writeln!(out, "| {k} | `{v}` |");
+        }
+    }
+    if !r.plugins.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Plugins\n\n| alias | source | sha256 |\n|---|---|---|"
+        );
+        for (k, p) in &r.plugins {
+            let _ = writeln!(out, "| {k} | `{}` | `{}` |", p.source, p.sha256);
+        }
+    }
+    table(&mut out, "Steps", &r.steps);
+    table(&mut out, "Verifications", &r.verifications);
+    let _ = writeln!(out, "\n## Teardown: {}", r.teardown.status);
+    if !r.teardown.steps.is_empty() {
+        table(&mut out, "Teardown steps", &r.teardown.steps);
+    }
+    out
+}
+
+fn table(out: &mut String, title: &str, steps: &[StepRecord]) {
+    if steps.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## {title}\n\n| step | uses | status | attempts | started | finished | detail |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for s in steps {
+        let detail = match (&s.error, &s.note) {
+            (Some(e), _) => format!("{}: {}", e.kind, e.message),
+            (None, Some(n)) => n.clone(),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:?} | {} | {} | {} | {} |",
+            s.id,
+            s.uses.as_deref().unwrap_or("-"),
+            s.status,
+            s.attempts,
+            s.started_at.as_deref().unwrap_or("-"),
+            s.finished_at.as_deref().unwrap_or("-"),
+            detail.replace('|', "\\|").replace('\n', " ")
+        );
+    }
+}

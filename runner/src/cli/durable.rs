@@ -1,75 +1,39 @@
 //! `respawn resume`, `respawn runs` and `respawn audit verify`: the commands that read the journal.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use respawn::engine::Phase;
-use respawn::engine::resume::{ResumeSeed, finished_record};
+use respawn::engine::driver::{self, Drive};
+use respawn::engine::resume::{ResumeSeed, journaled_workflow, write_missing_report};
 use respawn::engine::run::RunSpec;
 use respawn::host::workflow_plugins::LockPolicy;
 use respawn::journal::chain::{self, ChainError};
 use respawn::journal::replay::Replayed;
 use respawn::journal::{self as journal, EventBody, Journal, JournalError, Redactor};
 use respawn::report::Report;
-use respawn::report::record::StepStatus;
 use respawn::workflow::lock::{LockFile, LockedPlugin};
 
-use super::run::{self as runs, Drive, TerminalApprover};
+use super::run::{self as runs, TerminalApprover};
 use super::{ResumeArgs, StateArgs, Usage, exit, setup};
 
-/// Reads and chain-checks a run's journal.
+/// Reads and chain-checks a run's journal; an unknown, malformed or untrustworthy run is a usage error.
 fn read_run(
     runtime: &tokio::runtime::Runtime,
     store: &Arc<dyn respawn::data::object_store::ObjectStore>,
     run_id: &str,
 ) -> anyhow::Result<(Vec<chain::StoredEvent>, Replayed)> {
-    journal::check_run_id(run_id).map_err(Usage)?;
-    let stored = runtime
-        .block_on(chain::read_all(store, run_id))
-        .map_err(|e| match e {
-            JournalError::NoSuchRun { .. } => anyhow::Error::from(Usage(e.to_string())),
-            other => other.into(),
-        })?;
-    let events = chain::verify(&stored).map_err(|e| {
-        Usage(format!(
-            "run `{run_id}`: the journal does not verify, so it cannot be trusted to resume from: {e}"
-        ))
-    })?;
-    let replayed =
-        Replayed::from_events(&events).map_err(|e| Usage(format!("run `{run_id}`: {e}")))?;
-    Ok((stored, replayed))
+    runtime
+        .block_on(journal::read_run(store, run_id))
+        .map_err(usage_if_input)
 }
 
-/// A runner that died between journaling the end of its run and writing the report left no report; the journal
-/// holds everything the report says, so it is written from there (into `report_dir`, else where the runner
-/// meant to). Returns the directory when it wrote one.
-fn rewrite_missing_report(
-    report_dir: Option<&Path>,
-    stored: &[chain::StoredEvent],
-    replayed: &Replayed,
-) -> anyhow::Result<Option<PathBuf>> {
-    let (start, Some(finished)) = (&replayed.start, &replayed.finished) else {
-        return Ok(None);
-    };
-    let dir = report_dir
-        .map(Path::to_path_buf)
-        .or_else(|| finished.report_dir.as_ref().map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(".respawn/runs").join(&start.run_id));
-    if Report::read(&dir).is_ok_and(|r| r.run_id == start.run_id) {
-        return Ok(None);
+/// A journal error caused by what the user asked for exits 2; a failing state store exits 1.
+fn usage_if_input(e: JournalError) -> anyhow::Error {
+    if e.is_usage() {
+        Usage(e.to_string()).into()
+    } else {
+        e.into()
     }
-    let path = PathBuf::from(&start.workflow.path);
-    let loaded =
-        respawn::workflow::load::load_bytes(&path, start.workflow.text.clone().into_bytes())?;
-    let Some(record) = finished_record(replayed, &loaded.workflow) else {
-        return Ok(None);
-    };
-    let mut report = Report::new(&loaded, start.params.clone(), start.plugins.clone(), record);
-    report.rpo_seconds = finished.rpo_seconds;
-    report.journal_head = stored.last().map(|e| e.sha256.clone());
-    report.write(&dir)?;
-    Ok(Some(dir))
 }
 
 pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
@@ -85,7 +49,9 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
             f.map_or("-", |f| f.teardown.as_str()),
             f.map_or("-", |f| f.at.as_str()),
         );
-        if let Some(dir) = rewrite_missing_report(args.report_dir.as_deref(), &stored, &replayed)? {
+        if let Some(dir) = write_missing_report(args.report_dir.as_deref(), &stored, &replayed)
+            .map_err(|e| Usage(e.to_string()))?
+        {
             println!(
                 "its report was missing (the runner died before writing it): wrote {} from the journal",
                 dir.join("report.md").display()
@@ -106,16 +72,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
     }
     let start = &replayed.start;
     // The workflow and plugins recorded at start, whatever the files on disk say now.
-    let path = PathBuf::from(&start.workflow.path);
-    let loaded =
-        respawn::workflow::load::load_bytes(&path, start.workflow.text.clone().into_bytes())?;
-    if loaded.sha256 != start.workflow.sha256 {
-        return Err(Usage(format!(
-            "run `{run_id}`: the journaled workflow hashes to sha256:{}, not the recorded sha256:{}",
-            loaded.sha256, start.workflow.sha256
-        ))
-        .into());
-    }
+    let loaded = journaled_workflow(&replayed).map_err(|e| Usage(e.to_string()))?;
     let lock = LockFile::new(
         start
             .plugins
@@ -148,7 +105,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
         journal.clone(),
     )?);
     let plugins = setup::checked_plugins(&runtime, &host, &loaded, LockPolicy::Enforce(&lock))?;
-    let plugin_info = runs::plugin_info(&plugins);
+    let plugin_info = plugins.info();
     // Claim the run: of two runners resuming at once, exactly one stores this event.
     runtime
         .block_on(journal.append(EventBody::Resumed {
@@ -163,16 +120,10 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
     let seed = ResumeSeed::from_replay(&replayed);
     // Services of applied steps are taken over; any other the dead runner left (an unfinished step's, or one it
     // started but never journaled) is stopped before that step runs again and starts its own.
-    let applied: BTreeSet<String> = seed
-        .done
-        .iter()
-        .filter(|((phase, _), r)| *phase == Phase::Apply && r.status == StepStatus::Succeeded)
-        .map(|((_, id), _)| id.clone())
-        .collect();
     let recovered = runtime.block_on(host.run_resources().services.recover(
         &run_id,
         &replayed.services,
-        &applied,
+        &seed.applied_steps(),
     ));
     for (step, pid) in &recovered.adopted {
         tracing::info!(%step, pid, "took over a running service");
@@ -194,22 +145,28 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
         run_id: run_id.clone(),
         mode: start.mode,
         keep: start.keep,
-        digests: runs::digests(&plugin_info),
+        digests: driver::digests(&plugin_info),
         journal: Some(journal.clone()),
         resume: Some(seed),
     };
-    runs::drive(Drive {
-        runtime: &runtime,
-        spec,
-        host,
-        journal,
-        lease: replayed.lease(),
+    runs::drive(
+        &runtime,
+        Drive {
+            spec,
+            host,
+            journal,
+            lease: replayed.lease(),
+            observer: runs::observer(&bars),
+            approver: &TerminalApprover { yes: args.yes },
+            plugins: plugin_info,
+            report_dir: args
+                .report_dir
+                .unwrap_or_else(|| respawn::report::default_dir(&run_id)),
+            images_before: replayed.images_created.clone(),
+            cancel: runs::cancel_on_signal(&runtime),
+        },
         bars,
-        approver: TerminalApprover { yes: args.yes },
-        plugin_info,
-        report_dir: args.report_dir,
-        images_before: replayed.images_created.clone(),
-    })
+    )
 }
 
 /// `respawn runs`: one line per run in the state store.
@@ -250,10 +207,7 @@ pub fn audit_verify(
     let runtime = setup::runtime()?;
     let stored = runtime
         .block_on(chain::read_all(&store, run_id))
-        .map_err(|e| match e {
-            JournalError::NoSuchRun { .. } => anyhow::Error::from(Usage(e.to_string())),
-            other => other.into(),
-        })?;
+        .map_err(usage_if_input)?;
     let events = match chain::verify(&stored) {
         Ok(events) => events,
         Err(e) => {
@@ -270,7 +224,7 @@ pub fn audit_verify(
     let dir = report_dir
         .map(Path::to_path_buf)
         .or(recorded_dir)
-        .unwrap_or_else(|| PathBuf::from(".respawn/runs").join(run_id));
+        .unwrap_or_else(|| respawn::report::default_dir(run_id));
     let mut checked_report = None;
     if let Ok(report) = Report::read(&dir)
         && report.run_id == run_id

@@ -249,7 +249,7 @@ fn report(args: ReportArgs) -> anyhow::Result<u8> {
     use respawn::report::{Format, Report};
     let dir = args
         .report_dir
-        .unwrap_or_else(|| PathBuf::from(".respawn/runs").join(&args.run_id));
+        .unwrap_or_else(|| respawn::report::default_dir(&args.run_id));
     let report = Report::read(&dir).map_err(|e| {
         Usage(format!(
             "no report for run `{}` in {}: {e}",

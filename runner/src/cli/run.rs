@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use respawn::engine::Mode;
-use respawn::engine::run::{self, Approver, Observer, Quiet, RunSpec};
-use respawn::host::workflow_plugins::{LockPolicy, PluginSet};
+use respawn::engine::driver::{self, Drive, Driven};
+use respawn::engine::run::{Approver, Observer, Quiet, RunSpec};
+use respawn::host::Host;
+use respawn::host::workflow_plugins::LockPolicy;
 use respawn::journal::{EventBody, Journal, Redactor, RunStarted, WorkflowSnapshot};
-use respawn::report::record::Outcome;
-use respawn::report::{self, PluginInfo, Report};
+use respawn::report::{self, record::Outcome};
 use respawn::ui::progress::{self, Bars};
 use respawn::workflow::lock::LockFile;
 use respawn::workflow::{self, Invalid, LoadedWorkflow, params, validate};
@@ -80,15 +81,17 @@ impl Approver for TerminalApprover {
     }
 }
 
+/// A run id: its UTC start to the second (so ids sort by start), then 24 random bits so that two runs started in
+/// the same second on different machines do not collide.
 fn new_run_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         .to_string()
         .replace([':', '-'], "");
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    format!("{}-{:06x}", stamp.trim_end_matches('Z'), random & 0xff_ffff)
+    format!(
+        "{}-{:06x}",
+        stamp.trim_end_matches('Z'),
+        fastrand::u32(..1 << 24)
+    )
 }
 
 fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Result<u8> {
@@ -131,26 +134,17 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
         journal.clone(),
     )?);
     let plugins = setup::checked_plugins(&runtime, &host, &loaded, LockPolicy::Enforce(&lock))?;
-    let plugin_info = plugin_info(&plugins);
+    let plugin_info = plugins.info();
     let lease = lease()?;
     let started = RunStarted {
         run_id: run_id.clone(),
         mode,
         keep,
-        workflow: WorkflowSnapshot {
-            name: loaded.workflow.name.clone(),
-            version: loaded.workflow.version.clone(),
-            sha256: loaded.sha256.clone(),
-            path: std::path::absolute(&loaded.path)
-                .unwrap_or_else(|_| loaded.path.clone())
-                .display()
-                .to_string(),
-            text: String::from_utf8_lossy(&loaded.bytes).into_owned(),
-        },
+        workflow: WorkflowSnapshot::of(&loaded),
         params: resolved.clone(),
         plugins: plugin_info.clone(),
         lease_seconds: lease.as_secs_f64(),
-        started_at: respawn::report::now_rfc3339(),
+        started_at: report::now_rfc3339(),
     };
     // The run exists once its first event is stored; nothing has been done before that.
     runtime
@@ -162,7 +156,7 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
         run_id: run_id.clone(),
         mode,
         keep,
-        digests: digests(&plugin_info),
+        digests: driver::digests(&plugin_info),
         journal: Some(journal.clone()),
         resume: None,
     };
@@ -170,18 +164,22 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
         "respawn {mode} {} {} (run {run_id})",
         loaded.workflow.name, loaded.workflow.version
     );
-    drive(Drive {
-        runtime: &runtime,
-        spec,
-        host,
-        journal,
-        lease,
+    drive(
+        &runtime,
+        Drive {
+            spec,
+            host,
+            journal,
+            lease,
+            observer: observer(&bars),
+            approver: &TerminalApprover { yes },
+            plugins: plugin_info,
+            report_dir: report_dir.unwrap_or_else(|| report::default_dir(&run_id)),
+            images_before: Vec::new(),
+            cancel: cancel_on_signal(&runtime),
+        },
         bars,
-        approver: TerminalApprover { yes },
-        plugin_info,
-        report_dir,
-        images_before: Vec::new(),
-    })
+    )
 }
 
 /// Opens the state store of `--state`, `RESPAWN_STATE`, or the default, relative to the working directory.
@@ -233,146 +231,51 @@ pub fn progress_sink(bars: &Option<Arc<Bars>>) -> Option<respawn::host::Progress
     })
 }
 
-pub fn plugin_info(plugins: &PluginSet) -> BTreeMap<String, PluginInfo> {
-    plugins
-        .plugins
-        .iter()
-        .map(|(alias, p)| {
-            (
-                alias.clone(),
-                PluginInfo {
-                    source: p.source.clone(),
-                    sha256: p.sha256.clone(),
-                },
-            )
-        })
-        .collect()
+/// The progress bars as the engine's observer, or nothing.
+pub fn observer(bars: &Option<Arc<Bars>>) -> Arc<dyn Observer> {
+    match bars {
+        Some(b) => b.clone(),
+        None => Arc::new(Quiet),
+    }
 }
 
-pub fn digests(info: &BTreeMap<String, PluginInfo>) -> BTreeMap<String, String> {
-    info.iter()
-        .map(|(alias, p)| (alias.clone(), p.sha256.clone()))
-        .collect()
-}
-
-/// Everything [`drive`] needs: a run ready to go, its journal already started (or resumed).
-pub struct Drive<'a> {
-    pub runtime: &'a tokio::runtime::Runtime,
-    pub spec: RunSpec<'a>,
-    pub host: Arc<respawn::host::Host>,
-    pub journal: Arc<Journal>,
-    pub lease: Duration,
-    pub bars: Option<Arc<Bars>>,
-    pub approver: TerminalApprover,
-    pub plugin_info: BTreeMap<String, PluginInfo>,
-    pub report_dir: Option<PathBuf>,
-    /// Creation times of images restored before a resume (RFC 3339), for RPO.
-    pub images_before: Vec<String>,
-}
-
-/// Runs to the end with heartbeats, signals and fencing; writes run-finished, the report and the summary.
-pub fn drive(d: Drive<'_>) -> anyhow::Result<u8> {
-    let Drive {
-        runtime,
-        spec,
-        host,
-        journal,
-        lease,
-        bars,
-        approver,
-        plugin_info,
-        report_dir,
-        images_before,
-    } = d;
-    let run_id = spec.run_id.clone();
-    let record = runtime.block_on(async {
-        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-        let cancel_tx = Arc::new(cancel_tx);
-        let on_signal = cancel_tx.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::warn!("interrupted: stopping steps and tearing down what was created");
-            let _ = on_signal.send(true);
-        });
-        // A lost journal (taken over, or the state store failed) stops the run at once.
-        let mut lost = journal.watch_lost();
-        let on_lost = cancel_tx.clone();
-        tokio::spawn(async move {
-            if lost.wait_for(Option::is_some).await.is_ok() {
-                let _ = on_lost.send(true);
-            }
-        });
-        let (stop_beats, beats) = heartbeats(journal.clone(), lease);
-        let observer: Arc<dyn Observer> = match &bars {
-            Some(b) => b.clone(),
-            None => Arc::new(Quiet),
-        };
-        let record = run::run(&spec, host.clone(), &approver, observer, cancel_rx).await;
-        let _ = stop_beats.send(true);
-        let _ = beats.await;
-        record
+/// A cancel signal that turns true on SIGINT or SIGTERM: the run stops scheduling and tears down what it made.
+pub fn cancel_on_signal(runtime: &tokio::runtime::Runtime) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    runtime.spawn(async move {
+        wait_for_signal().await;
+        tracing::warn!("interrupted: stopping steps and tearing down what was created");
+        let _ = tx.send(true);
     });
+    rx
+}
+
+/// Drives the run to its end in the library, then prints the summary and maps how it ended to an exit code.
+pub fn drive(
+    runtime: &tokio::runtime::Runtime,
+    run: Drive<'_, Host>,
+    bars: Option<Arc<Bars>>,
+) -> anyhow::Result<u8> {
+    let run_id = run.spec.run_id.clone();
+    let driven = runtime.block_on(driver::drive(run));
     if let Some(b) = &bars {
         b.finish();
     }
-    let services = &host.run_resources().services;
-    if let Some(why) = journal.lost() {
-        if journal.is_fenced() {
-            // The new owner adopts the services; this runner must not stop them.
-            services.release_all();
+    let (report, dir) = match driven? {
+        Driven::Finished { report, dir } => (report, dir),
+        Driven::TakenOver { why } => {
             eprintln!("error: {why}");
             return Ok(exit::INVALID);
         }
-        runtime.block_on(services.stop_all());
-        eprintln!("error: {why}");
-        eprintln!(
-            "the run stopped because its journal could not be written; when the state store is back, continue \
-             it with `respawn resume {run_id}`"
-        );
-        return Ok(exit::INTERRUPTED);
-    }
-    runtime.block_on(services.stop_all());
-    let outcome = record.outcome;
-    let mut restored: Vec<std::time::SystemTime> = host
-        .run_resources()
-        .restored_images
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    restored.extend(
-        images_before
-            .iter()
-            .filter_map(|t| humantime::parse_rfc3339_weak(t).ok()),
-    );
-    let rpo_seconds = rpo(&record.started_at, &restored);
-    let dir = report_dir.unwrap_or_else(|| PathBuf::from(".respawn/runs").join(&run_id));
-    let finished = EventBody::RunFinished {
-        outcome,
-        rto_seconds: record.rto_seconds,
-        rpo_seconds,
-        teardown: record.teardown.status.clone(),
-        report_dir: std::path::absolute(&dir)
-            .ok()
-            .map(|p| p.display().to_string()),
-        started_at: Some(record.started_at.clone()),
-        finished_at: Some(record.finished_at.clone()),
+        Driven::JournalLost { why } => {
+            eprintln!("error: {why}");
+            eprintln!(
+                "the run stopped because its journal could not be written; when the state store is back, continue \
+                 it with `respawn resume {run_id}`"
+            );
+            return Ok(exit::INTERRUPTED);
+        }
     };
-    if let Err(e) = runtime.block_on(journal.append(finished)) {
-        eprintln!("error: {e}");
-        return Ok(if journal.is_fenced() {
-            exit::INVALID
-        } else {
-            exit::INTERRUPTED
-        });
-    }
-    let mut report = Report::new(spec.loaded, spec.params.clone(), plugin_info, record);
-    report.rpo_seconds = rpo_seconds;
-    report.journal_head = runtime.block_on(journal.head());
-    // A plugin that echoes a secret in an output or error must not get it into the report either.
-    let mut value = serde_json::to_value(&report)?;
-    journal.redactor().redact(&mut value);
-    let report: Report = serde_json::from_value(value)?;
-    report.write(&dir)?;
     println!("outcome   {:?}", report.outcome);
     println!("RTO       {}", report::seconds(report.rto_seconds));
     println!("RPO       {}", report::seconds(report.rpo_seconds));
@@ -388,43 +291,11 @@ pub fn drive(d: Drive<'_>) -> anyhow::Result<u8> {
             eprintln!("error: {}: {}", s.id, e.message);
         }
     }
-    Ok(match outcome {
+    Ok(match report.outcome {
         Outcome::Passed => exit::OK,
         Outcome::Failed => exit::RUN_FAILED,
         Outcome::Interrupted => exit::INTERRUPTED,
     })
-}
-
-/// Writes a heartbeat every third of the lease until told to stop; the stop waits for a write in progress.
-fn heartbeats(
-    journal: Arc<Journal>,
-    lease: Duration,
-) -> (
-    tokio::sync::watch::Sender<bool>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
-    // Between heartbeats, look once a second for a takeover, so a runner that lost the run stops promptly.
-    let probe_every = (lease / 3).min(Duration::from_secs(1));
-    let task = tokio::spawn(async move {
-        let mut last_beat = tokio::time::Instant::now();
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(probe_every) => {
-                    if last_beat.elapsed() >= lease / 3 {
-                        last_beat = tokio::time::Instant::now();
-                        if journal.append(EventBody::Heartbeat).await.is_err() {
-                            return;
-                        }
-                    } else if journal.probe().await {
-                        return;
-                    }
-                }
-                _ = stop.changed() => return,
-            }
-        }
-    });
-    (stop_tx, task)
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM.
@@ -441,15 +312,4 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
-}
-
-/// RPO: the run's start minus the creation time of the newest image it restored (none restored: unknown).
-fn rpo(started_at: &str, restored: &[std::time::SystemTime]) -> Option<f64> {
-    let started = humantime::parse_rfc3339_weak(started_at).ok()?;
-    let newest = restored.iter().max().copied()?;
-    Some(
-        started
-            .duration_since(newest)
-            .map_or(0.0, |d| d.as_secs_f64()),
-    )
 }

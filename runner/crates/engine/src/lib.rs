@@ -11,6 +11,8 @@ use respawn_workflow::{Grants, Limits};
 pub use respawn_workflow::{Mode, Phase};
 
 mod attempts;
+pub mod driver;
+pub mod plan;
 pub mod resume;
 pub mod run;
 
@@ -139,3 +141,6 @@ pub trait StepExecutor: Send + Sync {
 
 #[cfg(test)]
 mod run_tests;
+
+#[cfg(test)]
+mod driver_tests;

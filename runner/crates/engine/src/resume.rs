@@ -1,12 +1,92 @@
 //! What a resumed run starts from: the steps its journal says are done or in flight.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::Phase;
+use respawn_journal::chain::StoredEvent;
 use respawn_journal::replay::Replayed;
+use respawn_report::Report;
 use respawn_report::record::{RunRecord, StepRecord, StepStatus, Teardown};
-use respawn_workflow::Workflow;
+use respawn_workflow::{Invalid, LoadedWorkflow, Workflow};
+
+use super::Phase;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    #[error("run `{run_id}`: the journaled workflow does not load: {source}")]
+    Workflow {
+        run_id: String,
+        #[source]
+        source: Invalid,
+    },
+    #[error(
+        "run `{run_id}`: the journaled workflow hashes to sha256:{actual}, not the recorded sha256:{recorded}"
+    )]
+    WorkflowAltered {
+        run_id: String,
+        actual: String,
+        recorded: String,
+    },
+    #[error("cannot write the report into {dir}: {source}")]
+    Report {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The workflow a run started with, from the exact text its journal recorded, whatever the files on disk say now.
+pub fn journaled_workflow(r: &Replayed) -> Result<LoadedWorkflow, ResumeError> {
+    let start = &r.start;
+    let path = PathBuf::from(&start.workflow.path);
+    let loaded =
+        respawn_workflow::load::load_bytes(&path, start.workflow.text.clone().into_bytes())
+            .map_err(|source| ResumeError::Workflow {
+                run_id: start.run_id.clone(),
+                source,
+            })?;
+    if loaded.sha256 != start.workflow.sha256 {
+        return Err(ResumeError::WorkflowAltered {
+            run_id: start.run_id.clone(),
+            actual: loaded.sha256,
+            recorded: start.workflow.sha256.clone(),
+        });
+    }
+    Ok(loaded)
+}
+
+/// A runner that died between journaling the end of its run and writing the report left no report; the journal
+/// holds everything the report says, so it is written from there (into `report_dir`, else where the runner
+/// meant to). Returns the directory when it wrote one; `None` when the run has not finished or has its report.
+pub fn write_missing_report(
+    report_dir: Option<&Path>,
+    stored: &[StoredEvent],
+    replayed: &Replayed,
+) -> Result<Option<PathBuf>, ResumeError> {
+    let (start, Some(finished)) = (&replayed.start, &replayed.finished) else {
+        return Ok(None);
+    };
+    let dir = report_dir
+        .map(Path::to_path_buf)
+        .or_else(|| finished.report_dir.as_ref().map(PathBuf::from))
+        .unwrap_or_else(|| respawn_report::default_dir(&start.run_id));
+    if Report::read(&dir).is_ok_and(|r| r.run_id == start.run_id) {
+        return Ok(None);
+    }
+    let loaded = journaled_workflow(replayed)?;
+    let Some(record) = finished_record(replayed, &loaded.workflow) else {
+        return Ok(None);
+    };
+    let mut report = Report::new(&loaded, start.params.clone(), start.plugins.clone(), record);
+    report.rpo_seconds = finished.rpo_seconds;
+    report.journal_head = stored.last().map(|e| e.sha256.clone());
+    report.write(&dir).map_err(|source| ResumeError::Report {
+        dir: dir.clone(),
+        source,
+    })?;
+    Ok(Some(dir))
+}
 
 /// A step cut off by the crash: the attempts it had, and the state it had written.
 #[derive(Debug, Clone, Default)]
@@ -69,6 +149,17 @@ impl ResumeSeed {
             applied_order: r.applied_order.clone(),
             approvals: r.approvals.clone(),
         }
+    }
+}
+
+impl ResumeSeed {
+    /// Steps whose apply the journal shows succeeded: their services are taken over, not started again.
+    pub fn applied_steps(&self) -> std::collections::BTreeSet<String> {
+        self.done
+            .iter()
+            .filter(|((phase, _), r)| *phase == Phase::Apply && r.status == StepStatus::Succeeded)
+            .map(|((_, id), _)| id.clone())
+            .collect()
     }
 }
 

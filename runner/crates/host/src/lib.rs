@@ -32,6 +32,7 @@ use self::limits::{MemoryLimitExceeded, MemoryLimiter, StepLimits};
 pub use self::sources::PluginBytes;
 use self::state::StepState;
 pub use self::state::{Denial, ProgressSink, RunResources};
+use respawn_engine::driver::RunHost;
 use respawn_engine::{Mode, Phase, StepCall, StepError, StepExecutor, StepResult};
 
 #[derive(Debug, thiserror::Error)]
@@ -348,6 +349,24 @@ impl StepExecutor for Host {
         use tracing::Instrument;
         let span = tracing::info_span!("step", id = %call.step_id, phase = ?call.phase, attempt = call.attempt);
         self.run_call(&call).instrument(span).await
+    }
+}
+
+impl RunHost for Host {
+    async fn stop_services(&self) {
+        self.run.services.stop_all().await;
+    }
+
+    fn release_services(&self) {
+        self.run.services.release_all();
+    }
+
+    fn restored_images(&self) -> Vec<std::time::SystemTime> {
+        self.run
+            .restored_images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

@@ -26,6 +26,22 @@ pub struct PluginSet {
 }
 
 impl PluginSet {
+    /// Each plugin's source and sha256, as the journal and the report record them.
+    pub fn info(&self) -> BTreeMap<String, respawn_report::PluginInfo> {
+        self.plugins
+            .iter()
+            .map(|(alias, p)| {
+                (
+                    alias.clone(),
+                    respawn_report::PluginInfo {
+                        source: p.source.clone(),
+                        sha256: p.sha256.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
     /// Failures as diagnostics at each plugin's declaration.
     pub fn diagnostics(&self, loaded: &LoadedWorkflow) -> Vec<Diagnostic> {
         self.failures

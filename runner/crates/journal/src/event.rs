@@ -142,6 +142,22 @@ pub struct WorkflowSnapshot {
     pub text: String,
 }
 
+impl WorkflowSnapshot {
+    /// What the journal keeps of `loaded` so that any machine can resume the run from the same text.
+    pub fn of(loaded: &respawn_workflow::LoadedWorkflow) -> WorkflowSnapshot {
+        WorkflowSnapshot {
+            name: loaded.workflow.name.clone(),
+            version: loaded.workflow.version.clone(),
+            sha256: loaded.sha256.clone(),
+            path: std::path::absolute(&loaded.path)
+                .unwrap_or_else(|_| loaded.path.clone())
+                .display()
+                .to_string(),
+            text: String::from_utf8_lossy(&loaded.bytes).into_owned(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepFinished {
     pub step: String,

@@ -36,6 +36,16 @@ pub enum JournalError {
     NoSuchRun { run_id: String },
     #[error("run `{run_id}`: {message}")]
     Corrupt { run_id: String, message: String },
+    #[error(
+        "run `{run_id}`: the journal does not verify, so it cannot be trusted to resume from: {source}"
+    )]
+    Untrusted {
+        run_id: String,
+        #[source]
+        source: chain::ChainError,
+    },
+    #[error("{0}")]
+    BadRunId(String),
     #[error("the state store failed while writing the journal of run `{run_id}`: {source}")]
     Store {
         run_id: String,
@@ -52,6 +62,40 @@ pub fn events_prefix(run_id: &str) -> String {
 /// Key of one event. Zero-padded so that listing order is chain order.
 pub fn event_key(run_id: &str, seq: u64) -> String {
     format!("{}{seq:012}", events_prefix(run_id))
+}
+
+impl JournalError {
+    /// Whether the fault is in what the user asked for (an unknown, malformed or untrustworthy run) rather than
+    /// in the state store.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            JournalError::NoSuchRun { .. }
+                | JournalError::Corrupt { .. }
+                | JournalError::Untrusted { .. }
+                | JournalError::BadRunId(_)
+        )
+    }
+}
+
+/// Reads a run's events, checks their chain and folds them into the run, refusing a journal that does not
+/// verify: nothing is resumed, listed or destroyed from events that may have been tampered with.
+pub async fn read_run(
+    store: &Arc<dyn ObjectStore>,
+    run_id: &str,
+) -> Result<(Vec<chain::StoredEvent>, replay::Replayed), JournalError> {
+    check_run_id(run_id).map_err(JournalError::BadRunId)?;
+    let stored = chain::read_all(store, run_id).await?;
+    let events = chain::verify(&stored).map_err(|source| JournalError::Untrusted {
+        run_id: run_id.to_string(),
+        source,
+    })?;
+    let replayed =
+        replay::Replayed::from_events(&events).map_err(|message| JournalError::Corrupt {
+            run_id: run_id.to_string(),
+            message,
+        })?;
+    Ok((stored, replayed))
 }
 
 /// Refuses run ids that could address keys outside the run's own prefix.

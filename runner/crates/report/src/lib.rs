@@ -130,6 +130,12 @@ pub fn seconds(s: Option<f64>) -> String {
     s.map_or_else(|| "-".to_string(), |s| format!("{s:.1}s"))
 }
 
+/// Where a run's report goes when `--report-dir` is not given: `.respawn/runs/RUN_ID`, relative to the working
+/// directory, beside the default state store.
+pub fn default_dir(run_id: &str) -> PathBuf {
+    PathBuf::from(".respawn/runs").join(run_id)
+}
+
 /// Now, as the record writes every moment: RFC 3339 in UTC with milliseconds.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()

@@ -1,0 +1,223 @@
+//! The run driver: everything around [`run`](crate::run::run) that makes a run durable and accountable.
+//!
+//! It heartbeats into the journal, probes it for a takeover, cancels the run when the journal is lost (taken over,
+//! or the state store failed) or the caller cancels it (a signal), settles the services the host started,
+//! measures RPO, journals `run-finished`, and writes the report with secrets redacted. The CLI only parses,
+//! wires a host and a signal to [`Drive`], prints what [`drive`] returns and maps it to an exit code.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use respawn_journal::{EventBody, Journal};
+use respawn_report::record::Outcome;
+use respawn_report::{PluginInfo, Report};
+use tokio::sync::watch;
+
+use crate::StepExecutor;
+use crate::run::{self, Approver, Observer, RunSpec};
+
+/// What the driver needs of the host besides running steps: the services it started and the images it restored.
+pub trait RunHost: StepExecutor {
+    /// Stops every service this runner started and still tracks.
+    fn stop_services(&self) -> impl Future<Output = ()> + Send;
+    /// Forgets every service without stopping it: another runner took the run over and adopts them.
+    fn release_services(&self);
+    /// Creation times of the images this process restored, for RPO.
+    fn restored_images(&self) -> Vec<SystemTime>;
+}
+
+/// A run ready to go: its journal already started (or resumed).
+pub struct Drive<'a, H> {
+    pub spec: RunSpec<'a>,
+    pub host: Arc<H>,
+    pub journal: Arc<Journal>,
+    /// The run's lease: heartbeats go out every third of it.
+    pub lease: Duration,
+    pub observer: Arc<dyn Observer>,
+    pub approver: &'a dyn Approver,
+    pub plugins: BTreeMap<String, PluginInfo>,
+    /// Where report.json, report.md and junit.xml go.
+    pub report_dir: PathBuf,
+    /// Creation times of images restored before a resume (RFC 3339), for RPO.
+    pub images_before: Vec<String>,
+    /// Turning true (SIGINT, SIGTERM) stops scheduling and goes to teardown with outcome `interrupted`.
+    pub cancel: watch::Receiver<bool>,
+}
+
+/// How a driven run ended.
+#[derive(Debug)]
+pub enum Driven {
+    /// The run ran to its end (passed, failed or interrupted); `run-finished` is journaled and the report written.
+    Finished { report: Box<Report>, dir: PathBuf },
+    /// Another runner took the run over and owns its environment now; this one wrote no report.
+    TakenOver { why: String },
+    /// The journal could not be written; the run stopped and can be resumed when the state store is back.
+    JournalLost { why: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    #[error("cannot write the report into {dir}: {source}")]
+    Report {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot redact the report: {0}")]
+    Redact(#[from] serde_json::Error),
+}
+
+/// Runs to the end with heartbeats, cancellation and fencing; journals run-finished and writes the report.
+pub async fn drive<H: RunHost + 'static>(d: Drive<'_, H>) -> Result<Driven, DriveError> {
+    let Drive {
+        spec,
+        host,
+        journal,
+        lease,
+        observer,
+        approver,
+        plugins,
+        report_dir,
+        images_before,
+        cancel,
+    } = d;
+    let record = {
+        // A lost journal (taken over, or the state store failed) stops the run at once, as a cancel does.
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_tx = Arc::new(stop_tx);
+        let forward = |mut from: watch::Receiver<bool>, to: Arc<watch::Sender<bool>>| async move {
+            if from.wait_for(|v| *v).await.is_ok() {
+                let _ = to.send(true);
+            }
+        };
+        let on_cancel = tokio::spawn(forward(cancel, stop_tx.clone()));
+        let mut lost = journal.watch_lost();
+        let on_lost_tx = stop_tx.clone();
+        let on_lost = tokio::spawn(async move {
+            if lost.wait_for(Option::is_some).await.is_ok() {
+                let _ = on_lost_tx.send(true);
+            }
+        });
+        let (stop_beats, beats) = heartbeats(journal.clone(), lease);
+        let record = run::run(&spec, host.clone(), approver, observer, stop_rx).await;
+        let _ = stop_beats.send(true);
+        let _ = beats.await;
+        on_cancel.abort();
+        on_lost.abort();
+        record
+    };
+    if let Some(why) = journal.lost() {
+        if journal.is_fenced() {
+            // The new owner adopts the services; this runner must not stop them.
+            host.release_services();
+            return Ok(Driven::TakenOver { why });
+        }
+        host.stop_services().await;
+        return Ok(Driven::JournalLost { why });
+    }
+    host.stop_services().await;
+    let mut restored = host.restored_images();
+    restored.extend(
+        images_before
+            .iter()
+            .filter_map(|t| humantime::parse_rfc3339_weak(t).ok()),
+    );
+    let rpo_seconds = rpo(&record.started_at, &restored);
+    let finished = EventBody::RunFinished {
+        outcome: record.outcome,
+        rto_seconds: record.rto_seconds,
+        rpo_seconds,
+        teardown: record.teardown.status.clone(),
+        report_dir: std::path::absolute(&report_dir)
+            .ok()
+            .map(|p| p.display().to_string()),
+        started_at: Some(record.started_at.clone()),
+        finished_at: Some(record.finished_at.clone()),
+    };
+    if let Err(e) = journal.append(finished).await {
+        let why = e.to_string();
+        return Ok(if journal.is_fenced() {
+            Driven::TakenOver { why }
+        } else {
+            Driven::JournalLost { why }
+        });
+    }
+    let mut report = Report::new(spec.loaded, spec.params.clone(), plugins, record);
+    report.rpo_seconds = rpo_seconds;
+    report.journal_head = journal.head().await;
+    // A plugin that echoes a secret in an output or error must not get it into the report either.
+    let mut value = serde_json::to_value(&report)?;
+    journal.redactor().redact(&mut value);
+    let report: Report = serde_json::from_value(value)?;
+    report
+        .write(&report_dir)
+        .map_err(|source| DriveError::Report {
+            dir: report_dir.clone(),
+            source,
+        })?;
+    Ok(Driven::Finished {
+        report: Box::new(report),
+        dir: report_dir,
+    })
+}
+
+impl Driven {
+    /// The outcome of a run that finished; `None` when it was taken over or lost its journal.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match self {
+            Driven::Finished { report, .. } => Some(report.outcome),
+            _ => None,
+        }
+    }
+}
+
+/// Writes a heartbeat every third of the lease until told to stop; the stop waits for a write in progress.
+fn heartbeats(
+    journal: Arc<Journal>,
+    lease: Duration,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop_tx, mut stop) = watch::channel(false);
+    // Between heartbeats, look once a second for a takeover, so a runner that lost the run stops promptly.
+    let probe_every = (lease / 3).min(Duration::from_secs(1));
+    let task = tokio::spawn(async move {
+        let mut last_beat = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(probe_every) => {
+                    if last_beat.elapsed() >= lease / 3 {
+                        last_beat = tokio::time::Instant::now();
+                        if journal.append(EventBody::Heartbeat).await.is_err() {
+                            return;
+                        }
+                    } else if journal.probe().await {
+                        return;
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    });
+    (stop_tx, task)
+}
+
+/// RPO: the run's start minus the creation time of the newest image it restored (none restored: unknown).
+pub fn rpo(started_at: &str, restored: &[SystemTime]) -> Option<f64> {
+    let started = humantime::parse_rfc3339_weak(started_at).ok()?;
+    let newest = restored.iter().max().copied()?;
+    Some(
+        started
+            .duration_since(newest)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    )
+}
+
+/// Plugin alias -> sha256, as the run record names each step's plugin.
+pub fn digests(plugins: &BTreeMap<String, PluginInfo>) -> BTreeMap<String, String> {
+    plugins
+        .iter()
+        .map(|(alias, p)| (alias.clone(), p.sha256.clone()))
+        .collect()
+}

@@ -1,21 +1,42 @@
-//! Safe wrappers over the `host` interface, one module per capability.
+//! Safe wrappers over the capability interfaces of the ABI, one module per capability.
 //!
-//! On wasm32 every call goes to the component's `host` import. Natively (plugin unit tests) it goes to the
-//! `MockHost` that `respawn_plugin_sdk::testing::MockHost::invoke` installs for the duration of the call.
+//! On wasm32 every call goes to the component's imports (one WIT interface per capability). Natively (plugin unit
+//! tests) it goes to the `MockHost` that `respawn_plugin_sdk::testing::MockHost::invoke` installs for the duration
+//! of the call.
 
-use crate::bindings::respawn::plugin::host as raw;
-// Where host calls go: the real imports in a component, the thread-local mock in native tests. Both have the
-// signatures of the generated imports.
+use crate::bindings::respawn::plugin as abi;
+// Where host calls go: the real imports in a component, the thread-local mock in native tests. Both offer the
+// same functions.
 #[cfg(target_arch = "wasm32")]
-use crate::bindings::respawn::plugin::host as imp;
+use self::wasm as imp;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::testing::imports as imp;
 
-pub use raw::{CompareResult, CopyResult, ExecOutput, ObjectMeta, UnpackResult};
+pub use abi::exec::{ExecOutput, ExecRequest};
+pub use abi::images::{CompareResult, UnpackResult};
+pub use abi::log::Level;
+pub use abi::stores::{CopyResult, ObjectMeta};
+
+/// The component's imports under the names the mock host uses.
+#[cfg(target_arch = "wasm32")]
+mod wasm {
+    use super::abi::{exec, images, log as logs, net, secrets, state, stores};
+    pub use exec::{run as exec, spawn_service, stop_service};
+    pub use images::{compare as image_compare, unpack as image_unpack};
+    pub use logs::{log, progress};
+    pub use net::tcp_probe;
+    pub use secrets::get as secret;
+    pub use state::{
+        delete as state_delete, get as state_get, list as state_list, set as state_set,
+    };
+    pub use stores::{
+        copy as store_copy, delete as store_delete, get as store_get, head as store_head,
+        list as store_list, put as store_put,
+    };
+}
 
 pub mod log {
-    use super::imp;
-    use super::raw::Level;
+    use super::{Level, imp};
     pub fn trace(message: &str) {
         imp::log(Level::Trace, message)
     }
@@ -93,18 +114,18 @@ pub mod stores {
 }
 
 pub mod exec {
-    use super::{ExecOutput, imp, raw};
+    use super::{ExecOutput, ExecRequest, imp};
     use crate::Failure;
 
     /// A program run; build with [`Command::new`].
     pub struct Command {
-        request: raw::ExecRequest,
+        request: ExecRequest,
     }
 
     impl Command {
         pub fn new(program: &str) -> Command {
             Command {
-                request: raw::ExecRequest {
+                request: ExecRequest {
                     program: program.into(),
                     args: Vec::new(),
                     cwd: None,

@@ -3,9 +3,10 @@
 //! Built for any target but wasm32, the SDK's host helpers ([`crate::stores`], [`crate::state`],
 //! [`crate::secrets`], [`crate::exec`], [`crate::net`], [`crate::http`], [`crate::log`], [`crate::progress`])
 //! answer from the [`MockHost`] that [`MockHost::invoke`] installs on the current thread for the duration of the
-//! call. The mock enforces grants the way the runner does:
+//! call. The builder methods fill in a step's grants, and the mock checks every call with the runner's own checks
+//! (the `respawn-sandbox` crate), so a plugin's tests see exactly the denials a run would give:
 //!
-//! - a store, secret, program, URL or TCP address the mock was not given is denied: the plugin gets a
+//! - a store, secret, program, URL origin or TCP address the mock was not given is denied: the plugin gets a
 //!   [`Failure`] of kind [`FailureKind::Denied`] whose message names the capability (`stores denied: ...`,
 //!   `secrets denied: ...`, `exec denied: ...`; HTTP gets `http: URL denied` as through `wasi:http`), and the
 //!   denial is recorded ([`MockHost::denials`]);
@@ -52,31 +53,18 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-pub use crate::bindings::respawn::plugin::host::{ExecRequest, Level};
-pub use crate::host::{CopyResult, ExecOutput, ObjectMeta};
+use respawn_sandbox::stores::{Need, StoreGrant};
+use respawn_sandbox::{Grants, exec as exec_policy, http as http_policy};
+
+pub use crate::host::{CopyResult, ExecOutput, ExecRequest, Level, ObjectMeta};
 pub use crate::http::Response;
 use crate::{Context, Failure, FailureKind, Mode, Phase, Plugin};
-
-/// Bounds of the runner's step state: more is a broken plugin, and the runner traps (the mock panics).
-pub const MAX_STATE_KEYS: usize = 256;
-pub const MAX_STATE_VALUE_BYTES: usize = 64 * 1024;
-/// Largest object `store-get` returns; bigger data moves with `store-copy`.
-pub const MAX_GET_BYTES: usize = 64 << 20;
-
+/// A capability the host refused, as the runner reports it (`stores`, `secrets`, `exec` or `http`).
+pub use respawn_sandbox::Denial;
+/// The runner's own limits (state bounds, `stores.get` size), from the table the runner enforces.
+pub use respawn_sandbox::limits::{MAX_GET_BYTES, MAX_STATE_KEYS, MAX_STATE_VALUE_BYTES};
 /// What a step's grant allows on a store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Read,
-    Write,
-}
-
-/// A capability the host refused, as the runner reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denial {
-    /// `stores`, `secrets`, `exec` or `http`.
-    pub capability: String,
-    pub asked: String,
-}
+pub use respawn_sandbox::stores::StoreAccess as Access;
 
 /// One `progress::report`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,10 +98,8 @@ struct Object {
     last_modified: i64,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Store {
-    access: Access,
-    prefix: Option<String>,
     objects: BTreeMap<String, Object>,
 }
 
@@ -128,6 +114,8 @@ pub struct MockHost {
     phase: Phase,
     /// Seconds since the epoch stamped on the next write; advances by one per write.
     clock: i64,
+    /// What the builder granted, in the shape of a step's `grants:`; checked by the runner's own checks.
+    grants: Grants,
     stores: BTreeMap<String, Store>,
     state: BTreeMap<String, String>,
     secrets: BTreeMap<String, Option<String>>,
@@ -174,6 +162,7 @@ impl MockHost {
             attempt: 1,
             phase: Phase::Apply,
             clock: 1_700_000_000,
+            grants: Grants::default(),
             stores: BTreeMap::new(),
             state: BTreeMap::new(),
             secrets: BTreeMap::new(),
@@ -222,14 +211,17 @@ impl MockHost {
     }
 
     fn store_grant(mut self, name: &str, access: Access, prefix: Option<String>) -> MockHost {
-        let store = self.stores.entry(name.into()).or_insert_with(|| Store {
-            access,
-            prefix: None,
-            objects: BTreeMap::new(),
-        });
-        store.access = access;
-        store.prefix = prefix;
+        self.stores.entry(name.into()).or_default();
+        self.grants
+            .stores
+            .insert(name.into(), StoreGrant { access, prefix });
         self
+    }
+
+    fn grant(list: &mut Vec<String>, entry: String) {
+        if !list.contains(&entry) {
+            list.push(entry);
+        }
     }
 
     /// Puts an object into a store granted with [`MockHost::store`] (panics if it was not).
@@ -246,12 +238,14 @@ impl MockHost {
 
     /// Grants a secret with its value.
     pub fn secret(mut self, name: &str, value: &str) -> MockHost {
+        Self::grant(&mut self.grants.secrets, name.into());
         self.secrets.insert(name.into(), Some(value.into()));
         self
     }
 
     /// Grants a secret that has no value in the run: reading it fails with `not-found`.
     pub fn secret_unset(mut self, name: &str) -> MockHost {
+        Self::grant(&mut self.grants.secrets, name.into());
         self.secrets.insert(name.into(), None);
         self
     }
@@ -272,11 +266,14 @@ impl MockHost {
         program: &str,
         answer: impl Fn(&ExecRequest) -> Result<ExecOutput, Failure> + 'static,
     ) -> MockHost {
+        Self::grant(&mut self.grants.exec, program.into());
         self.programs.insert(program.into(), Rc::new(answer));
         self
     }
 
-    /// Grants `url` (exact, e.g. `https://api.example.com/health`) for any method; it answers `status` and `body`.
+    /// Grants `url`'s origin (as the grant `scheme://host:port`) and answers requests to `url` (exact, e.g.
+    /// `https://api.example.com/health`, any method) with `status` and `body`. Other URLs of a granted origin get
+    /// `unavailable`, as from a server that does not answer them.
     pub fn http(self, url: &str, status: u16, body: impl Into<Vec<u8>>) -> MockHost {
         let response = Response {
             status,
@@ -296,18 +293,23 @@ impl MockHost {
         url: &str,
         answer: impl Fn(&HttpCall) -> Result<Response, Failure> + 'static,
     ) -> MockHost {
+        if let Some((scheme, host, port, _)) = split_url(url) {
+            Self::grant(&mut self.grants.http, format!("{scheme}://{host}:{port}"));
+        }
         self.urls.insert(url.into(), Rc::new(answer));
         self
     }
 
     /// Grants `tcp://host:port`; probes report a connect time of `micros`.
     pub fn tcp(mut self, host: &str, port: u16, micros: u64) -> MockHost {
+        Self::grant(&mut self.grants.http, format!("tcp://{host}:{port}"));
         self.tcp.insert((host.into(), port), Ok(micros));
         self
     }
 
     /// Grants `tcp://host:port`; probes fail with `failure` (the runner says `unavailable` for refused or slow).
     pub fn tcp_failure(mut self, host: &str, port: u16, failure: Failure) -> MockHost {
+        Self::grant(&mut self.grants.http, format!("tcp://{host}:{port}"));
         self.tcp.insert((host.into(), port), Err(failure));
         self
     }
@@ -507,12 +509,6 @@ pub fn output(status: i32, stdout: &str, stderr: &str) -> ExecOutput {
 // ---------------------------------------------------------------------------------------------------------------
 // The host side: what each import does, with grants enforced like the runner's capabilities.
 
-#[derive(Clone, Copy, PartialEq)]
-enum Need {
-    Read,
-    Write,
-}
-
 impl MockHost {
     fn tick(&mut self) -> i64 {
         self.clock += 1;
@@ -523,48 +519,26 @@ impl MockHost {
         self.phase == Phase::Plan
     }
 
-    fn deny(&mut self, capability: &str, asked: impl Into<String>) -> Failure {
-        let asked = asked.into();
-        let failure = Failure::new(FailureKind::Denied, format!("{capability} denied: {asked}"));
-        self.denials.push(Denial {
-            capability: capability.into(),
-            asked,
-        });
+    /// Records a denial and returns the failure the plugin sees.
+    fn deny(&mut self, denial: Denial) -> Failure {
+        let failure = Failure::new(FailureKind::Denied, denial.to_string());
+        self.denials.push(denial);
         failure
     }
 
     fn open(&mut self, store: &str, key: &str, need: Need) -> Result<&mut Store, Failure> {
-        let verb = if need == Need::Write { "write" } else { "read" };
-        let Some(grant) = self.stores.get(store) else {
-            return Err(self.deny(
-                "stores",
-                format!("{verb} {store}:{key}: store `{store}` is not granted"),
-            ));
-        };
-        let why = if need == Need::Write && grant.access != Access::Write {
-            Some(format!(
-                "write {store}:{key}: store `{store}` is granted read only"
-            ))
-        } else if need == Need::Write && self.read_only() {
-            Some(format!("write {store}:{key}: the plan phase is read-only"))
-        } else if let Some(prefix) = grant.prefix.as_deref().filter(|p| !key.starts_with(p)) {
-            Some(format!(
-                "{verb} {store}:{key}: outside the granted prefix `{prefix}`"
-            ))
-        } else if key.split('/').any(|seg| seg == "..") {
-            Some(format!("{verb} {store}:{key}: `..` is not allowed in keys"))
-        } else {
-            None
-        };
-        if let Some(why) = why {
-            return Err(self.deny("stores", why));
+        let read_only = self.read_only();
+        if let Err(denial) =
+            respawn_sandbox::stores::check(&self.grants.stores, store, key, need, read_only)
+        {
+            return Err(self.deny(denial));
         }
         if key.starts_with('/') {
             return Err(Failure::invalid_input(format!(
                 "invalid key `{key}`: keys are relative"
             )));
         }
-        Ok(self.stores.get_mut(store).expect("checked above"))
+        Ok(self.stores.entry(store.into()).or_default())
     }
 
     fn store_get(&mut self, store: &str, key: &str) -> Result<Vec<u8>, Failure> {
@@ -573,9 +547,9 @@ impl MockHost {
             .objects
             .get(key)
             .ok_or_else(|| Failure::not_found(format!("{store}:{key}: not found")))?;
-        if object.data.len() > MAX_GET_BYTES {
+        if object.data.len() as u64 > MAX_GET_BYTES {
             return Err(Failure::invalid_input(format!(
-                "{store}:{key} is {} bytes; store-get returns at most {MAX_GET_BYTES}, use store-copy",
+                "{store}:{key} is {} bytes; stores.get returns at most {MAX_GET_BYTES}, use stores.copy",
                 object.data.len()
             )));
         }
@@ -644,12 +618,9 @@ impl MockHost {
         if self.read_only() {
             return;
         }
-        assert!(
-            value.len() <= MAX_STATE_VALUE_BYTES
-                && (self.state.contains_key(key) || self.state.len() < MAX_STATE_KEYS),
-            "state limit exceeded ({MAX_STATE_KEYS} keys of at most {MAX_STATE_VALUE_BYTES} bytes): \
-             the runner traps the plugin"
-        );
+        if let Err(full) = respawn_sandbox::state::check_set(&self.state, key, value) {
+            panic!("{full}: the runner traps the plugin");
+        }
         self.state.insert(key.into(), value.into());
     }
 
@@ -660,36 +631,24 @@ impl MockHost {
     }
 
     fn read_secret(&mut self, name: &str) -> Result<String, Failure> {
+        if let Err(denial) = respawn_sandbox::secrets::check(&self.grants.secrets, name) {
+            return Err(self.deny(denial));
+        }
         match self.secrets.get(name) {
-            None => Err(self.deny(
-                "secrets",
-                format!("secret `{name}` is not in the step's secrets grant"),
-            )),
-            Some(None) => Err(Failure::not_found(format!(
+            Some(Some(value)) => Ok(value.clone()),
+            _ => Err(Failure::not_found(format!(
                 "secret `{name}` has no value in this run"
             ))),
-            Some(Some(value)) => Ok(value.clone()),
         }
     }
 
     /// The answer for a program the plugin may run now, or the denial.
     fn program(&mut self, request: &ExecRequest) -> Result<ExecHandler, Failure> {
-        if self.read_only() {
-            return Err(self.deny(
-                "exec",
-                format!("`{}`: the plan phase may not run programs", request.program),
-            ));
+        let read_only = self.read_only();
+        if let Err(denial) = exec_policy::check(&self.grants.exec, &request.program, read_only) {
+            return Err(self.deny(denial));
         }
-        match self.programs.get(&request.program) {
-            Some(answer) => Ok(answer.clone()),
-            None => Err(self.deny(
-                "exec",
-                format!(
-                    "program `{}` is not in the step's exec grant",
-                    request.program
-                ),
-            )),
-        }
+        Ok(self.programs[&request.program].clone())
     }
 
     fn spawn_service(&mut self, request: &ExecRequest) -> Result<u32, Failure> {
@@ -701,45 +660,72 @@ impl MockHost {
     }
 
     fn stop_service(&mut self, pid: u32) -> Result<(), Failure> {
-        if self.read_only() {
-            return Err(self.deny(
-                "exec",
-                format!("stop pid {pid}: the plan phase may not stop services"),
-            ));
+        if let Err(denial) = exec_policy::check_stop(pid, self.read_only()) {
+            return Err(self.deny(denial));
+        }
+        if !self.services.contains_key(&pid) {
+            return Err(self.deny(exec_policy::not_started_here(pid)));
         }
         self.services.remove(&pid);
         Ok(())
     }
 
     fn tcp_probe(&mut self, host: &str, port: u16) -> Result<u64, Failure> {
-        match self.tcp.get(&(host.to_string(), port)) {
-            Some(answer) => answer.clone(),
-            None => Err(self.deny(
-                "http",
-                format!("tcp://{host}:{port} is not in the step's http grant"),
-            )),
+        if let Err(denial) = http_policy::check_tcp(&self.grants.http, host, port) {
+            return Err(self.deny(denial));
         }
+        self.tcp[&(host.to_string(), port)].clone()
     }
 
     /// The answer for a request the plugin may send now, or the failure `wasi:http` gives a denied one.
     fn url(&mut self, method: &str, url: &str) -> Result<HttpHandler, Failure> {
-        if !url.contains("://") {
+        let Some((scheme, host, port, path)) = split_url(url) else {
             return Err(Failure::invalid_input(format!("bad url `{url}`")));
-        }
-        let why = match self.urls.get(url) {
-            None => format!("{method} {url} is not in the step's http grant"),
-            Some(_) if self.read_only() && method != "GET" && method != "HEAD" => {
-                format!("{method} {url}: the plan phase may only GET or HEAD")
-            }
-            Some(answer) => return Ok(answer.clone()),
         };
-        self.deny("http", why);
-        // What the plugin sees through wasi:http (`HttpRequestDenied`).
-        Err(Failure::new(
-            FailureKind::Denied,
-            format!("http: {url} denied"),
-        ))
+        let read_only = self.read_only();
+        let checked = http_policy::check_request(
+            &self.grants.http,
+            method,
+            (&scheme, &host, port),
+            &path,
+            read_only,
+        );
+        if let Err(denial) = checked {
+            self.deny(denial);
+            // What the plugin sees through wasi:http (`HttpRequestDenied`).
+            return Err(Failure::new(
+                FailureKind::Denied,
+                format!("http: {url} denied"),
+            ));
+        }
+        self.urls.get(url).cloned().ok_or_else(|| {
+            Failure::unavailable(format!(
+                "{method} {url}: the mock host has no answer for this URL"
+            ))
+        })
     }
+}
+
+/// `scheme://host[:port]/path` as (scheme, host, port, path), the port defaulted by scheme as the runner does.
+fn split_url(url: &str) -> Option<(String, String, u16, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => (h, Some(p.parse::<u16>().ok()?)),
+        _ => (authority, None),
+    };
+    let port = match (port, scheme) {
+        (Some(p), _) => p,
+        (None, "https") => 443,
+        (None, "http") => 80,
+        (None, _) => return None,
+    };
+    let path = match path.split(['?', '#']).next() {
+        Some("") | None => "/",
+        Some(p) => p,
+    };
+    Some((scheme.to_string(), host.to_string(), port, path.to_string()))
 }
 
 fn meta(key: &str, o: &Object) -> ObjectMeta {
@@ -801,11 +787,11 @@ pub mod imports {
     use crate::Failure;
 
     pub fn log(level: Level, message: &str) {
-        with_mock("log", |m| m.logs.push((level, message.into())))
+        with_mock("log.log", |m| m.logs.push((level, message.into())))
     }
 
     pub fn progress(done: u64, total: Option<u64>, message: &str) {
-        with_mock("progress", |m| {
+        with_mock("log.progress", |m| {
             m.progress.push(Progress {
                 done,
                 total,
@@ -815,23 +801,23 @@ pub mod imports {
     }
 
     pub fn store_get(store: &str, key: &str) -> Result<Vec<u8>, Failure> {
-        with_mock("store-get", |m| m.store_get(store, key))
+        with_mock("stores.get", |m| m.store_get(store, key))
     }
 
     pub fn store_put(store: &str, key: &str, data: &[u8]) -> Result<(), Failure> {
-        with_mock("store-put", |m| m.store_put(store, key, data))
+        with_mock("stores.put", |m| m.store_put(store, key, data))
     }
 
     pub fn store_head(store: &str, key: &str) -> Result<Option<ObjectMeta>, Failure> {
-        with_mock("store-head", |m| m.store_head(store, key))
+        with_mock("stores.head", |m| m.store_head(store, key))
     }
 
     pub fn store_list(store: &str, prefix: &str) -> Result<Vec<ObjectMeta>, Failure> {
-        with_mock("store-list", |m| m.store_list(store, prefix))
+        with_mock("stores.list", |m| m.store_list(store, prefix))
     }
 
     pub fn store_delete(store: &str, key: &str) -> Result<(), Failure> {
-        with_mock("store-delete", |m| m.store_delete(store, key))
+        with_mock("stores.delete", |m| m.store_delete(store, key))
     }
 
     pub fn store_copy(
@@ -841,25 +827,25 @@ pub mod imports {
         to_key: &str,
         expected_sha256: Option<&str>,
     ) -> Result<CopyResult, Failure> {
-        with_mock("store-copy", |m| {
+        with_mock("stores.copy", |m| {
             m.store_copy((from_store, from_key), (to_store, to_key), expected_sha256)
         })
     }
 
     pub fn state_get(key: &str) -> Option<String> {
-        with_mock("state-get", |m| m.state.get(key).cloned())
+        with_mock("state.get", |m| m.state.get(key).cloned())
     }
 
     pub fn state_set(key: &str, value: &str) {
-        with_mock("state-set", |m| m.state_set(key, value))
+        with_mock("state.set", |m| m.state_set(key, value))
     }
 
     pub fn state_delete(key: &str) {
-        with_mock("state-delete", |m| m.state_delete(key))
+        with_mock("state.delete", |m| m.state_delete(key))
     }
 
     pub fn state_list() -> Vec<(String, String)> {
-        with_mock("state-list", |m| {
+        with_mock("state.list", |m| {
             m.state
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
@@ -868,27 +854,27 @@ pub mod imports {
     }
 
     pub fn secret(name: &str) -> Result<String, Failure> {
-        with_mock("secret", |m| m.read_secret(name))
+        with_mock("secrets.get", |m| m.read_secret(name))
     }
 
     pub fn exec(request: &ExecRequest) -> Result<ExecOutput, Failure> {
-        let answer = with_mock("exec", |m| m.program(request))?;
+        let answer = with_mock("exec.run", |m| m.program(request))?;
         // Outside the borrow: the answer may itself make host calls.
         let result = answer(request);
-        with_mock("exec", |m| m.exec_calls.push(request.clone()));
+        with_mock("exec.run", |m| m.exec_calls.push(request.clone()));
         result
     }
 
     pub fn spawn_service(request: &ExecRequest) -> Result<u32, Failure> {
-        with_mock("spawn-service", |m| m.spawn_service(request))
+        with_mock("exec.spawn-service", |m| m.spawn_service(request))
     }
 
     pub fn stop_service(pid: u32) -> Result<(), Failure> {
-        with_mock("stop-service", |m| m.stop_service(pid))
+        with_mock("exec.stop-service", |m| m.stop_service(pid))
     }
 
     pub fn tcp_probe(host: &str, port: u16, _timeout_ms: u32) -> Result<u64, Failure> {
-        with_mock("tcp-probe", |m| m.tcp_probe(host, port))
+        with_mock("net.tcp-probe", |m| m.tcp_probe(host, port))
     }
 
     /// Images are not modelled: a plugin test that restores one gets `internal`, saying so.
@@ -898,7 +884,7 @@ pub mod imports {
         _tag: &str,
         _dir: &str,
     ) -> Result<crate::host::UnpackResult, Failure> {
-        with_mock("image-unpack", |_| {
+        with_mock("images.unpack", |_| {
             Err(Failure::internal(format!(
                 "MockHost does not model images ({store}:{prefix})"
             )))
@@ -911,7 +897,7 @@ pub mod imports {
         _tag: &str,
         _dir: &str,
     ) -> Result<crate::host::CompareResult, Failure> {
-        with_mock("image-compare", |_| {
+        with_mock("images.compare", |_| {
             Err(Failure::internal(format!(
                 "MockHost does not model images ({store}:{prefix})"
             )))

@@ -1,4 +1,4 @@
-//! Host-side bindings of the `respawn:plugin@0.1.0` world (plugins/wit).
+//! Host-side bindings of the `respawn:plugin@0.2.0` world (plugins/wit): one interface per capability.
 
 wasmtime::component::bindgen!({
     world: "provider",
@@ -7,5 +7,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use respawn::plugin::host as host_api;
-pub use respawn::plugin::types;
+/// The ABI's interfaces: `abi::types`, and one module per capability (`abi::stores`, `abi::exec`, ...).
+pub use respawn::plugin as abi;

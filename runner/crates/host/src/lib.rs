@@ -15,7 +15,7 @@ pub mod workflow_plugins;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 use wasmtime::component::{Linker, ResourceTable};
@@ -24,10 +24,10 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi_http::WasiHttpCtx;
 
-use self::bindings::types::{self, FailureKind};
-use self::bindings::{Provider, ProviderPre};
+use self::bindings::ProviderPre;
+use self::bindings::abi::types::{self, FailureKind};
 use self::cache::{CacheOutcome, CompileCache};
-use self::caps::http::HttpHooks;
+use self::caps::StepCaps;
 use self::limits::{MemoryLimitExceeded, MemoryLimiter, StepLimits};
 pub use self::sources::PluginBytes;
 use self::state::StepState;
@@ -96,8 +96,7 @@ pub struct Host {
     run: RunResources,
 }
 
-/// Deadline of a `describe` call.
-const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+use respawn_sandbox::limits::DESCRIBE_TIMEOUT;
 
 impl Host {
     /// A host with the default compile cache directory.
@@ -118,10 +117,7 @@ impl Host {
         link(wasmtime_wasi_http::p2::add_only_http_to_linker_async(
             &mut linker,
         ))?;
-        link(Provider::add_to_linker::<
-            _,
-            wasmtime::component::HasSelf<StepState>,
-        >(&mut linker, |s| s))?;
+        link(caps::link_all(&mut linker))?;
         let cache = CompileCache::new(&engine, cache_dir);
         Ok(Host {
             engine,
@@ -228,8 +224,6 @@ impl Host {
         &self,
         call: &StepCall,
     ) -> std::io::Result<(Store<StepState>, MemoryOutputPipe, MemoryOutputPipe)> {
-        let (step_id, phase, grants, timeout) =
-            (&call.step_id, call.phase, &call.grants, call.timeout);
         let limits = StepLimits::from(&call.limits);
         let stdout = MemoryOutputPipe::new(limits.log as usize);
         let stderr = MemoryOutputPipe::new(limits.log as usize);
@@ -241,34 +235,24 @@ impl Host {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }));
-        let dirs = caps::files::granted_dirs(grants, &self.run.base_dir);
-        caps::files::preopen(&mut wasi, &dirs, phase == Phase::Plan)?;
-        let scratch_dir =
-            std::env::temp_dir().join(format!("respawn-{}-{step_id}", std::process::id()));
+        let caps = StepCaps::prepare(call, &self.run, &mut wasi)?;
+        let timeout = call.timeout;
         let data = StepState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: HttpHooks {
-                grants: grants.http.clone(),
-                phase,
-                denial: None,
-            },
             limiter: MemoryLimiter {
                 limit: limits.memory as usize,
             },
             run_id: call.run_id.clone(),
-            step_id: step_id.clone(),
+            step_id: call.step_id.clone(),
             plugin: call.plugin.clone(),
-            phase,
+            phase: call.phase,
             mode: call.mode,
-            grants: grants.clone(),
             limits,
-            kv: call.state.clone(),
             run: self.run.clone(),
-            scratch_dir,
             deadline: Instant::now() + timeout,
-            log_bytes: 0,
+            caps,
             denial: None,
         };
         let mut store = Store::new(&self.engine, data);
@@ -323,10 +307,14 @@ impl Host {
             provider.call_invoke(&mut store, &ctx, &params).await
         };
         // Epochs interrupt running wasm; the wall-clock timeout also covers a plugin blocked in a host call.
-        let raw = tokio::time::timeout(call.timeout + wasm_engine::EPOCH_TICK * 5, invoke).await;
+        let raw = tokio::time::timeout(
+            call.timeout + respawn_sandbox::limits::EPOCH_TICK * 5,
+            invoke,
+        )
+        .await;
         let data = store.data_mut();
         let denial = data.take_denial();
-        let state = std::mem::take(&mut data.kv);
+        let state = std::mem::take(&mut data.caps.state);
         drop(store);
         log_output(&step, &stdout, &stderr);
         let seconds = started.elapsed().as_secs_f64();

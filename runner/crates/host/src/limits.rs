@@ -1,16 +1,11 @@
-//! Per-step limits and their defaults.
+//! A step's limits with the defaults of `respawn_sandbox::limits` applied, and the memory limiter that enforces
+//! them.
 
-use wasmtime::ResourceLimiter;
-
+use respawn_sandbox::limits::{
+    DEFAULT_STEP_LOG, DEFAULT_STEP_MEMORY, DEFAULT_STEP_OUTPUT, MAX_STEP_MEMORY, MAX_TABLE_ELEMENTS,
+};
 use respawn_workflow::Limits;
-
-/// Linear-memory cap of a step when `limits.memory` is unset.
-pub const DEFAULT_MEMORY: u64 = 256 << 20;
-/// Cap on a step's JSON outputs when `limits.output` is unset.
-pub const DEFAULT_OUTPUT: u64 = 1 << 20;
-/// Cap on captured stdout and stderr (each) of an executed program, and on a step's log volume, when
-/// `limits.log` is unset.
-pub const DEFAULT_LOG: u64 = 1 << 20;
+use wasmtime::ResourceLimiter;
 
 /// Limits of one step with defaults applied.
 #[derive(Debug, Clone, Copy)]
@@ -25,10 +20,10 @@ impl StepLimits {
         StepLimits {
             memory: limits
                 .memory
-                .unwrap_or(DEFAULT_MEMORY)
-                .min(super::wasm_engine::MAX_STEP_MEMORY),
-            output: limits.output.unwrap_or(DEFAULT_OUTPUT),
-            log: limits.log.unwrap_or(DEFAULT_LOG),
+                .unwrap_or(DEFAULT_STEP_MEMORY)
+                .min(MAX_STEP_MEMORY),
+            output: limits.output.unwrap_or(DEFAULT_STEP_OUTPUT),
+            log: limits.log.unwrap_or(DEFAULT_STEP_LOG),
         }
     }
 }
@@ -69,6 +64,6 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired as u64 <= MAX_TABLE_ELEMENTS)
     }
 }

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
 
 /// Largest component accepted from any source.
-pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
+pub use respawn_sandbox::limits::MAX_COMPONENT_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -37,7 +37,7 @@ pub struct PluginBytes {
 
 impl PluginBytes {
     pub fn new(source: &str, bytes: Vec<u8>) -> Result<PluginBytes, SourceError> {
-        if bytes.len() > MAX_COMPONENT_BYTES {
+        if bytes.len() as u64 > MAX_COMPONENT_BYTES {
             return Err(SourceError::TooBig {
                 source_url: source.into(),
                 size: bytes.len(),
@@ -87,7 +87,7 @@ pub fn load_local(source: &str, base_dir: &Path) -> Result<PluginBytes, SourceEr
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        if meta.len() > MAX_COMPONENT_BYTES as u64 {
+        if meta.len() > MAX_COMPONENT_BYTES {
             return Err(SourceError::TooBig {
                 source_url: source.into(),
                 size: meta.len() as usize,
@@ -122,7 +122,7 @@ pub async fn load_from_store(source: &str, base_dir: &Path) -> Result<PluginByte
         respawn_data::open_store(url.as_str(), base_dir).map_err(|e| read(e.to_string()))?;
     let key = respawn_data::stores::object_path(name).map_err(|e| read(e.to_string()))?;
     let meta = store.head(&key).await.map_err(|e| read(e.to_string()))?;
-    if meta.size > MAX_COMPONENT_BYTES as u64 {
+    if meta.size > MAX_COMPONENT_BYTES {
         return Err(SourceError::TooBig {
             source_url: source.into(),
             size: meta.size as usize,

@@ -9,13 +9,12 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::bindings::types::{Failure, FailureKind};
-use super::caps::http::HttpHooks;
+use super::bindings::abi::types::{Failure, FailureKind};
+use super::caps::StepCaps;
 use super::caps::services::Services;
 use super::limits::{MemoryLimiter, StepLimits};
 use respawn_data::StoreSet;
 use respawn_engine::{Mode, Phase};
-use respawn_workflow::Grants;
 
 /// Receives progress reports of running steps: (step id, done, total, message).
 pub type ProgressSink = Arc<dyn Fn(&str, u64, Option<u64>, &str) + Send + Sync>;
@@ -57,45 +56,42 @@ pub struct Denial {
     pub asked: String,
 }
 
+/// What one step attempt's wasmtime `Store` holds.
 pub struct StepState {
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
     pub table: ResourceTable,
-    pub hooks: HttpHooks,
     pub limiter: MemoryLimiter,
-    /// The run this call belongs to; services it starts carry it (see `caps::exec::RUN_ENV`).
+    /// The run this call belongs to; services it starts carry it (see `caps::services::RUN_ENV`).
     pub run_id: String,
     pub step_id: String,
     pub plugin: String,
     pub phase: Phase,
     pub mode: Mode,
-    pub grants: Grants,
     pub limits: StepLimits,
-    /// The step's key-value state; handed back to the engine after the attempt.
-    pub kv: BTreeMap<String, String>,
     pub run: RunResources,
-    /// Where exec runs when the request names no directory.
-    pub scratch_dir: PathBuf,
     /// Deadline of the whole attempt; exec requests are capped by what is left of it.
     pub deadline: std::time::Instant,
-    pub log_bytes: u64,
+    /// Each capability's state for this attempt, built from the step's grants.
+    pub caps: StepCaps,
     pub denial: Option<Denial>,
 }
 
 impl StepState {
-    /// Records a denial and returns the failure the plugin sees.
-    pub fn deny(&mut self, capability: &str, asked: impl Into<String>) -> Failure {
-        let asked = asked.into();
+    /// Records a denial (the first one is reported with the step) and returns the failure the plugin sees.
+    pub fn deny(&mut self, denial: respawn_sandbox::Denial) -> Failure {
+        let (capability, asked) = (denial.capability, denial.asked.as_str());
         tracing::warn!(step = %self.step_id, plugin = %self.plugin, capability, %asked, "capability denied");
+        let message = denial.to_string();
         if self.denial.is_none() {
             self.denial = Some(Denial {
                 capability: capability.to_string(),
-                asked: asked.clone(),
+                asked: denial.asked,
             });
         }
         Failure {
             kind: FailureKind::Denied,
-            message: format!("{capability} denied: {asked}"),
+            message,
             retryable: false,
         }
     }
@@ -107,7 +103,7 @@ impl StepState {
 
     /// The first denial, from host calls or the http hook.
     pub fn take_denial(&mut self) -> Option<Denial> {
-        self.denial.take().or_else(|| self.hooks.denial.take())
+        self.denial.take().or_else(|| self.caps.http.denial.take())
     }
 }
 
@@ -125,7 +121,7 @@ impl WasiHttpView for StepState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: &mut self.hooks,
+            hooks: &mut self.caps.http,
         }
     }
 }

@@ -2,22 +2,14 @@
 
 use std::time::Duration;
 
+use respawn_sandbox::limits::{
+    EPOCH_TICK, MAX_CONCURRENT_INSTANCES, MAX_STEP_MEMORY, MAX_WASM_STACK,
+};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
-
-/// One epoch tick. Deadlines are rounded up to whole ticks.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-pub use respawn_workflow::MAX_STEP_MEMORY;
-
-/// Steps that can run at once in one process; each holds one pooled component instance.
-pub const MAX_CONCURRENT_INSTANCES: u32 = 64;
-
-/// Wasm stack a plugin may use; deep recursion beyond it traps as a stack overflow.
-pub const MAX_WASM_STACK: usize = 1 << 20;
 
 pub fn new_engine() -> wasmtime::Result<Engine> {
     let mut pool = PoolingAllocationConfig::new();
-    let n = MAX_CONCURRENT_INSTANCES;
+    let n = MAX_CONCURRENT_INSTANCES as u32;
     pool.total_component_instances(n)
         // A Rust wasip2 component holds several core instances (the program plus the adapter shims).
         .total_core_instances(n * 8)
@@ -34,8 +26,8 @@ pub fn new_engine() -> wasmtime::Result<Engine> {
     config
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         .epoch_interruption(true)
-        .max_wasm_stack(MAX_WASM_STACK)
-        .async_stack_size(MAX_WASM_STACK * 2)
+        .max_wasm_stack(MAX_WASM_STACK as usize)
+        .async_stack_size(MAX_WASM_STACK as usize * 2)
         .parallel_compilation(true);
     let engine = Engine::new(&config)?;
     start_ticker(&engine);

@@ -8,7 +8,7 @@ use super::positions::{Pos, SourceMap};
 use super::{Diagnostic, Invalid, Workflow};
 
 /// Largest workflow file accepted. Real workflows are a few KiB; anything near this is a mistake or an attack.
-pub const MAX_WORKFLOW_BYTES: usize = 1 << 20;
+pub use respawn_sandbox::limits::MAX_WORKFLOW_BYTES;
 
 /// A parsed workflow together with what a run must record about it.
 #[derive(Debug)]
@@ -38,7 +38,7 @@ pub fn load_file(path: &Path) -> Result<LoadedWorkflow, Invalid> {
     let at_start = |m: String| Invalid::one(Diagnostic::new(path, Pos::START, m));
     let meta =
         std::fs::metadata(path).map_err(|e| at_start(format!("cannot read workflow: {e}")))?;
-    if meta.len() > MAX_WORKFLOW_BYTES as u64 {
+    if meta.len() > MAX_WORKFLOW_BYTES {
         return Err(at_start(too_big(meta.len() as usize)));
     }
     let bytes = std::fs::read(path).map_err(|e| at_start(format!("cannot read workflow: {e}")))?;
@@ -56,7 +56,7 @@ fn too_big(len: usize) -> String {
 
 pub fn load_bytes(path: &Path, bytes: Vec<u8>) -> Result<LoadedWorkflow, Invalid> {
     let err = |pos: Pos, m: String| Invalid::one(Diagnostic::new(path, pos, m));
-    if bytes.len() > MAX_WORKFLOW_BYTES {
+    if bytes.len() as u64 > MAX_WORKFLOW_BYTES {
         return Err(err(Pos::START, too_big(bytes.len())));
     }
     let text = std::str::from_utf8(&bytes).map_err(|e| {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// A whole workflow file.
@@ -151,92 +151,10 @@ pub struct Step {
     pub limits: Limits,
 }
 
-/// Default deadline of one step attempt when the step sets no `timeout`.
-///
-/// Generous, because restores of large images are slow; a hung plugin still cannot block a run forever.
-pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-
-/// Capabilities granted to a step. Everything not listed is denied.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Grants {
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub stores: BTreeMap<String, StoreGrant>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub secrets: Vec<String>,
-    /// Program names the step may execute.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exec: Vec<String>,
-    /// Allowed `http://`, `https://` or `tcp://` `host[:port]` patterns (tcp needs a port); `*` matches any host
-    /// label or port.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub http: Vec<String>,
-    /// Directory -> access. Relative paths are relative to the workflow file.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub files: BTreeMap<String, Access>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreAccess {
-    Read,
-    Write,
-}
-
-/// File access mode of a `files` grant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Access {
-    Ro,
-    Rw,
-}
-
-/// A store grant: `read`, `write`, or `{ access: read, prefix: images/ }`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StoreGrant {
-    pub access: StoreAccess,
-    /// Restricts the step to keys under this prefix.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
-}
-
-impl<'de> Deserialize<'de> for StoreGrant {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct GrantVisitor;
-        impl<'de> Visitor<'de> for GrantVisitor {
-            type Value = StoreGrant;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("`read`, `write`, or a map { access: read|write, prefix: PATH }")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<StoreGrant, E> {
-                let access = match v {
-                    "read" => StoreAccess::Read,
-                    "write" => StoreAccess::Write,
-                    other => return Err(E::invalid_value(de::Unexpected::Str(other), &self)),
-                };
-                Ok(StoreGrant {
-                    access,
-                    prefix: None,
-                })
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<StoreGrant, A::Error> {
-                #[derive(Deserialize)]
-                #[serde(deny_unknown_fields)]
-                struct Full {
-                    access: StoreAccess,
-                    #[serde(default)]
-                    prefix: Option<String>,
-                }
-                let full = Full::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(StoreGrant {
-                    access: full.access,
-                    prefix: full.prefix,
-                })
-            }
-        }
-        deserializer.deserialize_any(GrantVisitor)
-    }
-}
+pub use respawn_sandbox::Grants;
+pub use respawn_sandbox::files::Access;
+pub use respawn_sandbox::limits::{DEFAULT_STEP_TIMEOUT, MAX_STEP_MEMORY};
+pub use respawn_sandbox::stores::{StoreAccess, StoreGrant};
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -251,9 +169,6 @@ pub struct Retry {
 fn default_backoff() -> Duration {
     Duration::from_secs(1)
 }
-
-/// Largest `limits.memory` a step may ask for (the host reserves address space for it per instance slot).
-pub const MAX_STEP_MEMORY: u64 = 1 << 30;
 
 /// Per-step resource limits. Unset fields take the host defaults (documented in `docs/plugin-abi.md`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

@@ -1,21 +1,87 @@
-//! The exec capability: named programs only, an empty environment, a working directory inside a granted
-//! directory, a deadline, and captured output with a cap. Services are started through it too; `services.rs`
-//! tracks them.
+//! The exec capability: named programs only (`respawn_sandbox::exec`), an empty environment, a working directory
+//! inside a granted directory, a deadline, and captured output with a cap. Services are started through it too;
+//! `services.rs` tracks them.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use respawn_engine::StepCall;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use super::super::bindings::abi::exec::{self as api, ExecOutput, ExecRequest};
+use super::super::bindings::abi::types::{Failure, FailureKind};
+use super::super::state::{RunResources, StepState};
+use super::{Answer, Capability, files};
+
+pub struct Exec;
+
+/// What exec keeps for one attempt.
+pub struct ExecStep {
+    /// The step's `exec` grant.
+    pub grant: Vec<String>,
+    /// Where a program runs when the request names no directory.
+    pub scratch_dir: PathBuf,
+}
+
+impl Capability for Exec {
+    type Step = ExecStep;
+
+    fn prepare(
+        call: &StepCall,
+        _: &RunResources,
+        _: &mut WasiCtxBuilder,
+    ) -> std::io::Result<ExecStep> {
+        Ok(ExecStep {
+            grant: call.grants.exec.clone(),
+            scratch_dir: std::env::temp_dir().join(format!(
+                "respawn-{}-{}",
+                std::process::id(),
+                call.step_id
+            )),
+        })
+    }
+
+    fn link(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+        api::add_to_linker::<StepState, HasSelf<StepState>>(linker, |s| s)
+    }
+}
+
+impl api::Host for StepState {
+    async fn run(&mut self, request: ExecRequest) -> Answer<ExecOutput> {
+        Ok(run(self, request).await)
+    }
+
+    async fn spawn_service(&mut self, request: ExecRequest) -> Answer<u32> {
+        let program = request.program.clone();
+        let pid = spawn_service(self, request);
+        if let (Ok(pid), Some(journal)) = (&pid, self.run.journal.clone()) {
+            let started = respawn_journal::EventBody::ServiceStarted {
+                step: self.step_id.clone(),
+                pid: *pid,
+                program,
+                start_ticks: super::services::process_start_ticks(*pid),
+            };
+            if let Err(e) = journal.append(started).await {
+                // No event names it, so no later runner would take it over: it must not outlive this one.
+                let _ = self.run.services.stop(*pid).await;
+                wasmtime::bail!("{e}");
+            }
+        }
+        Ok(pid)
+    }
+
+    async fn stop_service(&mut self, pid: u32) -> Answer<()> {
+        Ok(stop_service(self, pid).await)
+    }
+}
 
 /// Why an exec request was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("program `{0}` is not in the step's exec grant")]
-    NotGranted(String),
-    #[error("working directory {0} is not inside a directory granted rw")]
-    CwdNotGranted(String),
     #[error("program `{0}` was not found on PATH")]
     NotFound(String),
     #[error("`{program}` did not finish within {seconds:.1}s and was killed")]
@@ -24,11 +90,8 @@ pub enum ExecError {
     Io { program: String, message: String },
 }
 
-/// Resolves a granted program name to a path. The name must appear in the grant exactly.
-pub fn resolve(grant: &[String], program: &str) -> Result<PathBuf, ExecError> {
-    if !grant.iter().any(|g| g == program) {
-        return Err(ExecError::NotGranted(program.to_string()));
-    }
+/// Finds a (granted) program: an absolute path as is, a bare name on the runner's PATH.
+pub fn locate(program: &str) -> Result<PathBuf, ExecError> {
     if program.starts_with('/') {
         return Ok(PathBuf::from(program));
     }
@@ -131,43 +194,35 @@ async fn read_capped<R: AsyncRead + Unpin>(stream: Option<R>, cap: usize) -> (Ve
     (kept, truncated)
 }
 
-use super::super::bindings::host_api::{ExecOutput, ExecRequest};
-use super::super::bindings::types::{Failure, FailureKind};
-use super::super::state::StepState;
-use super::files;
-
 /// Resolves program and working directory for a plugin's request, recording a denial when not granted.
 fn prepare(s: &mut StepState, request: &ExecRequest) -> Result<(PathBuf, PathBuf), Failure> {
-    if s.read_only() {
-        return Err(s.deny(
-            "exec",
-            format!("`{}`: the plan phase may not run programs", request.program),
-        ));
+    let read_only = s.read_only();
+    if let Err(denial) =
+        respawn_sandbox::exec::check(&s.caps.exec.grant, &request.program, read_only)
+    {
+        return Err(s.deny(denial));
     }
-    let program = match resolve(&s.grants.exec, &request.program) {
-        Ok(p) => p,
-        Err(e @ ExecError::NotGranted(_)) => return Err(s.deny("exec", e.to_string())),
-        Err(e) => return Err(super::failure(FailureKind::NotFound, e.to_string())),
-    };
+    let program = locate(&request.program)
+        .map_err(|e| super::failure(FailureKind::NotFound, e.to_string()))?;
     let cwd = match &request.cwd {
         Some(dir) => {
-            let dirs = files::granted_dirs(&s.grants, &s.run.base_dir);
             let cwd = files::host_path(&s.run.base_dir, dir);
-            if !files::inside_rw(&dirs, &cwd) {
-                return Err(s.deny("exec", ExecError::CwdNotGranted(dir.clone()).to_string()));
+            if !files::inside_rw(&s.caps.files, &cwd) {
+                return Err(s.deny(respawn_sandbox::exec::cwd_not_granted(dir)));
             }
             cwd
         }
         None => {
-            std::fs::create_dir_all(&s.scratch_dir)
+            let scratch = s.caps.exec.scratch_dir.clone();
+            std::fs::create_dir_all(&scratch)
                 .map_err(|e| super::failure(FailureKind::Internal, format!("scratch dir: {e}")))?;
-            s.scratch_dir.clone()
+            scratch
         }
     };
     Ok((program, cwd))
 }
 
-pub async fn run(s: &mut StepState, request: ExecRequest) -> Result<ExecOutput, Failure> {
+async fn run(s: &mut StepState, request: ExecRequest) -> Result<ExecOutput, Failure> {
     let (program, cwd) = prepare(s, &request)?;
     let left = s
         .deadline
@@ -196,7 +251,7 @@ pub async fn run(s: &mut StepState, request: ExecRequest) -> Result<ExecOutput, 
     }
 }
 
-pub fn spawn_service(s: &mut StepState, request: ExecRequest) -> Result<u32, Failure> {
+fn spawn_service(s: &mut StepState, request: ExecRequest) -> Result<u32, Failure> {
     let (program, cwd) = prepare(s, &request)?;
     let req = Request {
         program,
@@ -212,19 +267,13 @@ pub fn spawn_service(s: &mut StepState, request: ExecRequest) -> Result<u32, Fai
         .map_err(|e| super::failure(FailureKind::Internal, e.to_string()))
 }
 
-pub async fn stop_service(s: &mut StepState, pid: u32) -> Result<(), Failure> {
-    if s.read_only() {
-        return Err(s.deny(
-            "exec",
-            format!("stop pid {pid}: the plan phase may not stop services"),
-        ));
+async fn stop_service(s: &mut StepState, pid: u32) -> Result<(), Failure> {
+    if let Err(denial) = respawn_sandbox::exec::check_stop(pid, s.read_only()) {
+        return Err(s.deny(denial));
     }
     match s.run.services.stop(pid).await {
         Ok(true) => Ok(()),
-        Ok(false) => Err(s.deny(
-            "exec",
-            format!("stop pid {pid}: not a service started by this run"),
-        )),
+        Ok(false) => Err(s.deny(respawn_sandbox::exec::not_started_here(pid))),
         Err(e) => Err(super::failure(FailureKind::Internal, e.to_string())),
     }
 }

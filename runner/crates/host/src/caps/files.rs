@@ -2,11 +2,38 @@
 //! workflow gave them (relative names resolve against the workflow's directory), read-only or read-write; nothing else of the host filesystem is visible. In the plan phase every
 //! directory is read-only.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use respawn_engine::{Phase, StepCall};
+use respawn_sandbox::files::Access;
+use wasmtime::component::Linker;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use respawn_workflow::{Access, Grants};
+use super::super::state::{RunResources, StepState};
+use super::Capability;
+
+pub struct Files;
+
+impl Capability for Files {
+    /// The step's granted directories, preopened in its WASI context.
+    type Step = Vec<GrantedDir>;
+
+    fn prepare(
+        call: &StepCall,
+        run: &RunResources,
+        wasi: &mut WasiCtxBuilder,
+    ) -> std::io::Result<Vec<GrantedDir>> {
+        let dirs = granted_dirs(&call.grants.files, &run.base_dir);
+        preopen(wasi, &dirs, call.phase == Phase::Plan)?;
+        Ok(dirs)
+    }
+
+    /// Files are reached through `wasi:filesystem` (linked with WASI), not an interface of their own.
+    fn link(_: &mut Linker<StepState>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
 
 /// A granted directory: the name the plugin sees (as the workflow wrote it) and where it is on the host.
 pub struct GrantedDir {
@@ -27,9 +54,8 @@ pub fn host_path(base_dir: &Path, guest: &str) -> PathBuf {
 }
 
 /// The granted directories of a step.
-pub fn granted_dirs(grants: &Grants, base_dir: &Path) -> Vec<GrantedDir> {
-    grants
-        .files
+fn granted_dirs(grant: &BTreeMap<String, Access>, base_dir: &Path) -> Vec<GrantedDir> {
+    grant
         .iter()
         .map(|(dir, access)| GrantedDir {
             guest: dir.clone(),
@@ -40,7 +66,7 @@ pub fn granted_dirs(grants: &Grants, base_dir: &Path) -> Vec<GrantedDir> {
 }
 
 /// Preopens each granted directory, creating it if missing (a restore target usually does not exist yet).
-pub fn preopen(
+fn preopen(
     builder: &mut WasiCtxBuilder,
     dirs: &[GrantedDir],
     read_only: bool,

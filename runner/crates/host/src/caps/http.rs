@@ -1,65 +1,52 @@
-//! The http capability: an allowlist of `scheme://host:port` patterns, checked in the single outgoing-request
-//! hook. `*` matches a whole host label or the whole port. Also used for `tcp://host:port` probes.
+//! The http capability: an allowlist of `scheme://host:port` patterns (`respawn_sandbox::http`), checked in the
+//! single outgoing-request hook of wasi:http, with timeouts and a response size cap. Also `tcp://host:port`
+//! probes, the `net` interface.
 
 use std::time::{Duration, Instant};
 
+use respawn_engine::{Phase, StepCall};
+use respawn_sandbox::limits::{
+    HTTP_BETWEEN_BYTES_TIMEOUT, HTTP_CONNECT_TIMEOUT, HTTP_FIRST_BYTE_TIMEOUT,
+    MAX_HTTP_RESPONSE_BYTES,
+};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::super::bindings::types::{Failure, FailureKind};
-use super::super::state::{Denial, StepState};
-use respawn_engine::Phase;
+use super::super::bindings::abi::net as api;
+use super::super::bindings::abi::types::{Failure, FailureKind};
+use super::super::state::{Denial, RunResources, StepState};
+use super::{Answer, Capability};
 
-/// Whether `scheme://host:port` is allowed by any pattern of `grants`.
-pub fn allowed(grants: &[String], scheme: &str, host: &str, port: u16) -> bool {
-    grants
-        .iter()
-        .any(|pattern| matches(pattern, scheme, host, port))
-}
+pub struct Http;
 
-fn default_port(scheme: &str) -> Option<u16> {
-    match scheme {
-        "http" => Some(80),
-        "https" => Some(443),
-        _ => None,
+impl Capability for Http {
+    /// The wasi:http hook, holding the step's `http` grant.
+    type Step = HttpHooks;
+
+    fn prepare(
+        call: &StepCall,
+        _: &RunResources,
+        _: &mut WasiCtxBuilder,
+    ) -> std::io::Result<HttpHooks> {
+        Ok(HttpHooks {
+            grants: call.grants.http.clone(),
+            phase: call.phase,
+            denial: None,
+        })
+    }
+
+    /// Links `net`; wasi:http itself is linked with WASI and reaches [`HttpHooks`] through `WasiHttpView`.
+    fn link(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+        api::add_to_linker::<StepState, HasSelf<StepState>>(linker, |s| s)
     }
 }
 
-fn matches(pattern: &str, scheme: &str, host: &str, port: u16) -> bool {
-    let Some((p_scheme, rest)) = pattern.split_once("://") else {
-        return false;
-    };
-    if !p_scheme.eq_ignore_ascii_case(scheme) {
-        return false;
+impl api::Host for StepState {
+    async fn tcp_probe(&mut self, host: String, port: u16, timeout_ms: u32) -> Answer<u64> {
+        Ok(tcp_probe(self, &host, port, timeout_ms).await)
     }
-    let (p_host, p_port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
-        _ => (rest, None),
-    };
-    let port_ok = match p_port {
-        Some("*") => true,
-        Some(p) => p.parse::<u16>().is_ok_and(|p| p == port),
-        None => default_port(scheme) == Some(port),
-    };
-    port_ok && host_matches(p_host, host)
 }
-
-fn host_matches(pattern: &str, host: &str) -> bool {
-    let p: Vec<&str> = pattern.split('.').collect();
-    let h: Vec<&str> = host.split('.').collect();
-    p.len() == h.len()
-        && p.iter()
-            .zip(&h)
-            .all(|(p, h)| *p == "*" || p.eq_ignore_ascii_case(h))
-}
-
-/// Connect timeout for plugin HTTP requests (a plugin may ask for less, never more).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time to the first response byte.
-pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time between response bytes.
-pub const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest response body a plugin may receive; bulk data moves through `store-copy`, not HTTP into the guest.
-pub const MAX_RESPONSE_BYTES: u64 = 64 << 20;
 
 /// The single outgoing-request hook of wasi:http for one step.
 pub struct HttpHooks {
@@ -87,17 +74,15 @@ impl WasiHttpHooks for HttpHooks {
             .port_u16()
             .unwrap_or(if scheme == "https" { 443 } else { 80 });
         let method = request.method().clone();
-        let asked = format!("{method} {scheme}://{host}:{port}{}", uri.path());
-        let refusal = if !allowed(&self.grants, &scheme, &host, port) {
-            Some(format!("{asked} is not in the step's http grant"))
-        } else if self.phase == Phase::Plan
-            && method != http::Method::GET
-            && method != http::Method::HEAD
-        {
-            Some(format!("{asked}: the plan phase may only GET or HEAD"))
-        } else {
-            None
-        };
+        let refusal = respawn_sandbox::http::check_request(
+            &self.grants,
+            method.as_str(),
+            (&scheme, &host, port),
+            uri.path(),
+            self.phase == Phase::Plan,
+        )
+        .err()
+        .map(|denial| denial.asked);
         if let Some(why) = &refusal {
             tracing::warn!(%why, "http denied");
             if self.denial.is_none() {
@@ -109,14 +94,17 @@ impl WasiHttpHooks for HttpHooks {
         }
         let cap = |asked: Option<Duration>, max: Duration| Some(asked.map_or(max, |d| d.min(max)));
         let options = RequestOptions {
-            connect_timeout: cap(options.and_then(|o| o.connect_timeout), CONNECT_TIMEOUT),
+            connect_timeout: cap(
+                options.and_then(|o| o.connect_timeout),
+                HTTP_CONNECT_TIMEOUT,
+            ),
             first_byte_timeout: cap(
                 options.and_then(|o| o.first_byte_timeout),
-                FIRST_BYTE_TIMEOUT,
+                HTTP_FIRST_BYTE_TIMEOUT,
             ),
             between_bytes_timeout: cap(
                 options.and_then(|o| o.between_bytes_timeout),
-                BETWEEN_BYTES_TIMEOUT,
+                HTTP_BETWEEN_BYTES_TIMEOUT,
             ),
         };
         Box::new(async move {
@@ -138,7 +126,7 @@ impl WasiHttpHooks for HttpHooks {
     }
 }
 
-/// A response body that fails with `HttpResponseBodySize` once it exceeds [`MAX_RESPONSE_BYTES`].
+/// A response body that fails with `HttpResponseBodySize` once it exceeds [`MAX_HTTP_RESPONSE_BYTES`].
 struct CappedBody {
     inner: WasiBody,
     seen: u64,
@@ -157,10 +145,10 @@ impl http_body::Body for CappedBody {
             && let Some(data) = frame.data_ref()
         {
             self.seen += data.len() as u64;
-            if self.seen > MAX_RESPONSE_BYTES {
-                tracing::warn!("http response larger than {MAX_RESPONSE_BYTES} bytes cut off");
+            if self.seen > MAX_HTTP_RESPONSE_BYTES {
+                tracing::warn!("http response larger than {MAX_HTTP_RESPONSE_BYTES} bytes cut off");
                 return std::task::Poll::Ready(Some(Err(
-                    wasmtime_wasi_http::Error::HttpResponseBodySize(Some(MAX_RESPONSE_BYTES)),
+                    wasmtime_wasi_http::Error::HttpResponseBodySize(Some(MAX_HTTP_RESPONSE_BYTES)),
                 )));
             }
         }
@@ -168,21 +156,18 @@ impl http_body::Body for CappedBody {
     }
 }
 
-/// `tcp-probe`: connect and close, allowed by a `tcp://host:port` entry of the http grant.
-pub async fn tcp_probe(
+/// `net.tcp-probe`: connect and close, allowed by a `tcp://host:port` entry of the http grant.
+async fn tcp_probe(
     s: &mut StepState,
     host: &str,
     port: u16,
     timeout_ms: u32,
 ) -> Result<u64, Failure> {
-    if !allowed(&s.grants.http, "tcp", host, port) {
-        return Err(s.deny(
-            "http",
-            format!("tcp://{host}:{port} is not in the step's http grant"),
-        ));
+    if let Err(denial) = respawn_sandbox::http::check_tcp(&s.caps.http.grants, host, port) {
+        return Err(s.deny(denial));
     }
     let started = Instant::now();
-    let timeout = Duration::from_millis(u64::from(timeout_ms.max(1))).min(CONNECT_TIMEOUT);
+    let timeout = Duration::from_millis(u64::from(timeout_ms.max(1))).min(HTTP_CONNECT_TIMEOUT);
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await {
         Ok(Ok(_stream)) => Ok(started.elapsed().as_micros() as u64),
         Ok(Err(e)) => Err(super::failure(
@@ -193,37 +178,5 @@ pub async fn tcp_probe(
             FailureKind::Unavailable,
             format!("tcp://{host}:{port}: no connection within {timeout:?}"),
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wildcards_and_defaults() {
-        let g = vec![
-            "http://127.0.0.1:*".to_string(),
-            "https://*.example.com".to_string(),
-        ];
-        assert!(allowed(&g, "http", "127.0.0.1", 8080));
-        assert!(
-            !allowed(&g, "https", "127.0.0.1", 8080),
-            "scheme must match"
-        );
-        assert!(allowed(&g, "https", "api.example.com", 443));
-        assert!(
-            !allowed(&g, "https", "api.example.com", 8443),
-            "no port means the default port"
-        );
-        assert!(!allowed(&g, "https", "evil.com", 443));
-        assert!(
-            !allowed(&g, "https", "a.b.example.com", 443),
-            "* is one label"
-        );
-        assert!(
-            !allowed(&[], "http", "127.0.0.1", 80),
-            "nothing granted, nothing allowed"
-        );
     }
 }

@@ -2,11 +2,53 @@
 //! image. Both run inside the host, so image bytes never pass through guest memory. Reading needs the store's
 //! grant; restoring needs a `files` grant `rw` covering the target directory.
 
-use super::super::bindings::host_api::{CompareResult, UnpackResult};
-use super::super::bindings::types::{Failure, FailureKind};
-use super::super::state::StepState;
-use super::{failure, files, stores};
 use respawn_data::oci::OciError;
+use respawn_engine::StepCall;
+use respawn_sandbox::Denial;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use super::super::bindings::abi::images::{self as api, CompareResult, UnpackResult};
+use super::super::bindings::abi::types::{Failure, FailureKind};
+use super::super::state::{RunResources, StepState};
+use super::{Answer, Capability, failure, files, stores};
+
+pub struct Images;
+
+impl Capability for Images {
+    /// Images need nothing of their own: they use the step's `stores` and `files` grants.
+    type Step = ();
+
+    fn prepare(_: &StepCall, _: &RunResources, _: &mut WasiCtxBuilder) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn link(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+        api::add_to_linker::<StepState, HasSelf<StepState>>(linker, |s| s)
+    }
+}
+
+impl api::Host for StepState {
+    async fn unpack(
+        &mut self,
+        store: String,
+        prefix: String,
+        tag: String,
+        dir: String,
+    ) -> Answer<UnpackResult> {
+        Ok(unpack(self, &store, &prefix, &tag, &dir).await)
+    }
+
+    async fn compare(
+        &mut self,
+        store: String,
+        prefix: String,
+        tag: String,
+        dir: String,
+    ) -> Answer<CompareResult> {
+        Ok(compare(self, &store, &prefix, &tag, &dir).await)
+    }
+}
 
 fn from_oci(e: OciError) -> Failure {
     let kind = match &e {
@@ -26,7 +68,7 @@ fn from_oci(e: OciError) -> Failure {
     failure(kind, e.to_string())
 }
 
-pub async fn unpack(
+async fn unpack(
     s: &mut StepState,
     store: &str,
     prefix: &str,
@@ -34,19 +76,18 @@ pub async fn unpack(
     dir: &str,
 ) -> Result<UnpackResult, Failure> {
     if s.read_only() {
-        return Err(s.deny(
+        return Err(s.deny(Denial::new(
             "files",
             format!("restore into {dir}: the plan phase is read-only"),
-        ));
+        )));
     }
     let st = stores::open_for_read(s, store, prefix)?;
-    let dirs = files::granted_dirs(&s.grants, &s.run.base_dir);
     let target = files::host_path(&s.run.base_dir, dir);
-    if !files::inside_rw(&dirs, &target) {
-        return Err(s.deny(
+    if !files::inside_rw(&s.caps.files, &target) {
+        return Err(s.deny(Denial::new(
             "files",
             format!("restore into {dir}: not inside a directory granted rw"),
-        ));
+        )));
     }
     let report = respawn_data::oci::unpack::unpack(st.as_ref(), prefix, tag, &target)
         .await
@@ -79,7 +120,7 @@ pub async fn unpack(
     })
 }
 
-pub async fn compare(
+async fn compare(
     s: &mut StepState,
     store: &str,
     prefix: &str,
@@ -87,13 +128,12 @@ pub async fn compare(
     dir: &str,
 ) -> Result<CompareResult, Failure> {
     let st = stores::open_for_read(s, store, prefix)?;
-    let dirs = files::granted_dirs(&s.grants, &s.run.base_dir);
     let target = files::host_path(&s.run.base_dir, dir);
-    if !files::inside_any(&dirs, &target) {
-        return Err(s.deny(
+    if !files::inside_any(&s.caps.files, &target) {
+        return Err(s.deny(Denial::new(
             "files",
             format!("compare {dir}: not inside a granted directory"),
-        ));
+        )));
     }
     let report = respawn_data::oci::compare::compare(st.as_ref(), prefix, tag, &target)
         .await

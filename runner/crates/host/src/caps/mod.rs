@@ -1,5 +1,22 @@
-//! Host capabilities, one module each, all denied unless the step's grants allow them. This file wires the
-//! generated `host` trait to them.
+//! Host capabilities, one module each, all denied unless the step's grants allow them.
+//!
+//! In the spirit of Spin's factors, a capability is a type implementing [`Capability`]: the state it keeps for
+//! one step attempt (built from the step's call when the attempt starts) and the link of its WIT interface, whose
+//! functions its module implements on [`StepState`]. The pure half of a capability (its grant, the grant's
+//! validation and the checks of each request) lives in `respawn_sandbox::<name>`, shared with the validator and
+//! the SDK's mock host. State shared by every step of a run (opened stores, secret values, the services
+//! registry, the journal) is in [`RunResources`].
+//!
+//! Adding a capability: a module here implementing [`Capability`] and its WIT interface's `Host` trait, one line
+//! in [`capabilities!`] below, and the interface in `plugins/wit` (see docs/architecture.md).
+
+use wasmtime::component::Linker;
+use wasmtime_wasi::WasiCtxBuilder;
+
+use respawn_engine::StepCall;
+
+use super::bindings::abi::types::{self, Failure, FailureKind};
+use super::state::{RunResources, StepState};
 
 pub mod exec;
 pub mod files;
@@ -11,146 +28,72 @@ pub mod services;
 pub mod state;
 pub mod stores;
 
-use super::bindings::host_api::{
-    self, CompareResult, CopyResult, ExecOutput, ExecRequest, Level, ObjectMeta, UnpackResult,
-};
-use super::bindings::types::{self, Failure};
-use super::state::StepState;
+/// One capability's runtime half.
+pub trait Capability {
+    /// What the capability keeps for one step attempt (its grant, counters, hooks): a field of [`StepCaps`].
+    type Step: Send + 'static;
 
-type Answer<T> = wasmtime::Result<Result<T, Failure>>;
+    /// Builds the attempt's state from the call. `wasi` is the attempt's WASI context under construction, for
+    /// capabilities that work through WASI (preopened directories).
+    fn prepare(
+        call: &StepCall,
+        run: &RunResources,
+        wasi: &mut WasiCtxBuilder,
+    ) -> std::io::Result<Self::Step>;
+
+    /// Adds the capability's WIT interface to the linker.
+    fn link(linker: &mut Linker<StepState>) -> wasmtime::Result<()>;
+}
+
+/// Registers capabilities: each line adds the capability's field to [`StepCaps`], its `prepare` to every attempt
+/// and its interface to the linker.
+macro_rules! capabilities {
+    ($($field:ident: $cap:ty),* $(,)?) => {
+        /// The per-attempt state of every capability.
+        pub struct StepCaps {
+            $(pub $field: <$cap as Capability>::Step,)*
+        }
+
+        impl StepCaps {
+            pub(crate) fn prepare(
+                call: &StepCall,
+                run: &RunResources,
+                wasi: &mut WasiCtxBuilder,
+            ) -> std::io::Result<StepCaps> {
+                Ok(StepCaps {
+                    $($field: <$cap as Capability>::prepare(call, run, wasi)?,)*
+                })
+            }
+        }
+
+        /// Links the ABI's shared types and every capability's interface.
+        pub(crate) fn link_all(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+            types::add_to_linker::<StepState, wasmtime::component::HasSelf<StepState>>(linker, |s| s)?;
+            $(<$cap as Capability>::link(linker)?;)*
+            Ok(())
+        }
+    };
+}
+
+capabilities! {
+    log: log::Log,
+    stores: stores::Stores,
+    state: state::State,
+    secrets: secrets::Secrets,
+    exec: exec::Exec,
+    images: images::Images,
+    http: http::Http,
+    files: files::Files,
+}
 
 impl types::Host for StepState {}
 
-impl host_api::Host for StepState {
-    async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        log::log(self, level, &message);
-        Ok(())
-    }
-
-    async fn progress(
-        &mut self,
-        done: u64,
-        total: Option<u64>,
-        message: String,
-    ) -> wasmtime::Result<()> {
-        log::progress(self, done, total, &message);
-        Ok(())
-    }
-
-    async fn store_get(&mut self, store: String, key: String) -> Answer<Vec<u8>> {
-        Ok(stores::get(self, &store, &key).await)
-    }
-
-    async fn store_put(&mut self, store: String, key: String, data: Vec<u8>) -> Answer<()> {
-        Ok(stores::put(self, &store, &key, data).await)
-    }
-
-    async fn store_head(&mut self, store: String, key: String) -> Answer<Option<ObjectMeta>> {
-        Ok(stores::head(self, &store, &key).await)
-    }
-
-    async fn store_list(&mut self, store: String, prefix: String) -> Answer<Vec<ObjectMeta>> {
-        Ok(stores::list(self, &store, &prefix).await)
-    }
-
-    async fn store_delete(&mut self, store: String, key: String) -> Answer<()> {
-        Ok(stores::delete(self, &store, &key).await)
-    }
-
-    async fn store_copy(
-        &mut self,
-        from_store: String,
-        from_key: String,
-        to_store: String,
-        to_key: String,
-        expected_sha256: Option<String>,
-    ) -> Answer<CopyResult> {
-        Ok(stores::copy(
-            self,
-            (&from_store, &from_key),
-            (&to_store, &to_key),
-            expected_sha256.as_deref(),
-        )
-        .await)
-    }
-
-    async fn state_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(state::get(self, &key))
-    }
-
-    async fn state_set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
-        state::set(self, key.clone(), value.clone())?;
-        state::journal(self, &key, Some(&value)).await
-    }
-
-    async fn state_delete(&mut self, key: String) -> wasmtime::Result<()> {
-        state::delete(self, &key)?;
-        state::journal(self, &key, None).await
-    }
-
-    async fn state_list(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
-        Ok(state::list(self))
-    }
-
-    async fn secret(&mut self, name: String) -> Answer<String> {
-        Ok(secrets::get(self, &name))
-    }
-
-    async fn exec(&mut self, request: ExecRequest) -> Answer<ExecOutput> {
-        Ok(exec::run(self, request).await)
-    }
-
-    async fn spawn_service(&mut self, request: ExecRequest) -> Answer<u32> {
-        let program = request.program.clone();
-        let pid = exec::spawn_service(self, request);
-        if let (Ok(pid), Some(journal)) = (&pid, self.run.journal.clone()) {
-            let started = respawn_journal::EventBody::ServiceStarted {
-                step: self.step_id.clone(),
-                pid: *pid,
-                program,
-                start_ticks: services::process_start_ticks(*pid),
-            };
-            if let Err(e) = journal.append(started).await {
-                // No event names it, so no later runner would take it over: it must not outlive this one.
-                let _ = self.run.services.stop(*pid).await;
-                wasmtime::bail!("{e}");
-            }
-        }
-        Ok(pid)
-    }
-
-    async fn stop_service(&mut self, pid: u32) -> Answer<()> {
-        Ok(exec::stop_service(self, pid).await)
-    }
-
-    async fn image_unpack(
-        &mut self,
-        store: String,
-        prefix: String,
-        tag: String,
-        dir: String,
-    ) -> Answer<UnpackResult> {
-        Ok(images::unpack(self, &store, &prefix, &tag, &dir).await)
-    }
-
-    async fn image_compare(
-        &mut self,
-        store: String,
-        prefix: String,
-        tag: String,
-        dir: String,
-    ) -> Answer<CompareResult> {
-        Ok(images::compare(self, &store, &prefix, &tag, &dir).await)
-    }
-
-    async fn tcp_probe(&mut self, host: String, port: u16, timeout_ms: u32) -> Answer<u64> {
-        Ok(http::tcp_probe(self, &host, port, timeout_ms).await)
-    }
-}
+/// The answer of a host function that may fail (and may trap, the outer result).
+pub(crate) type Answer<T> = wasmtime::Result<Result<T, Failure>>;
 
 /// A failure of the given kind.
-pub(crate) fn failure(kind: types::FailureKind, message: impl Into<String>) -> Failure {
-    let retryable = matches!(kind, types::FailureKind::Unavailable);
+pub(crate) fn failure(kind: FailureKind, message: impl Into<String>) -> Failure {
+    let retryable = matches!(kind, FailureKind::Unavailable);
     Failure {
         kind,
         message: message.into(),

@@ -1,16 +1,44 @@
-//! The secrets capability: a step gets the value of a secret only if its `secrets` grant names it. Values go to
-//! the plugin and nowhere else: not to logs, reports or the journal.
+//! The secrets capability: a step gets the value of a secret only if its `secrets` grant names it
+//! (`respawn_sandbox::secrets`). Values go to the plugin and nowhere else: not to logs, reports or the journal.
 
-use super::super::bindings::types::{Failure, FailureKind};
-use super::super::state::StepState;
-use super::failure;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime_wasi::WasiCtxBuilder;
 
-pub fn get(s: &mut StepState, name: &str) -> Result<String, Failure> {
-    if !s.grants.secrets.iter().any(|g| g == name) {
-        return Err(s.deny(
-            "secrets",
-            format!("secret `{name}` is not in the step's secrets grant"),
-        ));
+use respawn_engine::StepCall;
+
+use super::super::bindings::abi::secrets as api;
+use super::super::bindings::abi::types::{Failure, FailureKind};
+use super::super::state::{RunResources, StepState};
+use super::{Answer, Capability, failure};
+
+pub struct Secrets;
+
+impl Capability for Secrets {
+    /// The step's `secrets` grant.
+    type Step = Vec<String>;
+
+    fn prepare(
+        call: &StepCall,
+        _: &RunResources,
+        _: &mut WasiCtxBuilder,
+    ) -> std::io::Result<Vec<String>> {
+        Ok(call.grants.secrets.clone())
+    }
+
+    fn link(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+        api::add_to_linker::<StepState, HasSelf<StepState>>(linker, |s| s)
+    }
+}
+
+impl api::Host for StepState {
+    async fn get(&mut self, name: String) -> Answer<String> {
+        Ok(get(self, &name))
+    }
+}
+
+fn get(s: &mut StepState, name: &str) -> Result<String, Failure> {
+    if let Err(denial) = respawn_sandbox::secrets::check(&s.caps.secrets, name) {
+        return Err(s.deny(denial));
     }
     match s.run.secrets.get(name) {
         Some(value) => Ok(value.clone()),

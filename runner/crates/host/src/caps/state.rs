@@ -1,32 +1,83 @@
 //! The state capability: a small per-step key-value map, always granted, handed back to the engine after each
-//! attempt so it can be journaled and given to the next attempt, resume or destroy.
+//! attempt so it can be journaled and given to the next attempt, resume or destroy. Its bounds are
+//! `respawn_sandbox::state`'s.
 //!
 //! Writes in the plan phase are dropped: plan must have no side effects.
 
-use super::super::state::StepState;
+use std::collections::BTreeMap;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use respawn_engine::StepCall;
 use respawn_journal::EventBody;
 
-/// Bounds that keep the journal small: state records resource ids, not data.
-pub const MAX_KEYS: usize = 256;
-pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+use super::super::bindings::abi::state as api;
+use super::super::state::{RunResources, StepState};
+use super::Capability;
 
-pub fn get(s: &StepState, key: &str) -> Option<String> {
-    s.kv.get(key).cloned()
+pub struct State;
+
+impl Capability for State {
+    /// The step's map, as earlier attempts and phases left it.
+    type Step = BTreeMap<String, String>;
+
+    fn prepare(
+        call: &StepCall,
+        _: &RunResources,
+        _: &mut WasiCtxBuilder,
+    ) -> std::io::Result<BTreeMap<String, String>> {
+        Ok(call.state.clone())
+    }
+
+    fn link(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+        api::add_to_linker::<StepState, HasSelf<StepState>>(linker, |s| s)
+    }
 }
 
-pub fn list(s: &StepState) -> Vec<(String, String)> {
-    s.kv.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+impl api::Host for StepState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.caps.state.get(&key).cloned())
+    }
+
+    async fn set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+        if self.read_only() {
+            tracing::warn!(step = %self.step_id, %key, "state write in the plan phase dropped");
+            return Ok(());
+        }
+        // A plugin abusing state is broken: trap rather than silently lose what it tried to record.
+        respawn_sandbox::state::check_set(&self.caps.state, &key, &value)?;
+        self.caps.state.insert(key.clone(), value.clone());
+        journal(self, &key, Some(&value)).await
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        if self.read_only() {
+            return Ok(());
+        }
+        self.caps.state.remove(&key);
+        journal(self, &key, None).await
+    }
+
+    async fn list(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self
+            .caps
+            .state
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
 }
 
 /// Records a state change in the journal before the plugin goes on, so that what it creates next is findable
 /// after a crash. A lost journal traps the plugin: the run is stopping.
-pub fn journal(
+fn journal(
     s: &StepState,
     key: &str,
     value: Option<&str>,
 ) -> impl std::future::Future<Output = wasmtime::Result<()>> + Send + 'static {
     // Take what the write needs now: the future must not borrow the (non-Sync) store data across the await.
-    let write = s.run.journal.clone().filter(|_| !s.read_only()).map(|j| {
+    let write = s.run.journal.clone().map(|j| {
         let event = EventBody::StateWritten {
             step: s.step_id.clone(),
             phase: s.phase,
@@ -45,26 +96,4 @@ pub fn journal(
             .map(|_| ())
             .map_err(|e| wasmtime::format_err!("{e}"))
     }
-}
-
-pub fn set(s: &mut StepState, key: String, value: String) -> wasmtime::Result<()> {
-    if s.read_only() {
-        tracing::warn!(step = %s.step_id, %key, "state write in the plan phase dropped");
-        return Ok(());
-    }
-    if value.len() > MAX_VALUE_BYTES || (!s.kv.contains_key(&key) && s.kv.len() >= MAX_KEYS) {
-        // A plugin abusing state is broken: trap rather than silently lose what it tried to record.
-        wasmtime::bail!(
-            "state limit exceeded ({MAX_KEYS} keys of at most {MAX_VALUE_BYTES} bytes)"
-        );
-    }
-    s.kv.insert(key, value);
-    Ok(())
-}
-
-pub fn delete(s: &mut StepState, key: &str) -> wasmtime::Result<()> {
-    if !s.read_only() {
-        s.kv.remove(key);
-    }
-    Ok(())
 }

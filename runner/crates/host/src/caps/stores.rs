@@ -1,25 +1,80 @@
-//! The stores capability: named stores, each granted `read` or `write`, optionally under a key prefix. Bulk
-//! copies run inside the host, streaming with a sha256 check, so the data never passes through guest memory.
+//! The stores capability: named stores, each granted `read` or `write`, optionally under a key prefix (checked by
+//! `respawn_sandbox::stores`). Bulk copies run inside the host, streaming with a sha256 check, so the data never
+//! passes through guest memory.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
 use respawn_data::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-
-use super::super::bindings::host_api::{CopyResult, ObjectMeta};
-use super::super::bindings::types::{Failure, FailureKind};
-use super::super::state::StepState;
-use super::failure;
 use respawn_data::{DataError, copy_blob, stores::object_path};
-use respawn_workflow::StoreAccess;
+use respawn_engine::StepCall;
+use respawn_sandbox::limits::MAX_GET_BYTES;
+use respawn_sandbox::stores::{Need, StoreGrant};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime_wasi::WasiCtxBuilder;
 
-/// Largest object `store-get` returns into guest memory; bigger data moves with `store-copy`.
-pub const MAX_GET_BYTES: u64 = 64 << 20;
+use super::super::bindings::abi::stores::{self as api, CopyResult, ObjectMeta};
+use super::super::bindings::abi::types::{Failure, FailureKind};
+use super::super::state::{RunResources, StepState};
+use super::{Answer, Capability, failure};
 
-#[derive(Clone, Copy, PartialEq)]
-enum Need {
-    Read,
-    Write,
+pub struct Stores;
+
+impl Capability for Stores {
+    /// The step's `stores` grant.
+    type Step = BTreeMap<String, StoreGrant>;
+
+    fn prepare(
+        call: &StepCall,
+        _: &RunResources,
+        _: &mut WasiCtxBuilder,
+    ) -> std::io::Result<BTreeMap<String, StoreGrant>> {
+        Ok(call.grants.stores.clone())
+    }
+
+    fn link(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+        api::add_to_linker::<StepState, HasSelf<StepState>>(linker, |s| s)
+    }
+}
+
+impl api::Host for StepState {
+    async fn get(&mut self, store: String, key: String) -> Answer<Vec<u8>> {
+        Ok(get(self, &store, &key).await)
+    }
+
+    async fn put(&mut self, store: String, key: String, data: Vec<u8>) -> Answer<()> {
+        Ok(put(self, &store, &key, data).await)
+    }
+
+    async fn head(&mut self, store: String, key: String) -> Answer<Option<ObjectMeta>> {
+        Ok(head(self, &store, &key).await)
+    }
+
+    async fn list(&mut self, store: String, prefix: String) -> Answer<Vec<ObjectMeta>> {
+        Ok(list(self, &store, &prefix).await)
+    }
+
+    async fn delete(&mut self, store: String, key: String) -> Answer<()> {
+        Ok(delete(self, &store, &key).await)
+    }
+
+    async fn copy(
+        &mut self,
+        from_store: String,
+        from_key: String,
+        to_store: String,
+        to_key: String,
+        expected_sha256: Option<String>,
+    ) -> Answer<CopyResult> {
+        Ok(copy(
+            self,
+            (&from_store, &from_key),
+            (&to_store, &to_key),
+            expected_sha256.as_deref(),
+        )
+        .await)
+    }
 }
 
 /// Checks the grant for `store`/`key` and returns the store, or the denial the plugin sees.
@@ -29,38 +84,10 @@ fn open(
     key: &str,
     need: Need,
 ) -> Result<Arc<dyn ObjectStore>, Failure> {
-    let verb = if need == Need::Write { "write" } else { "read" };
-    let Some(grant) = s.grants.stores.get(store).cloned() else {
-        return Err(s.deny(
-            "stores",
-            format!("{verb} {store}:{key}: store `{store}` is not granted"),
-        ));
-    };
-    if need == Need::Write && grant.access != StoreAccess::Write {
-        return Err(s.deny(
-            "stores",
-            format!("write {store}:{key}: store `{store}` is granted read only"),
-        ));
-    }
-    if need == Need::Write && s.read_only() {
-        return Err(s.deny(
-            "stores",
-            format!("write {store}:{key}: the plan phase is read-only"),
-        ));
-    }
-    if let Some(prefix) = &grant.prefix
-        && !key.starts_with(prefix.as_str())
+    let read_only = s.read_only();
+    if let Err(denial) = respawn_sandbox::stores::check(&s.caps.stores, store, key, need, read_only)
     {
-        return Err(s.deny(
-            "stores",
-            format!("{verb} {store}:{key}: outside the granted prefix `{prefix}`"),
-        ));
-    }
-    if key.split('/').any(|seg| seg == "..") {
-        return Err(s.deny(
-            "stores",
-            format!("{verb} {store}:{key}: `..` is not allowed in keys"),
-        ));
+        return Err(s.deny(denial));
     }
     s.run.stores.get(store).cloned().ok_or_else(|| {
         failure(
@@ -101,7 +128,7 @@ fn meta(m: respawn_data::object_store::ObjectMeta) -> ObjectMeta {
     }
 }
 
-pub async fn get(s: &mut StepState, store: &str, key: &str) -> Result<Vec<u8>, Failure> {
+async fn get(s: &mut StepState, store: &str, key: &str) -> Result<Vec<u8>, Failure> {
     let st = open(s, store, key, Need::Read)?;
     let path = object_path(key).map_err(from_data)?;
     let head = st.head(&path).await.map_err(|e| from_data(e.into()))?;
@@ -109,7 +136,7 @@ pub async fn get(s: &mut StepState, store: &str, key: &str) -> Result<Vec<u8>, F
         return Err(failure(
             FailureKind::InvalidInput,
             format!(
-                "{store}:{key} is {} bytes; store-get returns at most {MAX_GET_BYTES}, use store-copy",
+                "{store}:{key} is {} bytes; stores.get returns at most {MAX_GET_BYTES}, use stores.copy",
                 head.size
             ),
         ));
@@ -123,7 +150,7 @@ pub async fn get(s: &mut StepState, store: &str, key: &str) -> Result<Vec<u8>, F
     bytes.map(|b| b.to_vec()).map_err(|e| from_data(e.into()))
 }
 
-pub async fn put(s: &mut StepState, store: &str, key: &str, data: Vec<u8>) -> Result<(), Failure> {
+async fn put(s: &mut StepState, store: &str, key: &str, data: Vec<u8>) -> Result<(), Failure> {
     let st = open(s, store, key, Need::Write)?;
     let path = object_path(key).map_err(from_data)?;
     st.put(&path, PutPayload::from(data))
@@ -132,11 +159,7 @@ pub async fn put(s: &mut StepState, store: &str, key: &str, data: Vec<u8>) -> Re
         .map_err(|e| from_data(e.into()))
 }
 
-pub async fn head(
-    s: &mut StepState,
-    store: &str,
-    key: &str,
-) -> Result<Option<ObjectMeta>, Failure> {
+async fn head(s: &mut StepState, store: &str, key: &str) -> Result<Option<ObjectMeta>, Failure> {
     let st = open(s, store, key, Need::Read)?;
     let path = object_path(key).map_err(from_data)?;
     match st.head(&path).await {
@@ -146,11 +169,7 @@ pub async fn head(
     }
 }
 
-pub async fn list(
-    s: &mut StepState,
-    store: &str,
-    prefix: &str,
-) -> Result<Vec<ObjectMeta>, Failure> {
+async fn list(s: &mut StepState, store: &str, prefix: &str) -> Result<Vec<ObjectMeta>, Failure> {
     let st = open(s, store, prefix, Need::Read)?;
     let path = if prefix.is_empty() {
         None
@@ -165,7 +184,7 @@ pub async fn list(
     Ok(items.into_iter().map(meta).collect())
 }
 
-pub async fn delete(s: &mut StepState, store: &str, key: &str) -> Result<(), Failure> {
+async fn delete(s: &mut StepState, store: &str, key: &str) -> Result<(), Failure> {
     let st = open(s, store, key, Need::Write)?;
     let path = object_path(key).map_err(from_data)?;
     match st.delete(&path).await {
@@ -174,7 +193,7 @@ pub async fn delete(s: &mut StepState, store: &str, key: &str) -> Result<(), Fai
     }
 }
 
-pub async fn copy(
+async fn copy(
     s: &mut StepState,
     from: (&str, &str),
     to: (&str, &str),

@@ -316,46 +316,18 @@ impl Checker<'_> {
 
     fn grants(&mut self, path: &str, step: &Step) {
         let w = &self.w.workflow;
-        let g = &step.grants;
-        for name in g.stores.keys() {
-            if !w.stores.contains_key(name) {
-                self.at_key(
-                    &format!("{path}.grants.stores.{name}"),
-                    format!("grant names undeclared store `{name}`"),
-                );
-            }
-        }
-        for (i, name) in g.secrets.iter().enumerate() {
-            if !w.secrets.contains_key(name) {
-                self.at(
-                    &format!("{path}.grants.secrets[{i}]"),
-                    format!("grant names undeclared secret `{name}`"),
-                );
-            }
-        }
-        for (i, program) in g.exec.iter().enumerate() {
-            let bare = !program.is_empty() && !program.contains('/');
-            if !bare && !program.starts_with('/') {
-                self.at(
-                    &format!("{path}.grants.exec[{i}]"),
-                    format!("exec grant `{program}` must be a program name found on PATH or an absolute path"),
-                );
-            }
-        }
-        for (i, pattern) in g.http.iter().enumerate() {
-            if let Err(why) = check_http_pattern(pattern) {
-                self.at(
-                    &format!("{path}.grants.http[{i}]"),
-                    format!("http grant `{pattern}`: {why}"),
-                );
-            }
-        }
-        for dir in g.files.keys() {
-            if dir.trim().is_empty() {
-                self.at(
-                    &format!("{path}.grants.files"),
-                    "files grant needs a directory path",
-                );
+        let stores: Vec<&str> = w.stores.keys().map(String::as_str).collect();
+        let secrets: Vec<&str> = w.secrets.keys().map(String::as_str).collect();
+        let declared = respawn_sandbox::Declared {
+            stores: &stores,
+            secrets: &secrets,
+        };
+        for problem in step.grants.validate(&declared) {
+            let at = format!("{path}.grants.{}", problem.at);
+            if problem.at_key {
+                self.at_key(&at, problem.message);
+            } else {
+                self.at(&at, problem.message);
             }
         }
     }
@@ -442,60 +414,6 @@ fn check_plugin_source(source: &str) -> Result<(), String> {
     Err(format!(
         "unsupported source `{source}`; expected builtin:NAME@VERSION, file://PATH or a store URL"
     ))
-}
-
-/// Checks `scheme://host[:port]` where host and port may be `*`. The scheme is `http` or `https`, or `tcp` with a
-/// required port (the host allows plain TCP connections, e.g. probes, to such entries).
-pub fn check_http_pattern(pattern: &str) -> Result<(), String> {
-    const FORM: &str = "expected scheme://host[:port] with no path";
-    let (scheme, rest) = pattern.split_once("://").ok_or(FORM)?;
-    if !matches!(scheme, "http" | "https" | "tcp") {
-        return Err(format!("scheme must be http, https or tcp, not `{scheme}`"));
-    }
-    if rest.contains(['/', '?', '#']) {
-        return Err(FORM.into());
-    }
-    if rest.contains('@') {
-        return Err("expected scheme://host[:port] without user info".into());
-    }
-    // `[::1]:8080`: an IPv6 host is bracketed, and its colons are not the port separator.
-    let (host, port) = match rest.strip_prefix('[') {
-        Some(inner) => {
-            let (addr, after) = inner
-                .split_once(']')
-                .ok_or("unclosed `[` in an IPv6 host")?;
-            if addr.is_empty()
-                || !addr
-                    .chars()
-                    .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-            {
-                return Err(format!("`[{addr}]` is not an IPv6 address"));
-            }
-            match after {
-                "" => (rest, None),
-                _ => match after.strip_prefix(':') {
-                    Some(p) => (&rest[..addr.len() + 2], Some(p)),
-                    None => return Err(FORM.into()),
-                },
-            }
-        }
-        None => match rest.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (rest, None),
-        },
-    };
-    if host.is_empty() {
-        return Err("the host is missing".into());
-    }
-    match port {
-        Some(p) if p != "*" && p.parse::<u16>().is_err() => {
-            Err(format!("port `{p}` must be a number or `*`"))
-        }
-        None if scheme == "tcp" => Err(format!(
-            "a tcp grant needs a port, e.g. tcp://{host}:5432 or tcp://{host}:*"
-        )),
-        _ => Ok(()),
-    }
 }
 
 fn article(kind: ParamType) -> &'static str {
@@ -587,32 +505,5 @@ mod tests {
     fn self_need_is_not_also_a_cycle() {
         let d = problems("  - id: a\n    uses: local/run\n    needs: [a]\n");
         assert_eq!(d, ["11:13: step `a` needs itself"]);
-    }
-
-    #[test]
-    fn http_patterns() {
-        for ok in [
-            "http://127.0.0.1:*",
-            "https://*.example.com:443",
-            "http://example.com",
-            "http://[::1]:8080",
-            "tcp://db:5432",
-            "tcp://*:*",
-        ] {
-            assert_eq!(check_http_pattern(ok), Ok(()), "{ok}");
-        }
-        for (bad, why) in [
-            ("http://127.0.0.1:8080/health", "with no path"),
-            ("http://example.com?x=1", "with no path"),
-            ("ftp://example.com", "scheme must be http, https or tcp"),
-            ("tcp://db", "a tcp grant needs a port"),
-            ("http://host:port", "port `port` must be a number"),
-            ("http://user@host", "without user info"),
-            ("http://:80", "the host is missing"),
-            ("example.com", "expected scheme://host[:port]"),
-        ] {
-            let err = check_http_pattern(bad).expect_err(bad);
-            assert!(err.contains(why), "{bad}: {err}");
-        }
     }
 }

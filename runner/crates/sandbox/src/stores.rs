@@ -1,0 +1,197 @@
+//! The stores capability: named stores, each granted `read` or `write` (`write` implies read), optionally under
+//! a key prefix. Writes are refused in the plan phase, and no key may climb out with `..`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::{Capability, Declared, Denial, Problem};
+
+pub struct Stores;
+
+impl Capability for Stores {
+    const NAME: &'static str = "stores";
+    type Grant = BTreeMap<String, StoreGrant>;
+
+    fn validate(grant: &Self::Grant, declared: &Declared<'_>) -> Vec<Problem> {
+        grant
+            .keys()
+            .filter(|name| !declared.stores.contains(&name.as_str()))
+            .map(|name| {
+                Problem::at_key(
+                    format!("stores.{name}"),
+                    format!("grant names undeclared store `{name}`"),
+                )
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreAccess {
+    Read,
+    Write,
+}
+
+/// A store grant: `read`, `write`, or `{ access: read, prefix: images/ }`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreGrant {
+    pub access: StoreAccess,
+    /// Restricts the step to keys under this prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+/// What a request does with a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Read,
+    Write,
+}
+
+/// Whether `key` of `store` may be read or written by a step with `grant`; `read_only` in the plan phase.
+pub fn check(
+    grant: &BTreeMap<String, StoreGrant>,
+    store: &str,
+    key: &str,
+    need: Need,
+    read_only: bool,
+) -> Result<(), Denial> {
+    let verb = if need == Need::Write { "write" } else { "read" };
+    let deny = |why: String| Err(Denial::new(Stores::NAME, why));
+    let Some(grant) = grant.get(store) else {
+        return deny(format!(
+            "{verb} {store}:{key}: store `{store}` is not granted"
+        ));
+    };
+    if need == Need::Write && grant.access != StoreAccess::Write {
+        return deny(format!(
+            "write {store}:{key}: store `{store}` is granted read only"
+        ));
+    }
+    if need == Need::Write && read_only {
+        return deny(format!("write {store}:{key}: the plan phase is read-only"));
+    }
+    if let Some(prefix) = &grant.prefix
+        && !key.starts_with(prefix.as_str())
+    {
+        return deny(format!(
+            "{verb} {store}:{key}: outside the granted prefix `{prefix}`"
+        ));
+    }
+    if key.split('/').any(|segment| segment == "..") {
+        return deny(format!("{verb} {store}:{key}: `..` is not allowed in keys"));
+    }
+    Ok(())
+}
+
+impl<'de> Deserialize<'de> for StoreGrant {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct GrantVisitor;
+        impl<'de> Visitor<'de> for GrantVisitor {
+            type Value = StoreGrant;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`read`, `write`, or a map { access: read|write, prefix: PATH }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StoreGrant, E> {
+                let access = match v {
+                    "read" => StoreAccess::Read,
+                    "write" => StoreAccess::Write,
+                    other => return Err(E::invalid_value(de::Unexpected::Str(other), &self)),
+                };
+                Ok(StoreGrant {
+                    access,
+                    prefix: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<StoreGrant, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Full {
+                    access: StoreAccess,
+                    #[serde(default)]
+                    prefix: Option<String>,
+                }
+                let full = Full::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(StoreGrant {
+                    access: full.access,
+                    prefix: full.prefix,
+                })
+            }
+        }
+        deserializer.deserialize_any(GrantVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(access: StoreAccess, prefix: Option<&str>) -> BTreeMap<String, StoreGrant> {
+        BTreeMap::from([(
+            "b".to_string(),
+            StoreGrant {
+                access,
+                prefix: prefix.map(str::to_string),
+            },
+        )])
+    }
+
+    #[test]
+    fn each_refusal_names_the_store_key_and_reason() {
+        let read = grant(StoreAccess::Read, None);
+        let write = grant(StoreAccess::Write, Some("site/"));
+        let cases = [
+            (
+                &read,
+                "c",
+                "k",
+                Need::Read,
+                false,
+                "read c:k: store `c` is not granted",
+            ),
+            (
+                &read,
+                "b",
+                "k",
+                Need::Write,
+                false,
+                "write b:k: store `b` is granted read only",
+            ),
+            (
+                &write,
+                "b",
+                "site/k",
+                Need::Write,
+                true,
+                "write b:site/k: the plan phase is read-only",
+            ),
+            (
+                &write,
+                "b",
+                "other/k",
+                Need::Read,
+                false,
+                "read b:other/k: outside the granted prefix `site/`",
+            ),
+            (
+                &write,
+                "b",
+                "site/../k",
+                Need::Read,
+                false,
+                "read b:site/../k: `..` is not allowed in keys",
+            ),
+        ];
+        for (g, store, key, need, read_only, asked) in cases {
+            let denial = check(g, store, key, need, read_only).unwrap_err();
+            assert_eq!(denial.capability, "stores");
+            assert_eq!(denial.asked, asked);
+        }
+        assert!(check(&write, "b", "site/k", Need::Write, false).is_ok());
+        assert!(check(&read, "b", "k", Need::Read, true).is_ok());
+    }
+}

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use respawn::data::StoreSet;
-use respawn::engine::{Mode, Phase, StepCall, StepError, StepExecutor};
-use respawn::host::{Host, RunResources};
-use respawn::workflow::{Grants, Limits};
+use respawn_data::StoreSet;
+use respawn_engine::{Mode, Phase, StepCall, StepError, StepExecutor};
+use respawn_host::{Host, RunResources};
+use respawn_workflow::{Grants, Limits};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -36,7 +36,7 @@ static COMPILED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
 /// A host with `check` loaded from the embedded builtin, and `stores` opened relative to `dir`.
 async fn host(dir: &Path, stores: &[(&str, &str)]) -> Host {
-    let check = respawn::host::sources::builtin("check@0.1").expect("check is embedded");
+    let check = respawn_host::sources::builtin("check@0.1").expect("check is embedded");
     COMPILED
         .get_or_init(|| async {
             let warm =

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use respawn::engine::{Mode, Phase, StepCall, StepError, StepExecutor};
-use respawn::host::sources::{PluginBytes, TEST_PLUGINS_DIR};
-use respawn::host::{Host, HostError, RunResources};
-use respawn::workflow::{Grants, Limits};
+use respawn_engine::{Mode, Phase, StepCall, StepError, StepExecutor};
+use respawn_host::sources::{PluginBytes, TEST_PLUGINS_DIR};
+use respawn_host::{Host, HostError, RunResources};
+use respawn_workflow::{Grants, Limits};
 use serde_json::json;
 
 fn plugin(file: &str) -> PluginBytes {
@@ -301,7 +301,7 @@ async fn plugin_failures_keep_their_kind_and_retryability() {
 
 #[tokio::test]
 async fn compile_cache_hits_and_survives_corruption() {
-    use respawn::host::cache::CacheOutcome;
+    use respawn_host::cache::CacheOutcome;
     let dir = scratch("cache");
     let cache_dir = dir.join("cache");
     let new_host =

@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use divan::counter::ItemsCount;
 use divan::{Bencher, black_box};
-use respawn::engine::{Mode, Phase, StepCall, StepExecutor, StepResult};
-use respawn::host::cache::CacheOutcome;
-use respawn::host::sources::{PluginBytes, TEST_PLUGINS_DIR};
-use respawn::host::{Host, RunResources};
-use respawn::workflow::{Grants, Limits};
+use respawn_engine::{Mode, Phase, StepCall, StepExecutor, StepResult};
+use respawn_host::cache::CacheOutcome;
+use respawn_host::sources::{PluginBytes, TEST_PLUGINS_DIR};
+use respawn_host::{Host, RunResources};
+use respawn_workflow::{Grants, Limits};
 use serde_json::json;
 
 const STEPS: usize = 1_000;

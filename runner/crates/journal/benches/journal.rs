@@ -13,9 +13,9 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use divan::Bencher;
-use respawn::journal::chain;
-use respawn::journal::replay::Replayed;
-use respawn::journal::{EventBody, Journal, Redactor, RunStarted, WorkflowSnapshot};
+use respawn_journal::chain;
+use respawn_journal::replay::Replayed;
+use respawn_journal::{EventBody, Journal, Redactor, RunStarted, WorkflowSnapshot};
 
 static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_multi_thread()
@@ -39,7 +39,7 @@ fn fresh_run_id() -> String {
 fn started(run_id: &str) -> EventBody {
     EventBody::RunStarted(Box::new(RunStarted {
         run_id: run_id.into(),
-        mode: respawn::engine::Mode::Drill,
+        mode: respawn_workflow::Mode::Drill,
         keep: false,
         workflow: WorkflowSnapshot {
             name: "bench".into(),
@@ -56,7 +56,7 @@ fn started(run_id: &str) -> EventBody {
 }
 
 fn journal_on(url: &str) -> Journal {
-    let store = respawn::data::open_store(url, Path::new("/")).unwrap();
+    let store = respawn_data::open_store(url, Path::new("/")).unwrap();
     let run_id = fresh_run_id();
     let journal = Journal::open(store, &run_id, Redactor::default(), 0, None);
     RT.block_on(journal.append(started(&run_id))).unwrap();
@@ -82,7 +82,7 @@ fn audit_1000_file(bencher: Bencher) {
     for _ in 1..1000 {
         RT.block_on(journal.append(EventBody::Heartbeat)).unwrap();
     }
-    let store = respawn::data::open_store(&url, Path::new("/")).unwrap();
+    let store = respawn_data::open_store(&url, Path::new("/")).unwrap();
     let run_id = journal.run_id().to_string();
     bencher.bench_local(|| {
         let stored = RT.block_on(chain::read_all(&store, &run_id)).unwrap();

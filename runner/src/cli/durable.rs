@@ -120,7 +120,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
     let seed = ResumeSeed::from_replay(&replayed);
     // Services of applied steps are taken over; any other the dead runner left (an unfinished step's, or one it
     // started but never journaled) is stopped before that step runs again and starts its own.
-    let recovered = runtime.block_on(host.run_resources().services.recover(
+    let recovered = runtime.block_on(host.services().recover(
         &run_id,
         &replayed.services,
         &seed.applied_steps(),

@@ -94,6 +94,7 @@ pub struct Host {
     cache: CompileCache,
     plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
     run: RunResources,
+    caps: Arc<caps::RunCaps>,
 }
 
 use respawn_sandbox::limits::DESCRIBE_TIMEOUT;
@@ -118,6 +119,7 @@ impl Host {
             &mut linker,
         ))?;
         link(caps::link_all(&mut linker))?;
+        let caps = Arc::new(caps::RunCaps::configure(&run));
         let cache = CompileCache::new(&engine, cache_dir);
         Ok(Host {
             engine,
@@ -125,11 +127,13 @@ impl Host {
             cache,
             plugins: RwLock::default(),
             run,
+            caps,
         })
     }
 
-    pub fn run_resources(&self) -> &RunResources {
-        &self.run
+    /// The services this run's steps started (resume adopts or stops a dead runner's).
+    pub fn services(&self) -> &caps::services::Services {
+        &self.caps.exec
     }
 
     /// Compiles (or loads from cache) and describes a plugin, registering it under `alias`.
@@ -251,6 +255,7 @@ impl Host {
             mode: call.mode,
             limits,
             run: self.run.clone(),
+            run_caps: self.caps.clone(),
             deadline: Instant::now() + timeout,
             caps,
             denial: None,
@@ -342,16 +347,16 @@ impl StepExecutor for Host {
 
 impl RunHost for Host {
     async fn stop_services(&self) {
-        self.run.services.stop_all().await;
+        self.caps.exec.stop_all().await;
     }
 
     fn release_services(&self) {
-        self.run.services.release_all();
+        self.caps.exec.release_all();
     }
 
     fn restored_images(&self) -> Vec<std::time::SystemTime> {
-        self.run
-            .restored_images
+        self.caps
+            .images
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

@@ -10,8 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::abi::types::{Failure, FailureKind};
-use super::caps::StepCaps;
-use super::caps::services::Services;
+use super::caps::{RunCaps, StepCaps};
 use super::limits::{MemoryLimiter, StepLimits};
 use respawn_data::StoreSet;
 use respawn_engine::{Mode, Phase};
@@ -19,18 +18,18 @@ use respawn_engine::{Mode, Phase};
 /// Receives progress reports of running steps: (step id, done, total, message).
 pub type ProgressSink = Arc<dyn Fn(&str, u64, Option<u64>, &str) + Send + Sync>;
 
-/// Resources shared by every step of one run.
+/// What the runner opened for a run, from which each capability configures its per-run state
+/// ([`RunCaps`](super::caps::RunCaps)).
 #[derive(Clone)]
 pub struct RunResources {
     /// The workflow's directory: relative `files` grants resolve against it.
     pub base_dir: PathBuf,
+    /// The workflow's stores, opened.
     pub stores: StoreSet,
     /// Secret name -> value, read from the environment at run start. Never logged.
     pub secrets: Arc<BTreeMap<String, String>>,
-    pub services: Services,
+    /// Where plugins' progress reports go (the progress bars), if anywhere.
     pub progress: Option<ProgressSink>,
-    /// Creation times of the images restored by this run: RPO is measured against the newest.
-    pub restored_images: Arc<std::sync::Mutex<Vec<std::time::SystemTime>>>,
     /// The run's journal: state writes, services and restored images are recorded in it as they happen.
     pub journal: Option<Arc<respawn_journal::Journal>>,
 }
@@ -41,9 +40,7 @@ impl RunResources {
             base_dir,
             stores: StoreSet::default(),
             secrets: Arc::default(),
-            services: Services::default(),
             progress: None,
-            restored_images: Arc::default(),
             journal: None,
         }
     }
@@ -70,6 +67,8 @@ pub struct StepState {
     pub mode: Mode,
     pub limits: StepLimits,
     pub run: RunResources,
+    /// Each capability's state for the whole run (services started, images restored).
+    pub run_caps: Arc<RunCaps>,
     /// Deadline of the whole attempt; exec requests are capped by what is left of it.
     pub deadline: std::time::Instant,
     /// Each capability's state for this attempt, built from the step's grants.

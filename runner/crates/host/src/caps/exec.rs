@@ -15,6 +15,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use super::super::bindings::abi::exec::{self as api, ExecOutput, ExecRequest};
 use super::super::bindings::abi::types::{Failure, FailureKind};
 use super::super::state::{RunResources, StepState};
+use super::services::Services;
 use super::{Answer, Capability, files};
 
 pub struct Exec;
@@ -28,6 +29,13 @@ pub struct ExecStep {
 }
 
 impl Capability for Exec {
+    /// The services this run started.
+    type Run = Services;
+
+    fn configure(_: &RunResources) -> Services {
+        Services::default()
+    }
+
     type Step = ExecStep;
 
     fn prepare(
@@ -67,7 +75,7 @@ impl api::Host for StepState {
             };
             if let Err(e) = journal.append(started).await {
                 // No event names it, so no later runner would take it over: it must not outlive this one.
-                let _ = self.run.services.stop(*pid).await;
+                let _ = self.run_caps.exec.stop(*pid).await;
                 wasmtime::bail!("{e}");
             }
         }
@@ -261,8 +269,8 @@ fn spawn_service(s: &mut StepState, request: ExecRequest) -> Result<u32, Failure
         env: &request.env,
     };
     let (run_id, step) = (s.run_id.clone(), s.step_id.clone());
-    s.run
-        .services
+    s.run_caps
+        .exec
         .spawn(&run_id, &step, req)
         .map_err(|e| super::failure(FailureKind::Internal, e.to_string()))
 }
@@ -271,7 +279,7 @@ async fn stop_service(s: &mut StepState, pid: u32) -> Result<(), Failure> {
     if let Err(denial) = respawn_sandbox::exec::check_stop(pid, s.read_only()) {
         return Err(s.deny(denial));
     }
-    match s.run.services.stop(pid).await {
+    match s.run_caps.exec.stop(pid).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(s.deny(respawn_sandbox::exec::not_started_here(pid))),
         Err(e) => Err(super::failure(FailureKind::Internal, e.to_string())),

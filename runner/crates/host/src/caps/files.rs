@@ -16,6 +16,10 @@ use super::Capability;
 pub struct Files;
 
 impl Capability for Files {
+    type Run = ();
+
+    fn configure(_: &RunResources) {}
+
     /// The step's granted directories, preopened in its WASI context.
     type Step = Vec<GrantedDir>;
 

@@ -21,6 +21,10 @@ use super::{Answer, Capability};
 pub struct Http;
 
 impl Capability for Http {
+    type Run = ();
+
+    fn configure(_: &RunResources) {}
+
     /// The wasi:http hook, holding the step's `http` grant.
     type Step = HttpHooks;
 

@@ -15,7 +15,17 @@ use super::{Answer, Capability, failure, files, stores};
 
 pub struct Images;
 
+/// Creation times of the images a run restored.
+pub type RestoredImages = std::sync::Arc<std::sync::Mutex<Vec<std::time::SystemTime>>>;
+
 impl Capability for Images {
+    /// Creation times of the images this run restored: RPO is measured against the newest.
+    type Run = RestoredImages;
+
+    fn configure(_: &RunResources) -> RestoredImages {
+        RestoredImages::default()
+    }
+
     /// Images need nothing of their own: they use the step's `stores` and `files` grants.
     type Step = ();
 
@@ -93,8 +103,8 @@ async fn unpack(
         .await
         .map_err(from_oci)?;
     if let Some(created) = report.created {
-        s.run
-            .restored_images
+        s.run_caps
+            .images
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(created);

@@ -6,7 +6,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use respawn_engine::StepCall;
 
 use super::super::bindings::abi::log::{self as api, Level};
-use super::super::state::{RunResources, StepState};
+use super::super::state::{ProgressSink, RunResources, StepState};
 use super::Capability;
 
 pub struct Log;
@@ -18,6 +18,13 @@ pub struct LogStep {
 }
 
 impl Capability for Log {
+    /// Where progress reports go, if anywhere.
+    type Run = Option<ProgressSink>;
+
+    fn configure(run: &RunResources) -> Option<ProgressSink> {
+        run.progress.clone()
+    }
+
     type Step = LogStep;
 
     fn prepare(_: &StepCall, _: &RunResources, _: &mut WasiCtxBuilder) -> std::io::Result<LogStep> {
@@ -41,7 +48,7 @@ impl api::Host for StepState {
         total: Option<u64>,
         message: String,
     ) -> wasmtime::Result<()> {
-        if let Some(sink) = &self.run.progress {
+        if let Some(sink) = &self.run_caps.log {
             sink(&self.step_id, done, total, &message);
         }
         Ok(())

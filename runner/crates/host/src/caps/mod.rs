@@ -1,11 +1,10 @@
 //! Host capabilities, one module each, all denied unless the step's grants allow them.
 //!
-//! In the spirit of Spin's factors, a capability is a type implementing [`Capability`]: the state it keeps for
-//! one step attempt (built from the step's call when the attempt starts) and the link of its WIT interface, whose
-//! functions its module implements on [`StepState`]. The pure half of a capability (its grant, the grant's
-//! validation and the checks of each request) lives in `respawn_sandbox::<name>`, shared with the validator and
-//! the SDK's mock host. State shared by every step of a run (opened stores, secret values, the services
-//! registry, the journal) is in [`RunResources`].
+//! In the spirit of Spin's factors, a capability is a type implementing [`Capability`]: the state it keeps for a
+//! run (configured once from the run's [`RunResources`]), the state it keeps for one step attempt (built from the
+//! step's call when the attempt starts), and the link of its WIT interface, whose functions its module implements
+//! on [`StepState`]. The pure half of a capability (its grant, the grant's validation and the checks of each
+//! request) lives in `respawn_sandbox::<name>`, shared with the validator and the SDK's mock host.
 //!
 //! Adding a capability: a module here implementing [`Capability`] and its WIT interface's `Host` trait, one line
 //! in [`capabilities!`] below, and the interface in `plugins/wit` (see docs/architecture.md).
@@ -30,6 +29,12 @@ pub mod stores;
 
 /// One capability's runtime half.
 pub trait Capability {
+    /// What the capability keeps for the whole run (a registry, handles): a field of [`RunCaps`].
+    type Run: Send + Sync + 'static;
+
+    /// Configures the run's state from what the runner opened for the run.
+    fn configure(run: &RunResources) -> Self::Run;
+
     /// What the capability keeps for one step attempt (its grant, counters, hooks): a field of [`StepCaps`].
     type Step: Send + 'static;
 
@@ -45,10 +50,23 @@ pub trait Capability {
     fn link(linker: &mut Linker<StepState>) -> wasmtime::Result<()>;
 }
 
-/// Registers capabilities: each line adds the capability's field to [`StepCaps`], its `prepare` to every attempt
-/// and its interface to the linker.
+/// Registers capabilities: each line adds the capability's fields to [`RunCaps`] and [`StepCaps`], its
+/// `configure` to every run and `prepare` to every attempt, and its interface to the linker.
 macro_rules! capabilities {
     ($($field:ident: $cap:ty),* $(,)?) => {
+        /// The per-run state of every capability.
+        pub struct RunCaps {
+            $(pub $field: <$cap as Capability>::Run,)*
+        }
+
+        impl RunCaps {
+            pub(crate) fn configure(run: &RunResources) -> RunCaps {
+                RunCaps {
+                    $($field: <$cap as Capability>::configure(run),)*
+                }
+            }
+        }
+
         /// The per-attempt state of every capability.
         pub struct StepCaps {
             $(pub $field: <$cap as Capability>::Step,)*

@@ -1,6 +1,9 @@
 //! The secrets capability: a step gets the value of a secret only if its `secrets` grant names it
 //! (`respawn_sandbox::secrets`). Values go to the plugin and nowhere else: not to logs, reports or the journal.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::WasiCtxBuilder;
 
@@ -14,6 +17,13 @@ use super::{Answer, Capability, failure};
 pub struct Secrets;
 
 impl Capability for Secrets {
+    /// Secret name -> value, read when the run started.
+    type Run = Arc<BTreeMap<String, String>>;
+
+    fn configure(run: &RunResources) -> Arc<BTreeMap<String, String>> {
+        run.secrets.clone()
+    }
+
     /// The step's `secrets` grant.
     type Step = Vec<String>;
 
@@ -40,7 +50,7 @@ fn get(s: &mut StepState, name: &str) -> Result<String, Failure> {
     if let Err(denial) = respawn_sandbox::secrets::check(&s.caps.secrets, name) {
         return Err(s.deny(denial));
     }
-    match s.run.secrets.get(name) {
+    match s.run_caps.secrets.get(name) {
         Some(value) => Ok(value.clone()),
         None => Err(failure(
             FailureKind::NotFound,

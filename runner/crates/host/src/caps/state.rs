@@ -19,6 +19,10 @@ use super::Capability;
 pub struct State;
 
 impl Capability for State {
+    type Run = ();
+
+    fn configure(_: &RunResources) {}
+
     /// The step's map, as earlier attempts and phases left it.
     type Step = BTreeMap<String, String>;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use respawn_data::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use respawn_data::{DataError, copy_blob, stores::object_path};
+use respawn_data::{DataError, StoreSet, copy_blob, stores::object_path};
 use respawn_engine::StepCall;
 use respawn_sandbox::limits::MAX_GET_BYTES;
 use respawn_sandbox::stores::{Need, StoreGrant};
@@ -22,6 +22,13 @@ use super::{Answer, Capability, failure};
 pub struct Stores;
 
 impl Capability for Stores {
+    /// The workflow's stores, opened.
+    type Run = StoreSet;
+
+    fn configure(run: &RunResources) -> StoreSet {
+        run.stores.clone()
+    }
+
     /// The step's `stores` grant.
     type Step = BTreeMap<String, StoreGrant>;
 
@@ -89,7 +96,7 @@ fn open(
     {
         return Err(s.deny(denial));
     }
-    s.run.stores.get(store).cloned().ok_or_else(|| {
+    s.run_caps.stores.get(store).cloned().ok_or_else(|| {
         failure(
             FailureKind::Internal,
             format!("store `{store}` is granted but was not opened"),
@@ -201,7 +208,7 @@ async fn copy(
 ) -> Result<CopyResult, Failure> {
     let src = open(s, from.0, from.1, Need::Read)?;
     let dst = open(s, to.0, to.1, Need::Write)?;
-    let sink = s.run.progress.clone();
+    let sink = s.run_caps.log.clone();
     let step = s.step_id.clone();
     let label = format!("copy {}:{}", from.0, from.1);
     let done = copy_blob(

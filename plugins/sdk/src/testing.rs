@@ -56,7 +56,9 @@ use serde_json::Value;
 use respawn_sandbox::stores::{Need, StoreGrant};
 use respawn_sandbox::{Grants, exec as exec_policy, http as http_policy};
 
-pub use crate::host::{CopyResult, ExecOutput, ExecRequest, Level, ObjectMeta};
+pub use crate::bindings::respawn::plugin::exec::{ExecOutput, ExecRequest};
+pub use crate::bindings::respawn::plugin::log::Level;
+pub use crate::bindings::respawn::plugin::stores::{CopyResult, ObjectMeta};
 pub use crate::http::Response;
 use crate::{Context, Failure, FailureKind, Mode, Phase, Plugin};
 /// A capability the host refused, as the runner reports it (`stores`, `secrets`, `exec` or `http`).
@@ -883,7 +885,7 @@ pub mod imports {
         prefix: &str,
         _tag: &str,
         _dir: &str,
-    ) -> Result<crate::host::UnpackResult, Failure> {
+    ) -> Result<crate::bindings::respawn::plugin::images::UnpackResult, Failure> {
         with_mock("images.unpack", |_| {
             Err(Failure::internal(format!(
                 "MockHost does not model images ({store}:{prefix})"
@@ -896,7 +898,7 @@ pub mod imports {
         prefix: &str,
         _tag: &str,
         _dir: &str,
-    ) -> Result<crate::host::CompareResult, Failure> {
+    ) -> Result<crate::bindings::respawn::plugin::images::CompareResult, Failure> {
         with_mock("images.compare", |_| {
             Err(Failure::internal(format!(
                 "MockHost does not model images ({store}:{prefix})"

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use respawn::engine::Mode;
 use respawn::engine::driver::{self, Drive, Driven};
-use respawn::engine::run::{Approver, Observer, Quiet, RunSpec};
+use respawn::engine::run::RunSpec;
+use respawn::engine::{Approver, Observer, Quiet};
 use respawn::host::Host;
 use respawn::host::workflow_plugins::LockPolicy;
 use respawn::journal::{EventBody, Journal, Redactor, RunStarted, WorkflowSnapshot};

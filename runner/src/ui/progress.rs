@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::engine::Observer;
 use crate::engine::Phase;
-use crate::engine::run::Observer;
 use crate::report::record::StepStatus;
 
 /// The bars of the current run, if any, so the log writer can suspend them.

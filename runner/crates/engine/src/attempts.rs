@@ -4,7 +4,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-use super::run::Observer;
+use super::Observer;
 use super::{StepCall, StepError, StepExecutor, StepResult};
 use respawn_journal::{EventBody, Journal};
 use respawn_report::record::ErrorRecord;

@@ -17,7 +17,8 @@ use respawn_report::{PluginInfo, Report};
 use tokio::sync::watch;
 
 use crate::StepExecutor;
-use crate::run::{self, Approver, Observer, RunSpec};
+use crate::run::{self, RunSpec};
+use crate::{Approver, Observer};
 
 /// What the driver needs of the host besides running steps: the services it started and the images it restored.
 pub trait RunHost: StepExecutor {

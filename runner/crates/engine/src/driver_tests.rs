@@ -16,7 +16,8 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::driver::{Drive, Driven, RunHost, drive};
-use super::run::{Approver, Quiet, RunSpec};
+use super::run::RunSpec;
+use super::{Approver, Quiet};
 use super::{Mode, Phase, StepCall, StepError, StepExecutor, StepResult};
 
 const SECRET: &str = "hunter2-very-secret";

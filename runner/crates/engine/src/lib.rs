@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use respawn_report::record::StepStatus;
 use respawn_workflow::{Grants, Limits};
 pub use respawn_workflow::{Mode, Phase};
 
@@ -133,6 +134,22 @@ impl From<&StepError> for respawn_report::record::ErrorRecord {
         }
     }
 }
+
+/// Decides approval gates in a failover. The CLI asks on the terminal, or passes them with `--yes`.
+pub trait Approver: Send + Sync {
+    /// `Ok(how)` to pass the gate (e.g. "confirmed on the terminal"), `Err(why)` to stop the run.
+    fn approve(&self, step: &str, question: &str) -> Result<String, String>;
+}
+
+/// Sees the run as it happens (the progress bars).
+pub trait Observer: Send + Sync {
+    fn step_started(&self, _id: &str, _phase: Phase, _attempt: u32) {}
+    fn step_finished(&self, _id: &str, _phase: Phase, _status: StepStatus) {}
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl Observer for Quiet {}
 
 /// Runs step calls. Implemented by the WebAssembly host; tests may use a fake.
 pub trait StepExecutor: Send + Sync {

@@ -11,28 +11,12 @@ use tokio::task::JoinSet;
 
 use super::attempts::attempt_loop;
 use super::resume::ResumeSeed;
-use super::{Mode, Phase, StepCall, StepExecutor, StepResult};
+use super::{Approver, Mode, Observer, Phase, StepCall, StepExecutor, StepResult};
 use respawn_journal::{EventBody, Journal, StepFinished};
 use respawn_report::now_rfc3339;
 use respawn_report::record::{ErrorRecord, Outcome, RunRecord, StepRecord, StepStatus, Teardown};
 use respawn_workflow::expr::{self, RunInfo, Scope, StepView};
 use respawn_workflow::{DEFAULT_STEP_TIMEOUT, LoadedWorkflow, Step};
-
-/// Decides approval gates in a failover. The CLI asks on the terminal, or passes them with `--yes`.
-pub trait Approver: Send + Sync {
-    /// `Ok(how)` to pass the gate (e.g. "confirmed on the terminal"), `Err(why)` to stop the run.
-    fn approve(&self, step: &str, question: &str) -> Result<String, String>;
-}
-
-/// Sees the run as it happens (progress bars, and later the journal).
-pub trait Observer: Send + Sync {
-    fn step_started(&self, _id: &str, _phase: Phase, _attempt: u32) {}
-    fn step_finished(&self, _id: &str, _phase: Phase, _status: StepStatus) {}
-}
-
-/// An observer that ignores everything.
-pub struct Quiet;
-impl Observer for Quiet {}
 
 /// What to run.
 pub struct RunSpec<'a> {

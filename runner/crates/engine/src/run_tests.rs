@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::run::{Approver, Quiet, RunSpec, run};
+use super::run::{RunSpec, run};
+use super::{Approver, Quiet};
 use super::{Mode, Phase, StepCall, StepError, StepExecutor, StepResult};
 use respawn_report::record::{Outcome, StepStatus};
 use respawn_workflow::{LoadedWorkflow, load_str};

@@ -45,39 +45,51 @@ pub trait Capability {
     fn validate(grant: &Self::Grant, declared: &Declared<'_>) -> Vec<Problem>;
 }
 
-/// Capabilities granted to a step; everything not listed is denied. One field per granted capability.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Grants {
-    /// Store name -> `read`, `write`, or `{ access, prefix }`.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub stores: <stores::Stores as Capability>::Grant,
-    /// Secret names.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub secrets: <secrets::Secrets as Capability>::Grant,
-    /// Program names the step may execute (a bare name found on PATH, or an absolute path).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exec: <exec::Exec as Capability>::Grant,
-    /// Allowed `http://`, `https://` or `tcp://` `host[:port]` patterns (tcp needs a port); `*` matches any host
-    /// label or port.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub http: <http::Http as Capability>::Grant,
-    /// Directory -> `ro` or `rw`. Relative paths are relative to the workflow file.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub files: <files::Files as Capability>::Grant,
+/// Registers the granted capabilities: each line adds the capability's field to [`Grants`] (its key under a
+/// step's `grants:`) and its validation to [`Grants::validate`].
+macro_rules! grants {
+    ($($(#[doc = $doc:literal])* $field:ident: $cap:ty,)*) => {
+        /// Capabilities granted to a step; everything not listed is denied. One field per granted capability.
+        #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+        #[serde(deny_unknown_fields)]
+        pub struct Grants {
+            $(
+                $(#[doc = $doc])*
+                #[serde(default, skip_serializing_if = "is_default")]
+                pub $field: <$cap as Capability>::Grant,
+            )*
+        }
+
+        impl Grants {
+            /// Every problem of every capability's grant.
+            pub fn validate(&self, declared: &Declared<'_>) -> Vec<Problem> {
+                let mut problems = Vec::new();
+                $(problems.extend(<$cap as Capability>::validate(&self.$field, declared));)*
+                problems
+            }
+        }
+
+        #[cfg(test)]
+        const GRANTED: &[&str] = &[$(<$cap as Capability>::NAME,)*];
+    };
 }
 
-impl Grants {
-    /// Every problem of every capability's grant.
-    pub fn validate(&self, declared: &Declared<'_>) -> Vec<Problem> {
-        let mut problems = Vec::new();
-        problems.extend(stores::Stores::validate(&self.stores, declared));
-        problems.extend(secrets::Secrets::validate(&self.secrets, declared));
-        problems.extend(exec::Exec::validate(&self.exec, declared));
-        problems.extend(http::Http::validate(&self.http, declared));
-        problems.extend(files::Files::validate(&self.files, declared));
-        problems
-    }
+grants! {
+    /// Store name -> `read`, `write`, or `{ access, prefix }`.
+    stores: stores::Stores,
+    /// Secret names.
+    secrets: secrets::Secrets,
+    /// Program names the step may execute (a bare name found on PATH, or an absolute path).
+    exec: exec::Exec,
+    /// Allowed `http://`, `https://` or `tcp://` `host[:port]` patterns (tcp needs a port); `*` matches any host
+    /// label or port.
+    http: http::Http,
+    /// Directory -> `ro` or `rw`. Relative paths are relative to the workflow file.
+    files: files::Files,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// What a workflow declares that grants refer to.
@@ -138,3 +150,29 @@ impl fmt::Display for Denial {
 }
 
 impl std::error::Error for Denial {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A capability's key under `grants:` is its name, the one its denials carry.
+    #[test]
+    fn each_grant_key_is_its_capability_name() {
+        let all = r#"{ "stores": {}, "secrets": [], "exec": [], "http": [], "files": {} }"#;
+        let keys: serde_json::Value = serde_json::from_str(all).unwrap();
+        let fields: Vec<&str> = keys
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(fields, GRANTED);
+        let parsed: Grants = serde_json::from_str(all).expect("every capability's key parses");
+        assert_eq!(parsed, Grants::default());
+        let unknown = serde_json::from_str::<Grants>(r#"{ "sockets": [] }"#).unwrap_err();
+        assert!(
+            unknown.to_string().contains("unknown field `sockets`"),
+            "{unknown}"
+        );
+    }
+}

@@ -6,9 +6,10 @@
 mod bindings;
 pub mod cache;
 pub mod caps;
+pub mod context;
 pub mod limits;
 pub mod sources;
-pub mod state;
+pub mod step;
 pub mod wasm_engine;
 pub mod workflow_plugins;
 
@@ -27,11 +28,12 @@ use wasmtime_wasi_http::WasiHttpCtx;
 use self::bindings::ProviderPre;
 use self::bindings::abi::types::{self, FailureKind};
 use self::cache::{CacheOutcome, CompileCache};
-use self::caps::StepCaps;
+use self::context::StepContext;
+pub use self::context::{Denial, ProgressSink, RunResources};
 use self::limits::{MemoryLimitExceeded, MemoryLimiter, StepLimits};
 pub use self::sources::PluginBytes;
-use self::state::StepState;
-pub use self::state::{Denial, ProgressSink, RunResources};
+use self::step::StepState;
+use self::step::{RunCaps, StepCaps};
 use respawn_engine::driver::RunHost;
 use respawn_engine::{Mode, Phase, StepCall, StepError, StepExecutor, StepResult};
 
@@ -94,7 +96,7 @@ pub struct Host {
     cache: CompileCache,
     plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
     run: RunResources,
-    caps: Arc<caps::RunCaps>,
+    caps: Arc<RunCaps>,
 }
 
 use respawn_sandbox::limits::DESCRIBE_TIMEOUT;
@@ -118,8 +120,8 @@ impl Host {
         link(wasmtime_wasi_http::p2::add_only_http_to_linker_async(
             &mut linker,
         ))?;
-        link(caps::link_all(&mut linker))?;
-        let caps = Arc::new(caps::RunCaps::configure(&run));
+        link(step::link_all(&mut linker))?;
+        let caps = Arc::new(RunCaps::configure(&run));
         let cache = CompileCache::new(&engine, cache_dir);
         Ok(Host {
             engine,
@@ -242,23 +244,25 @@ impl Host {
         let caps = StepCaps::prepare(call, &self.run, &mut wasi)?;
         let timeout = call.timeout;
         let data = StepState {
+            ctx: StepContext {
+                run_id: call.run_id.clone(),
+                step_id: call.step_id.clone(),
+                plugin: call.plugin.clone(),
+                phase: call.phase,
+                mode: call.mode,
+                limits,
+                run: self.run.clone(),
+                deadline: Instant::now() + timeout,
+                denial: None,
+            },
+            caps,
+            run_caps: self.caps.clone(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
                 limit: limits.memory as usize,
             },
-            run_id: call.run_id.clone(),
-            step_id: call.step_id.clone(),
-            plugin: call.plugin.clone(),
-            phase: call.phase,
-            mode: call.mode,
-            limits,
-            run: self.run.clone(),
-            run_caps: self.caps.clone(),
-            deadline: Instant::now() + timeout,
-            caps,
-            denial: None,
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limiter);

@@ -1,16 +1,17 @@
 //! The files capability: granted directories are preopened in the plugin's WASI filesystem under the name the
-//! workflow gave them (relative names resolve against the workflow's directory), read-only or read-write; nothing else of the host filesystem is visible. In the plan phase every
-//! directory is read-only.
+//! workflow gave them (relative names resolve against the workflow's directory), read-only or read-write; nothing
+//! else of the host filesystem is visible. In the plan phase every directory is read-only. Files are reached
+//! through `wasi:filesystem` (linked with WASI), so this capability has no interface of its own; `exec` and
+//! `images` check their directories against its grant.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use respawn_engine::{Phase, StepCall};
 use respawn_sandbox::files::Access;
-use wasmtime::component::Linker;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use super::super::state::{RunResources, StepState};
+use super::super::context::RunResources;
 use super::Capability;
 
 pub struct Files;
@@ -31,11 +32,6 @@ impl Capability for Files {
         let dirs = granted_dirs(&call.grants.files, &run.base_dir);
         preopen(wasi, &dirs, call.phase == Phase::Plan)?;
         Ok(dirs)
-    }
-
-    /// Files are reached through `wasi:filesystem` (linked with WASI), not an interface of their own.
-    fn link(_: &mut Linker<StepState>) -> wasmtime::Result<()> {
-        Ok(())
     }
 }
 

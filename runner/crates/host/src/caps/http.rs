@@ -9,13 +9,13 @@ use respawn_sandbox::limits::{
     HTTP_BETWEEN_BYTES_TIMEOUT, HTTP_CONNECT_TIMEOUT, HTTP_FIRST_BYTE_TIMEOUT,
     MAX_HTTP_RESPONSE_BYTES,
 };
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::super::bindings::abi::net as api;
 use super::super::bindings::abi::types::{Failure, FailureKind};
-use super::super::state::{Denial, RunResources, StepState};
+use super::super::context::{Denial, RunResources, StepContext};
 use super::{Answer, Capability};
 
 pub struct Http;
@@ -39,14 +39,30 @@ impl Capability for Http {
             denial: None,
         })
     }
-
-    /// Links `net`; wasi:http itself is linked with WASI and reaches [`HttpHooks`] through `WasiHttpView`.
-    fn link(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
-        api::add_to_linker::<StepState, HasSelf<StepState>>(linker, |s| s)
-    }
 }
 
-impl api::Host for StepState {
+/// What the `net` interface touches of an attempt.
+pub struct NetView<'a> {
+    pub ctx: &'a mut StepContext,
+    /// The step's `http` grant, whose `tcp://` entries allow probes.
+    pub grant: &'a [String],
+}
+
+struct NetData;
+impl HasData for NetData {
+    type Data<'a> = NetView<'a>;
+}
+
+/// Links the `net` interface; `view` picks this capability's view out of the store's data. wasi:http itself is
+/// linked with WASI and reaches [`HttpHooks`] through `WasiHttpView`.
+pub fn link<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> NetView<'_>,
+) -> wasmtime::Result<()> {
+    api::add_to_linker::<T, NetData>(linker, view)
+}
+
+impl api::Host for NetView<'_> {
     async fn tcp_probe(&mut self, host: String, port: u16, timeout_ms: u32) -> Answer<u64> {
         Ok(tcp_probe(self, &host, port, timeout_ms).await)
     }
@@ -162,13 +178,13 @@ impl http_body::Body for CappedBody {
 
 /// `net.tcp-probe`: connect and close, allowed by a `tcp://host:port` entry of the http grant.
 async fn tcp_probe(
-    s: &mut StepState,
+    v: &mut NetView<'_>,
     host: &str,
     port: u16,
     timeout_ms: u32,
 ) -> Result<u64, Failure> {
-    if let Err(denial) = respawn_sandbox::http::check_tcp(&s.caps.http.grants, host, port) {
-        return Err(s.deny(denial));
+    if let Err(denial) = respawn_sandbox::http::check_tcp(v.grant, host, port) {
+        return Err(v.ctx.deny(denial));
     }
     let started = Instant::now();
     let timeout = Duration::from_millis(u64::from(timeout_ms.max(1))).min(HTTP_CONNECT_TIMEOUT);

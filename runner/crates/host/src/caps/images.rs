@@ -2,16 +2,23 @@
 //! image. Both run inside the host, so image bytes never pass through guest memory. Reading needs the store's
 //! grant; restoring needs a `files` grant `rw` covering the target directory.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use respawn_data::StoreSet;
+use respawn_data::object_store::ObjectStore;
 use respawn_data::oci::OciError;
 use respawn_engine::StepCall;
 use respawn_sandbox::Denial;
-use wasmtime::component::{HasSelf, Linker};
+use respawn_sandbox::stores::{Need, StoreGrant};
+use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::super::bindings::abi::images::{self as api, CompareResult, UnpackResult};
 use super::super::bindings::abi::types::{Failure, FailureKind};
-use super::super::state::{RunResources, StepState};
-use super::{Answer, Capability, failure, files, stores};
+use super::super::context::{RunResources, StepContext};
+use super::files::{self, GrantedDir};
+use super::{Answer, Capability, failure, stores};
 
 pub struct Images;
 
@@ -26,19 +33,38 @@ impl Capability for Images {
         RestoredImages::default()
     }
 
-    /// Images need nothing of their own: they use the step's `stores` and `files` grants.
+    /// Images need nothing of their own per attempt: they use the step's `stores` and `files` grants.
     type Step = ();
 
     fn prepare(_: &StepCall, _: &RunResources, _: &mut WasiCtxBuilder) -> std::io::Result<()> {
         Ok(())
     }
-
-    fn link(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
-        api::add_to_linker::<StepState, HasSelf<StepState>>(linker, |s| s)
-    }
 }
 
-impl api::Host for StepState {
+/// What the images interface touches of an attempt: the `stores` it reads and the `files` directories it
+/// restores into, besides its own record of restored images.
+pub struct ImagesView<'a> {
+    pub ctx: &'a mut StepContext,
+    pub stores_grant: &'a BTreeMap<String, StoreGrant>,
+    pub stores: &'a StoreSet,
+    pub dirs: &'a [GrantedDir],
+    pub restored: &'a RestoredImages,
+}
+
+struct ImagesData;
+impl HasData for ImagesData {
+    type Data<'a> = ImagesView<'a>;
+}
+
+/// Links the `images` interface; `view` picks this capability's view out of the store's data.
+pub fn link<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> ImagesView<'_>,
+) -> wasmtime::Result<()> {
+    api::add_to_linker::<T, ImagesData>(linker, view)
+}
+
+impl api::Host for ImagesView<'_> {
     async fn unpack(
         &mut self,
         store: String,
@@ -57,6 +83,18 @@ impl api::Host for StepState {
         dir: String,
     ) -> Answer<CompareResult> {
         Ok(compare(self, &store, &prefix, &tag, &dir).await)
+    }
+}
+
+impl ImagesView<'_> {
+    fn open(&mut self, store: &str, prefix: &str) -> Result<Arc<dyn ObjectStore>, Failure> {
+        stores::open(
+            self.ctx,
+            (self.stores_grant, self.stores),
+            store,
+            prefix,
+            Need::Read,
+        )
     }
 }
 
@@ -79,22 +117,22 @@ fn from_oci(e: OciError) -> Failure {
 }
 
 async fn unpack(
-    s: &mut StepState,
+    v: &mut ImagesView<'_>,
     store: &str,
     prefix: &str,
     tag: &str,
     dir: &str,
 ) -> Result<UnpackResult, Failure> {
-    if s.read_only() {
-        return Err(s.deny(Denial::new(
+    if v.ctx.read_only() {
+        return Err(v.ctx.deny(Denial::new(
             "files",
             format!("restore into {dir}: the plan phase is read-only"),
         )));
     }
-    let st = stores::open_for_read(s, store, prefix)?;
-    let target = files::host_path(&s.run.base_dir, dir);
-    if !files::inside_rw(&s.caps.files, &target) {
-        return Err(s.deny(Denial::new(
+    let st = v.open(store, prefix)?;
+    let target = files::host_path(&v.ctx.run.base_dir, dir);
+    if !files::inside_rw(v.dirs, &target) {
+        return Err(v.ctx.deny(Denial::new(
             "files",
             format!("restore into {dir}: not inside a directory granted rw"),
         )));
@@ -103,18 +141,17 @@ async fn unpack(
         .await
         .map_err(from_oci)?;
     if let Some(created) = report.created {
-        s.run_caps
-            .images
+        v.restored
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(created);
-        if let Some(journal) = s.run.journal.clone() {
+        if let Some(journal) = v.ctx.run.journal.clone() {
             let restored = respawn_journal::EventBody::ImageRestored {
-                step: s.step_id.clone(),
+                step: v.ctx.step_id.clone(),
                 created: humantime::format_rfc3339_seconds(created).to_string(),
             };
             if let Err(e) = journal.append(restored).await {
-                tracing::error!(step = %s.step_id, "{e}");
+                tracing::error!(step = %v.ctx.step_id, "{e}");
             }
         }
     }
@@ -131,16 +168,16 @@ async fn unpack(
 }
 
 async fn compare(
-    s: &mut StepState,
+    v: &mut ImagesView<'_>,
     store: &str,
     prefix: &str,
     tag: &str,
     dir: &str,
 ) -> Result<CompareResult, Failure> {
-    let st = stores::open_for_read(s, store, prefix)?;
-    let target = files::host_path(&s.run.base_dir, dir);
-    if !files::inside_any(&s.caps.files, &target) {
-        return Err(s.deny(Denial::new(
+    let st = v.open(store, prefix)?;
+    let target = files::host_path(&v.ctx.run.base_dir, dir);
+    if !files::inside_any(v.dirs, &target) {
+        return Err(v.ctx.deny(Denial::new(
             "files",
             format!("compare {dir}: not inside a granted directory"),
         )));

@@ -1,12 +1,11 @@
 //! The log and progress capabilities: always granted. Log volume per attempt is capped by `limits.log`.
 
-use wasmtime::component::{HasSelf, Linker};
+use respawn_engine::StepCall;
+use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::WasiCtxBuilder;
 
-use respawn_engine::StepCall;
-
 use super::super::bindings::abi::log::{self as api, Level};
-use super::super::state::{ProgressSink, RunResources, StepState};
+use super::super::context::{ProgressSink, RunResources, StepContext};
 use super::Capability;
 
 pub struct Log;
@@ -30,15 +29,49 @@ impl Capability for Log {
     fn prepare(_: &StepCall, _: &RunResources, _: &mut WasiCtxBuilder) -> std::io::Result<LogStep> {
         Ok(LogStep::default())
     }
-
-    fn link(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
-        api::add_to_linker::<StepState, HasSelf<StepState>>(linker, |s| s)
-    }
 }
 
-impl api::Host for StepState {
+/// What the log interface touches of an attempt.
+pub struct LogView<'a> {
+    pub ctx: &'a mut StepContext,
+    pub sent: &'a mut LogStep,
+    pub progress: &'a Option<ProgressSink>,
+}
+
+struct LogData;
+impl HasData for LogData {
+    type Data<'a> = LogView<'a>;
+}
+
+/// Links the `log` interface; `view` picks this capability's view out of the store's data.
+pub fn link<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> LogView<'_>,
+) -> wasmtime::Result<()> {
+    api::add_to_linker::<T, LogData>(linker, view)
+}
+
+impl api::Host for LogView<'_> {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        log(self, level, &message);
+        let cap = self.ctx.limits.log;
+        if self.sent.bytes >= cap {
+            return Ok(());
+        }
+        self.sent.bytes += message.len() as u64;
+        let (step, plugin) = (self.ctx.step_id.as_str(), self.ctx.plugin.as_str());
+        if self.sent.bytes >= cap {
+            tracing::warn!(
+                step,
+                "log cap of {cap} bytes reached; further plugin logs dropped"
+            );
+        }
+        match level {
+            Level::Trace => tracing::trace!(target: "respawn::plugin", step, plugin, "{message}"),
+            Level::Debug => tracing::debug!(target: "respawn::plugin", step, plugin, "{message}"),
+            Level::Info => tracing::info!(target: "respawn::plugin", step, plugin, "{message}"),
+            Level::Warn => tracing::warn!(target: "respawn::plugin", step, plugin, "{message}"),
+            Level::Error => tracing::error!(target: "respawn::plugin", step, plugin, "{message}"),
+        }
         Ok(())
     }
 
@@ -48,29 +81,9 @@ impl api::Host for StepState {
         total: Option<u64>,
         message: String,
     ) -> wasmtime::Result<()> {
-        if let Some(sink) = &self.run_caps.log {
-            sink(&self.step_id, done, total, &message);
+        if let Some(sink) = self.progress {
+            sink(&self.ctx.step_id, done, total, &message);
         }
         Ok(())
-    }
-}
-
-fn log(s: &mut StepState, level: Level, message: &str) {
-    let cap = s.limits.log;
-    let sent = &mut s.caps.log.bytes;
-    if *sent >= cap {
-        return;
-    }
-    *sent += message.len() as u64;
-    if *sent >= cap {
-        tracing::warn!(step = %s.step_id, "log cap of {cap} bytes reached; further plugin logs dropped");
-    }
-    let (step, plugin) = (s.step_id.as_str(), s.plugin.as_str());
-    match level {
-        Level::Trace => tracing::trace!(target: "respawn::plugin", step, plugin, "{message}"),
-        Level::Debug => tracing::debug!(target: "respawn::plugin", step, plugin, "{message}"),
-        Level::Info => tracing::info!(target: "respawn::plugin", step, plugin, "{message}"),
-        Level::Warn => tracing::warn!(target: "respawn::plugin", step, plugin, "{message}"),
-        Level::Error => tracing::error!(target: "respawn::plugin", step, plugin, "{message}"),
     }
 }

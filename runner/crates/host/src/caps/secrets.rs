@@ -4,14 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker};
+use respawn_engine::StepCall;
+use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::WasiCtxBuilder;
 
-use respawn_engine::StepCall;
-
 use super::super::bindings::abi::secrets as api;
-use super::super::bindings::abi::types::{Failure, FailureKind};
-use super::super::state::{RunResources, StepState};
+use super::super::bindings::abi::types::FailureKind;
+use super::super::context::{RunResources, StepContext};
 use super::{Answer, Capability, failure};
 
 pub struct Secrets;
@@ -34,27 +33,39 @@ impl Capability for Secrets {
     ) -> std::io::Result<Vec<String>> {
         Ok(call.grants.secrets.clone())
     }
-
-    fn link(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
-        api::add_to_linker::<StepState, HasSelf<StepState>>(linker, |s| s)
-    }
 }
 
-impl api::Host for StepState {
+/// What the secrets interface touches of an attempt.
+pub struct SecretsView<'a> {
+    pub ctx: &'a mut StepContext,
+    pub grant: &'a [String],
+    pub values: &'a BTreeMap<String, String>,
+}
+
+struct SecretsData;
+impl HasData for SecretsData {
+    type Data<'a> = SecretsView<'a>;
+}
+
+/// Links the `secrets` interface; `view` picks this capability's view out of the store's data.
+pub fn link<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> SecretsView<'_>,
+) -> wasmtime::Result<()> {
+    api::add_to_linker::<T, SecretsData>(linker, view)
+}
+
+impl api::Host for SecretsView<'_> {
     async fn get(&mut self, name: String) -> Answer<String> {
-        Ok(get(self, &name))
-    }
-}
-
-fn get(s: &mut StepState, name: &str) -> Result<String, Failure> {
-    if let Err(denial) = respawn_sandbox::secrets::check(&s.caps.secrets, name) {
-        return Err(s.deny(denial));
-    }
-    match s.run_caps.secrets.get(name) {
-        Some(value) => Ok(value.clone()),
-        None => Err(failure(
-            FailureKind::NotFound,
-            format!("secret `{name}` has no value in this run"),
-        )),
+        if let Err(denial) = respawn_sandbox::secrets::check(self.grant, &name) {
+            return Ok(Err(self.ctx.deny(denial)));
+        }
+        Ok(match self.values.get(&name) {
+            Some(value) => Ok(value.clone()),
+            None => Err(failure(
+                FailureKind::NotFound,
+                format!("secret `{name}` has no value in this run"),
+            )),
+        })
     }
 }

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::exec::{ExecError, Request, command};
+use super::process::{ExecError, Request, command};
 use respawn_journal::replay::ServiceRecord;
 
 /// Environment variable naming the run that started a service. Set by the host; a plugin cannot override it.

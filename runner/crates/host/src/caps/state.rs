@@ -6,14 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use wasmtime::component::{HasSelf, Linker};
-use wasmtime_wasi::WasiCtxBuilder;
-
 use respawn_engine::StepCall;
 use respawn_journal::EventBody;
+use wasmtime::component::{HasData, Linker};
+use wasmtime_wasi::WasiCtxBuilder;
 
 use super::super::bindings::abi::state as api;
-use super::super::state::{RunResources, StepState};
+use super::super::context::{RunResources, StepContext};
 use super::Capability;
 
 pub struct State;
@@ -33,40 +32,54 @@ impl Capability for State {
     ) -> std::io::Result<BTreeMap<String, String>> {
         Ok(call.state.clone())
     }
-
-    fn link(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
-        api::add_to_linker::<StepState, HasSelf<StepState>>(linker, |s| s)
-    }
 }
 
-impl api::Host for StepState {
+/// What the state interface touches of an attempt.
+pub struct StateView<'a> {
+    pub ctx: &'a mut StepContext,
+    pub map: &'a mut BTreeMap<String, String>,
+}
+
+struct StateData;
+impl HasData for StateData {
+    type Data<'a> = StateView<'a>;
+}
+
+/// Links the `state` interface; `view` picks this capability's view out of the store's data.
+pub fn link<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> StateView<'_>,
+) -> wasmtime::Result<()> {
+    api::add_to_linker::<T, StateData>(linker, view)
+}
+
+impl api::Host for StateView<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.caps.state.get(&key).cloned())
+        Ok(self.map.get(&key).cloned())
     }
 
     async fn set(&mut self, key: String, value: String) -> wasmtime::Result<()> {
-        if self.read_only() {
-            tracing::warn!(step = %self.step_id, %key, "state write in the plan phase dropped");
+        if self.ctx.read_only() {
+            tracing::warn!(step = %self.ctx.step_id, %key, "state write in the plan phase dropped");
             return Ok(());
         }
         // A plugin abusing state is broken: trap rather than silently lose what it tried to record.
-        respawn_sandbox::state::check_set(&self.caps.state, &key, &value)?;
-        self.caps.state.insert(key.clone(), value.clone());
-        journal(self, &key, Some(&value)).await
+        respawn_sandbox::state::check_set(self.map, &key, &value)?;
+        self.map.insert(key.clone(), value.clone());
+        journal(self.ctx, &key, Some(&value)).await
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        if self.read_only() {
+        if self.ctx.read_only() {
             return Ok(());
         }
-        self.caps.state.remove(&key);
-        journal(self, &key, None).await
+        self.map.remove(&key);
+        journal(self.ctx, &key, None).await
     }
 
     async fn list(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
         Ok(self
-            .caps
-            .state
+            .map
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
@@ -76,15 +89,15 @@ impl api::Host for StepState {
 /// Records a state change in the journal before the plugin goes on, so that what it creates next is findable
 /// after a crash. A lost journal traps the plugin: the run is stopping.
 fn journal(
-    s: &StepState,
+    ctx: &StepContext,
     key: &str,
     value: Option<&str>,
 ) -> impl std::future::Future<Output = wasmtime::Result<()>> + Send + 'static {
-    // Take what the write needs now: the future must not borrow the (non-Sync) store data across the await.
-    let write = s.run.journal.clone().map(|j| {
+    // Take what the write needs now: the future must not borrow the attempt's state across the await.
+    let write = ctx.run.journal.clone().map(|j| {
         let event = EventBody::StateWritten {
-            step: s.step_id.clone(),
-            phase: s.phase,
+            step: ctx.step_id.clone(),
+            phase: ctx.phase,
             key: key.to_string(),
             value: value.map(str::to_string),
         };

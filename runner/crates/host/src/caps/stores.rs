@@ -11,12 +11,12 @@ use respawn_data::{DataError, StoreSet, copy_blob, stores::object_path};
 use respawn_engine::StepCall;
 use respawn_sandbox::limits::MAX_GET_BYTES;
 use respawn_sandbox::stores::{Need, StoreGrant};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::super::bindings::abi::stores::{self as api, CopyResult, ObjectMeta};
 use super::super::bindings::abi::types::{Failure, FailureKind};
-use super::super::state::{RunResources, StepState};
+use super::super::context::{ProgressSink, RunResources, StepContext};
 use super::{Answer, Capability, failure};
 
 pub struct Stores;
@@ -39,13 +39,31 @@ impl Capability for Stores {
     ) -> std::io::Result<BTreeMap<String, StoreGrant>> {
         Ok(call.grants.stores.clone())
     }
-
-    fn link(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
-        api::add_to_linker::<StepState, HasSelf<StepState>>(linker, |s| s)
-    }
 }
 
-impl api::Host for StepState {
+/// What the stores interface touches of an attempt.
+pub struct StoresView<'a> {
+    pub ctx: &'a mut StepContext,
+    pub grant: &'a BTreeMap<String, StoreGrant>,
+    pub stores: &'a StoreSet,
+    /// Copies report their bytes as progress.
+    pub progress: &'a Option<ProgressSink>,
+}
+
+struct StoresData;
+impl HasData for StoresData {
+    type Data<'a> = StoresView<'a>;
+}
+
+/// Links the `stores` interface; `view` picks this capability's view out of the store's data.
+pub fn link<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> StoresView<'_>,
+) -> wasmtime::Result<()> {
+    api::add_to_linker::<T, StoresData>(linker, view)
+}
+
+impl api::Host for StoresView<'_> {
     async fn get(&mut self, store: String, key: String) -> Answer<Vec<u8>> {
         Ok(get(self, &store, &key).await)
     }
@@ -84,19 +102,20 @@ impl api::Host for StepState {
     }
 }
 
-/// Checks the grant for `store`/`key` and returns the store, or the denial the plugin sees.
-fn open(
-    s: &mut StepState,
+/// Checks `grant` for `store`/`key` and returns the opened store, or the denial the plugin sees (also for
+/// capabilities built on stores, such as images).
+pub(crate) fn open(
+    ctx: &mut StepContext,
+    (grant, stores): (&BTreeMap<String, StoreGrant>, &StoreSet),
     store: &str,
     key: &str,
     need: Need,
 ) -> Result<Arc<dyn ObjectStore>, Failure> {
-    let read_only = s.read_only();
-    if let Err(denial) = respawn_sandbox::stores::check(&s.caps.stores, store, key, need, read_only)
-    {
-        return Err(s.deny(denial));
+    let read_only = ctx.read_only();
+    if let Err(denial) = respawn_sandbox::stores::check(grant, store, key, need, read_only) {
+        return Err(ctx.deny(denial));
     }
-    s.run_caps.stores.get(store).cloned().ok_or_else(|| {
+    stores.get(store).cloned().ok_or_else(|| {
         failure(
             FailureKind::Internal,
             format!("store `{store}` is granted but was not opened"),
@@ -104,13 +123,15 @@ fn open(
     })
 }
 
-/// The store for reading `key`, or the denial (for capabilities built on stores, such as images).
-pub(crate) fn open_for_read(
-    s: &mut StepState,
-    store: &str,
-    key: &str,
-) -> Result<Arc<dyn ObjectStore>, Failure> {
-    open(s, store, key, Need::Read)
+impl StoresView<'_> {
+    fn open(
+        &mut self,
+        store: &str,
+        key: &str,
+        need: Need,
+    ) -> Result<Arc<dyn ObjectStore>, Failure> {
+        open(self.ctx, (self.grant, self.stores), store, key, need)
+    }
 }
 
 fn from_data(e: DataError) -> Failure {
@@ -135,8 +156,8 @@ fn meta(m: respawn_data::object_store::ObjectMeta) -> ObjectMeta {
     }
 }
 
-async fn get(s: &mut StepState, store: &str, key: &str) -> Result<Vec<u8>, Failure> {
-    let st = open(s, store, key, Need::Read)?;
+async fn get(v: &mut StoresView<'_>, store: &str, key: &str) -> Result<Vec<u8>, Failure> {
+    let st = v.open(store, key, Need::Read)?;
     let path = object_path(key).map_err(from_data)?;
     let head = st.head(&path).await.map_err(|e| from_data(e.into()))?;
     if head.size > MAX_GET_BYTES {
@@ -157,8 +178,8 @@ async fn get(s: &mut StepState, store: &str, key: &str) -> Result<Vec<u8>, Failu
     bytes.map(|b| b.to_vec()).map_err(|e| from_data(e.into()))
 }
 
-async fn put(s: &mut StepState, store: &str, key: &str, data: Vec<u8>) -> Result<(), Failure> {
-    let st = open(s, store, key, Need::Write)?;
+async fn put(v: &mut StoresView<'_>, store: &str, key: &str, data: Vec<u8>) -> Result<(), Failure> {
+    let st = v.open(store, key, Need::Write)?;
     let path = object_path(key).map_err(from_data)?;
     st.put(&path, PutPayload::from(data))
         .await
@@ -166,8 +187,12 @@ async fn put(s: &mut StepState, store: &str, key: &str, data: Vec<u8>) -> Result
         .map_err(|e| from_data(e.into()))
 }
 
-async fn head(s: &mut StepState, store: &str, key: &str) -> Result<Option<ObjectMeta>, Failure> {
-    let st = open(s, store, key, Need::Read)?;
+async fn head(
+    v: &mut StoresView<'_>,
+    store: &str,
+    key: &str,
+) -> Result<Option<ObjectMeta>, Failure> {
+    let st = v.open(store, key, Need::Read)?;
     let path = object_path(key).map_err(from_data)?;
     match st.head(&path).await {
         Ok(m) => Ok(Some(meta(m))),
@@ -176,8 +201,12 @@ async fn head(s: &mut StepState, store: &str, key: &str) -> Result<Option<Object
     }
 }
 
-async fn list(s: &mut StepState, store: &str, prefix: &str) -> Result<Vec<ObjectMeta>, Failure> {
-    let st = open(s, store, prefix, Need::Read)?;
+async fn list(
+    v: &mut StoresView<'_>,
+    store: &str,
+    prefix: &str,
+) -> Result<Vec<ObjectMeta>, Failure> {
+    let st = v.open(store, prefix, Need::Read)?;
     let path = if prefix.is_empty() {
         None
     } else {
@@ -191,8 +220,8 @@ async fn list(s: &mut StepState, store: &str, prefix: &str) -> Result<Vec<Object
     Ok(items.into_iter().map(meta).collect())
 }
 
-async fn delete(s: &mut StepState, store: &str, key: &str) -> Result<(), Failure> {
-    let st = open(s, store, key, Need::Write)?;
+async fn delete(v: &mut StoresView<'_>, store: &str, key: &str) -> Result<(), Failure> {
+    let st = v.open(store, key, Need::Write)?;
     let path = object_path(key).map_err(from_data)?;
     match st.delete(&path).await {
         Ok(()) | Err(respawn_data::object_store::Error::NotFound { .. }) => Ok(()),
@@ -201,15 +230,15 @@ async fn delete(s: &mut StepState, store: &str, key: &str) -> Result<(), Failure
 }
 
 async fn copy(
-    s: &mut StepState,
+    v: &mut StoresView<'_>,
     from: (&str, &str),
     to: (&str, &str),
     expected_sha256: Option<&str>,
 ) -> Result<CopyResult, Failure> {
-    let src = open(s, from.0, from.1, Need::Read)?;
-    let dst = open(s, to.0, to.1, Need::Write)?;
-    let sink = s.run_caps.log.clone();
-    let step = s.step_id.clone();
+    let src = v.open(from.0, from.1, Need::Read)?;
+    let dst = v.open(to.0, to.1, Need::Write)?;
+    let sink = v.progress.clone();
+    let step = v.ctx.step_id.clone();
     let label = format!("copy {}:{}", from.0, from.1);
     let done = copy_blob(
         src.as_ref(),

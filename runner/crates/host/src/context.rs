@@ -1,25 +1,20 @@
-//! What one step attempt's wasmtime `Store` holds: its WASI context, its grants, its state map, and the record
-//! of what it was denied.
+//! What every capability sees of a step attempt ([`StepContext`]: who is calling, in which phase, under which
+//! limits, and the record of what it was denied), and what the runner opened for the run ([`RunResources`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
-
-use super::bindings::abi::types::{Failure, FailureKind};
-use super::caps::{RunCaps, StepCaps};
-use super::limits::{MemoryLimiter, StepLimits};
 use respawn_data::StoreSet;
 use respawn_engine::{Mode, Phase};
+
+use super::bindings::abi::types::{Failure, FailureKind};
+use super::limits::StepLimits;
 
 /// Receives progress reports of running steps: (step id, done, total, message).
 pub type ProgressSink = Arc<dyn Fn(&str, u64, Option<u64>, &str) + Send + Sync>;
 
-/// What the runner opened for a run, from which each capability configures its per-run state
-/// ([`RunCaps`](super::caps::RunCaps)).
+/// What the runner opened for a run, from which each capability configures its per-run state.
 #[derive(Clone)]
 pub struct RunResources {
     /// The workflow's directory: relative `files` grants resolve against it.
@@ -53,12 +48,8 @@ pub struct Denial {
     pub asked: String,
 }
 
-/// What one step attempt's wasmtime `Store` holds.
-pub struct StepState {
-    pub wasi: WasiCtx,
-    pub http: WasiHttpCtx,
-    pub table: ResourceTable,
-    pub limiter: MemoryLimiter,
+/// The part of a step attempt every capability sees.
+pub struct StepContext {
     /// The run this call belongs to; services it starts carry it (see `caps::services::RUN_ENV`).
     pub run_id: String,
     pub step_id: String,
@@ -67,16 +58,12 @@ pub struct StepState {
     pub mode: Mode,
     pub limits: StepLimits,
     pub run: RunResources,
-    /// Each capability's state for the whole run (services started, images restored).
-    pub run_caps: Arc<RunCaps>,
     /// Deadline of the whole attempt; exec requests are capped by what is left of it.
     pub deadline: std::time::Instant,
-    /// Each capability's state for this attempt, built from the step's grants.
-    pub caps: StepCaps,
     pub denial: Option<Denial>,
 }
 
-impl StepState {
+impl StepContext {
     /// Records a denial (the first one is reported with the step) and returns the failure the plugin sees.
     pub fn deny(&mut self, denial: respawn_sandbox::Denial) -> Failure {
         let (capability, asked) = (denial.capability, denial.asked.as_str());
@@ -98,29 +85,5 @@ impl StepState {
     /// True in the plan phase, which must have no side effects.
     pub fn read_only(&self) -> bool {
         self.phase == Phase::Plan
-    }
-
-    /// The first denial, from host calls or the http hook.
-    pub fn take_denial(&mut self) -> Option<Denial> {
-        self.denial.take().or_else(|| self.caps.http.denial.take())
-    }
-}
-
-impl WasiView for StepState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for StepState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.caps.http,
-        }
     }
 }

@@ -33,7 +33,7 @@ const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+
 /// The index annotation that names a tag.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Manifests, configs, `index.json` and `oci-layout` are read into memory; none may be larger than this.
-pub const MAX_JSON_BYTES: u64 = 4 << 20;
+pub use respawn_sandbox::limits::MAX_OCI_JSON_BYTES as MAX_JSON_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {

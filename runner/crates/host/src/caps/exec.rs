@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use respawn_engine::StepCall;
-use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::super::bindings::abi::exec::{self as api, ExecOutput, ExecRequest};
@@ -62,18 +61,7 @@ pub struct ExecView<'a> {
     pub dirs: &'a [GrantedDir],
 }
 
-struct ExecData;
-impl HasData for ExecData {
-    type Data<'a> = ExecView<'a>;
-}
-
-/// Links the `exec` interface; `view` picks this capability's view out of the store's data.
-pub fn link<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    view: fn(&mut T) -> ExecView<'_>,
-) -> wasmtime::Result<()> {
-    api::add_to_linker::<T, ExecData>(linker, view)
-}
+linked_through!(ExecView, api);
 
 impl api::Host for ExecView<'_> {
     async fn run(&mut self, request: ExecRequest) -> Answer<ExecOutput> {

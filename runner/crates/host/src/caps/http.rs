@@ -9,7 +9,6 @@ use respawn_sandbox::limits::{
     HTTP_BETWEEN_BYTES_TIMEOUT, HTTP_CONNECT_TIMEOUT, HTTP_FIRST_BYTE_TIMEOUT,
     MAX_HTTP_RESPONSE_BYTES,
 };
-use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -48,19 +47,8 @@ pub struct NetView<'a> {
     pub grant: &'a [String],
 }
 
-struct NetData;
-impl HasData for NetData {
-    type Data<'a> = NetView<'a>;
-}
-
-/// Links the `net` interface; `view` picks this capability's view out of the store's data. wasi:http itself is
-/// linked with WASI and reaches [`HttpHooks`] through `WasiHttpView`.
-pub fn link<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    view: fn(&mut T) -> NetView<'_>,
-) -> wasmtime::Result<()> {
-    api::add_to_linker::<T, NetData>(linker, view)
-}
+// wasi:http itself is linked with WASI and reaches [`HttpHooks`] through `WasiHttpView`.
+linked_through!(NetView, api);
 
 impl api::Host for NetView<'_> {
     async fn tcp_probe(&mut self, host: String, port: u16, timeout_ms: u32) -> Answer<u64> {

@@ -11,7 +11,6 @@ use respawn_data::oci::OciError;
 use respawn_engine::StepCall;
 use respawn_sandbox::Denial;
 use respawn_sandbox::stores::{Need, StoreGrant};
-use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::super::bindings::abi::images::{self as api, CompareResult, UnpackResult};
@@ -51,18 +50,7 @@ pub struct ImagesView<'a> {
     pub restored: &'a RestoredImages,
 }
 
-struct ImagesData;
-impl HasData for ImagesData {
-    type Data<'a> = ImagesView<'a>;
-}
-
-/// Links the `images` interface; `view` picks this capability's view out of the store's data.
-pub fn link<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    view: fn(&mut T) -> ImagesView<'_>,
-) -> wasmtime::Result<()> {
-    api::add_to_linker::<T, ImagesData>(linker, view)
-}
+linked_through!(ImagesView, api);
 
 impl api::Host for ImagesView<'_> {
     async fn unpack(

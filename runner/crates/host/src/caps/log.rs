@@ -1,7 +1,6 @@
 //! The log and progress capabilities: always granted. Log volume per attempt is capped by `limits.log`.
 
 use respawn_engine::StepCall;
-use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::super::bindings::abi::log::{self as api, Level};
@@ -38,18 +37,7 @@ pub struct LogView<'a> {
     pub progress: &'a Option<ProgressSink>,
 }
 
-struct LogData;
-impl HasData for LogData {
-    type Data<'a> = LogView<'a>;
-}
-
-/// Links the `log` interface; `view` picks this capability's view out of the store's data.
-pub fn link<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    view: fn(&mut T) -> LogView<'_>,
-) -> wasmtime::Result<()> {
-    api::add_to_linker::<T, LogData>(linker, view)
-}
+linked_through!(LogView, api);
 
 impl api::Host for LogView<'_> {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {

@@ -21,6 +21,25 @@ use wasmtime_wasi::WasiCtxBuilder;
 use super::bindings::abi::types::{Failure, FailureKind};
 use super::context::RunResources;
 
+/// The link of a capability's WIT interface through its view: `linked_through!(StoresView, api)` defines
+/// `pub fn link(linker, view)`, where `view` picks the capability's view out of the store's data.
+macro_rules! linked_through {
+    ($view:ident, $api:ident) => {
+        struct Data;
+        impl wasmtime::component::HasData for Data {
+            type Data<'a> = $view<'a>;
+        }
+
+        /// Links this capability's interface; `view` picks its view out of the store's data.
+        pub fn link<T: Send + 'static>(
+            linker: &mut wasmtime::component::Linker<T>,
+            view: fn(&mut T) -> $view<'_>,
+        ) -> wasmtime::Result<()> {
+            $api::add_to_linker::<T, Data>(linker, view)
+        }
+    };
+}
+
 pub mod exec;
 pub mod files;
 pub mod http;

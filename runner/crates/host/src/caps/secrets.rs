@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use respawn_engine::StepCall;
-use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::super::bindings::abi::secrets as api;
@@ -42,18 +41,7 @@ pub struct SecretsView<'a> {
     pub values: &'a BTreeMap<String, String>,
 }
 
-struct SecretsData;
-impl HasData for SecretsData {
-    type Data<'a> = SecretsView<'a>;
-}
-
-/// Links the `secrets` interface; `view` picks this capability's view out of the store's data.
-pub fn link<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    view: fn(&mut T) -> SecretsView<'_>,
-) -> wasmtime::Result<()> {
-    api::add_to_linker::<T, SecretsData>(linker, view)
-}
+linked_through!(SecretsView, api);
 
 impl api::Host for SecretsView<'_> {
     async fn get(&mut self, name: String) -> Answer<String> {

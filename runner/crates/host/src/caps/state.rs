@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 
 use respawn_engine::StepCall;
 use respawn_journal::EventBody;
-use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::super::bindings::abi::state as api;
@@ -40,18 +39,7 @@ pub struct StateView<'a> {
     pub map: &'a mut BTreeMap<String, String>,
 }
 
-struct StateData;
-impl HasData for StateData {
-    type Data<'a> = StateView<'a>;
-}
-
-/// Links the `state` interface; `view` picks this capability's view out of the store's data.
-pub fn link<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    view: fn(&mut T) -> StateView<'_>,
-) -> wasmtime::Result<()> {
-    api::add_to_linker::<T, StateData>(linker, view)
-}
+linked_through!(StateView, api);
 
 impl api::Host for StateView<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {

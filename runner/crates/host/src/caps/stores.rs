@@ -11,7 +11,6 @@ use respawn_data::{DataError, StoreSet, copy_blob, stores::object_path};
 use respawn_engine::StepCall;
 use respawn_sandbox::limits::MAX_GET_BYTES;
 use respawn_sandbox::stores::{Need, StoreGrant};
-use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::super::bindings::abi::stores::{self as api, CopyResult, ObjectMeta};
@@ -50,18 +49,7 @@ pub struct StoresView<'a> {
     pub progress: &'a Option<ProgressSink>,
 }
 
-struct StoresData;
-impl HasData for StoresData {
-    type Data<'a> = StoresView<'a>;
-}
-
-/// Links the `stores` interface; `view` picks this capability's view out of the store's data.
-pub fn link<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    view: fn(&mut T) -> StoresView<'_>,
-) -> wasmtime::Result<()> {
-    api::add_to_linker::<T, StoresData>(linker, view)
-}
+linked_through!(StoresView, api);
 
 impl api::Host for StoresView<'_> {
     async fn get(&mut self, store: String, key: String) -> Answer<Vec<u8>> {

@@ -17,7 +17,7 @@ use super::run::{self as runs, TerminalApprover};
 use super::{ResumeArgs, StateArgs, Usage, exit, setup};
 
 /// Reads and chain-checks a run's journal; an unknown, malformed or untrustworthy run is a usage error.
-fn read_run(
+pub(super) fn read_run(
     runtime: &tokio::runtime::Runtime,
     store: &Arc<dyn respawn::data::object_store::ObjectStore>,
     run_id: &str,
@@ -59,53 +59,21 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
         }
         return Ok(exit::OK);
     }
-    let silence = replayed.silence();
-    if replayed.finished.is_none() && silence < replayed.lease() && !args.takeover {
-        return Err(Usage(format!(
-            "run `{run_id}` is held by runner {}: its last event was {:.1}s ago, within its lease of {:.0}s. \
-             If that runner is gone, pass --takeover (it will be stopped at its next write)",
-            replayed.last_runner,
-            silence.as_secs_f64(),
-            replayed.lease().as_secs_f64()
-        ))
-        .into());
-    }
-    let start = &replayed.start;
-    // The workflow and plugins recorded at start, whatever the files on disk say now.
-    let loaded = journaled_workflow(&replayed).map_err(|e| Usage(e.to_string()))?;
-    let lock = LockFile::new(
-        start
-            .plugins
-            .iter()
-            .map(|(alias, p)| {
-                (
-                    alias.clone(),
-                    LockedPlugin {
-                        source: p.source.clone(),
-                        sha256: p.sha256.clone(),
-                    },
-                )
-            })
-            .collect(),
-    );
-    let secrets = setup::read_secrets(&loaded);
-    let last = stored.last().map(|e| e.sha256.clone());
-    let journal = Arc::new(Journal::open(
+    check_lease(&replayed, args.takeover)?;
+    let start = replayed.start.clone();
+    let Reopened {
+        loaded,
+        journal,
+        host,
+        plugin_info,
+        bars,
+    } = reopen(
+        &runtime,
         store,
-        &run_id,
-        Redactor::new(&secrets),
-        stored.len() as u64,
-        last,
-    ));
-    let bars = runs::new_bars(&loaded, start.mode, start.keep, args.no_progress);
-    let host = Arc::new(setup::host_for_run(
-        &loaded,
-        runs::progress_sink(&bars),
-        secrets,
-        journal.clone(),
-    )?);
-    let plugins = setup::checked_plugins(&runtime, &host, &loaded, LockPolicy::Enforce(&lock))?;
-    let plugin_info = plugins.info();
+        (&stored, &replayed),
+        (start.mode, start.keep),
+        args.no_progress,
+    )?;
     // Claim the run: of two runners resuming at once, exactly one stores this event.
     runtime
         .block_on(journal.append(EventBody::Resumed {
@@ -169,27 +137,126 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
     )
 }
 
+/// A journaled run opened again on this machine: its workflow and plugins as recorded at start (whatever the
+/// files say now; a plugin whose bytes changed is refused), a journal that continues its chain, and a host.
+pub(super) struct Reopened {
+    pub loaded: respawn::workflow::LoadedWorkflow,
+    pub journal: Arc<Journal>,
+    pub host: Arc<respawn::host::Host>,
+    pub plugin_info: std::collections::BTreeMap<String, respawn::report::PluginInfo>,
+    pub bars: Option<Arc<respawn::ui::progress::Bars>>,
+}
+
+/// Opens `replayed` again; its services outlive this runner per `(mode, keep)`.
+pub(super) fn reopen(
+    runtime: &tokio::runtime::Runtime,
+    store: Arc<dyn respawn::data::object_store::ObjectStore>,
+    (stored, replayed): (&[chain::StoredEvent], &Replayed),
+    (mode, keep): (respawn::engine::Mode, bool),
+    no_progress: bool,
+) -> anyhow::Result<Reopened> {
+    let start = &replayed.start;
+    let loaded = journaled_workflow(replayed).map_err(|e| Usage(e.to_string()))?;
+    let lock = LockFile::new(
+        start
+            .plugins
+            .iter()
+            .map(|(alias, p)| {
+                (
+                    alias.clone(),
+                    LockedPlugin {
+                        source: p.source.clone(),
+                        sha256: p.sha256.clone(),
+                    },
+                )
+            })
+            .collect(),
+    );
+    let secrets = setup::read_secrets(&loaded);
+    let journal = Arc::new(Journal::open(
+        store,
+        &start.run_id,
+        Redactor::new(&secrets),
+        stored.len() as u64,
+        stored.last().map(|e| e.sha256.clone()),
+    ));
+    let bars = runs::new_bars(&loaded, mode, keep, no_progress);
+    let host = Arc::new(setup::host_for_run(
+        &loaded,
+        runs::progress_sink(&bars),
+        secrets,
+        journal.clone(),
+        (mode, keep),
+    )?);
+    let plugins = setup::checked_plugins(runtime, &host, &loaded, LockPolicy::Enforce(&lock))?;
+    Ok(Reopened {
+        plugin_info: plugins.info(),
+        loaded,
+        journal,
+        host,
+        bars,
+    })
+}
+
+/// Refuses a run whose runner still holds its lease, unless `takeover`.
+pub(super) fn check_lease(replayed: &Replayed, takeover: bool) -> anyhow::Result<()> {
+    let silence = replayed.silence();
+    if replayed.finished.is_none() && silence < replayed.lease() && !takeover {
+        return Err(Usage(format!(
+            "run `{}` is held by runner {}: its last event was {:.1}s ago, within its lease of {:.0}s. \
+             If that runner is gone, pass --takeover (it will be stopped at its next write)",
+            replayed.start.run_id,
+            replayed.last_runner,
+            silence.as_secs_f64(),
+            replayed.lease().as_secs_f64()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// A run's status for `respawn runs`: `up` with its age while what a failover or kept drill made still runs.
+fn status_of(r: &Replayed) -> String {
+    match &r.finished {
+        Some(f) if r.up() => {
+            let age = humantime::parse_rfc3339_weak(&f.at)
+                .ok()
+                .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                .unwrap_or_default();
+            format!(
+                "up {}",
+                humantime::format_duration(std::time::Duration::from_secs(age.as_secs()))
+            )
+            .split(' ')
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+        }
+        _ => r.status().to_string(),
+    }
+}
+
 /// `respawn runs`: one line per run in the state store.
 pub fn list(args: StateArgs) -> anyhow::Result<u8> {
     let store = runs::open_state(args.state.as_deref())?;
     let runtime = setup::runtime()?;
     let ids = runtime.block_on(journal::list_runs(&store))?;
     println!(
-        "{:<26} {:<28} {:<8} {:<11} {:<24} RTO",
+        "{:<26} {:<28} {:<8} {:<13} {:<24} RTO",
         "RUN", "WORKFLOW", "MODE", "STATUS", "STARTED"
     );
     for id in ids {
         let line = match read_run(&runtime, &store, &id) {
             Ok((_, r)) => format!(
-                "{:<26} {:<28} {:<8} {:<11} {:<24} {}",
+                "{:<26} {:<28} {:<8} {:<13} {:<24} {}",
                 id,
                 format!("{}@{}", r.start.workflow.name, r.start.workflow.version),
                 r.start.mode.to_string(),
-                r.status(),
+                status_of(&r),
                 r.start.started_at,
                 respawn::report::seconds(r.finished.as_ref().and_then(|f| f.rto_seconds)),
             ),
-            Err(e) => format!("{id:<26} {:<28} {:<8} {:<11} ({e:#})", "?", "?", "corrupt"),
+            Err(e) => format!("{id:<26} {:<28} {:<8} {:<13} ({e:#})", "?", "?", "corrupt"),
         };
         println!("{line}");
     }

@@ -2,6 +2,7 @@
 
 mod durable;
 mod image;
+mod kept;
 mod lock;
 mod plan;
 mod plugin;
@@ -57,6 +58,10 @@ pub enum Command {
     Failover(FailoverArgs),
     /// Continue an interrupted run from its journal.
     Resume(ResumeArgs),
+    /// Run the verify section again against what a failover or kept drill left running; exit 0 when all pass.
+    Verify(VerifyArgs),
+    /// Tear down what a failover or kept drill left (or a dead runner's run), from its journal.
+    Destroy(DestroyArgs),
     /// List runs recorded in the state store.
     Runs(StateArgs),
     /// Render the report of a run.
@@ -128,6 +133,36 @@ pub struct ResumeArgs {
     /// Confirm every approval gate of a resumed failover that was not confirmed before.
     #[arg(long)]
     pub yes: bool,
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    pub run_id: String,
+    #[arg(long, env = "RESPAWN_STATE")]
+    pub state: Option<String>,
+    /// Where the run's report is rewritten with this verification (default: where the run wrote it).
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    pub run_id: String,
+    #[arg(long, env = "RESPAWN_STATE")]
+    pub state: Option<String>,
+    /// Destroy a failover's environment without asking on the terminal.
+    #[arg(long)]
+    pub yes: bool,
+    /// Destroy a run whose runner's lease looks alive (that runner is stopped at its next write).
+    #[arg(long)]
+    pub takeover: bool,
+    /// Where the run's report is rewritten with the teardown (default: where the run wrote it).
     #[arg(long)]
     pub report_dir: Option<PathBuf>,
     #[arg(long)]
@@ -208,6 +243,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Drill(args) => run::drill(args),
         Command::Failover(args) => run::failover(args),
         Command::Resume(args) => durable::resume(args),
+        Command::Verify(args) => kept::verify(args),
+        Command::Destroy(args) => kept::destroy(args),
         Command::Runs(args) => durable::list(args),
         Command::Report(args) => report(args),
         Command::Audit(AuditCommand::Verify {

@@ -133,6 +133,7 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
         progress_sink(&bars),
         secrets,
         journal.clone(),
+        (mode, keep),
     )?);
     let plugins = setup::checked_plugins(&runtime, &host, &loaded, LockPolicy::Enforce(&lock))?;
     let plugin_info = plugins.info();

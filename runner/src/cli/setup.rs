@@ -44,18 +44,20 @@ pub fn host_with_progress(
 }
 
 /// A host for a run that journals: stores created, `secrets` as read at the start, state writes, services
-/// and restored images recorded in `journal`.
+/// and restored images recorded in `journal`. The services of a failover, or a kept drill, outlive the runner.
 pub fn host_for_run(
     loaded: &LoadedWorkflow,
     progress: Option<respawn::host::ProgressSink>,
     secrets: BTreeMap<String, String>,
     journal: Arc<respawn::journal::Journal>,
+    (mode, keep): (respawn::engine::Mode, bool),
 ) -> anyhow::Result<Host> {
     let mut run = RunResources::new(loaded.base_dir().to_path_buf());
     run.progress = progress;
     run.stores = StoreSet::open_with(&loaded.workflow.stores, loaded.base_dir(), true)?;
     run.secrets = Arc::new(secrets);
     run.journal = Some(journal);
+    run.services_outlive = mode == respawn::engine::Mode::Failover || keep;
     Ok(Host::new(run)?)
 }
 

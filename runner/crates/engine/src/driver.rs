@@ -16,15 +16,16 @@ use respawn_report::record::Outcome;
 use respawn_report::{PluginInfo, Report};
 use tokio::sync::watch;
 
-use crate::StepExecutor;
 use crate::run::{self, RunSpec};
 use crate::{Approver, Observer};
+use crate::{Mode, StepExecutor};
 
 /// What the driver needs of the host besides running steps: the services it started and the images it restored.
 pub trait RunHost: StepExecutor {
     /// Stops every service this runner started and still tracks.
     fn stop_services(&self) -> impl Future<Output = ()> + Send;
-    /// Forgets every service without stopping it: another runner took the run over and adopts them.
+    /// Forgets every service without stopping it: they outlive the runner (a failover's, a kept drill's), or
+    /// another runner took the run over and adopts them.
     fn release_services(&self);
     /// Creation times of the images this process restored, for RPO.
     fn restored_images(&self) -> Vec<SystemTime>;
@@ -110,16 +111,27 @@ pub async fn drive<H: RunHost + 'static>(d: Drive<'_, H>) -> Result<Driven, Driv
         on_lost.abort();
         record
     };
+    // A failover's services, and a kept drill's, are the recreated environment: they run on after this runner.
+    let services_outlive = spec.mode == Mode::Failover || spec.keep;
     if let Some(why) = journal.lost() {
-        if journal.is_fenced() {
-            // The new owner adopts the services; this runner must not stop them.
+        let fenced = journal.is_fenced();
+        if fenced || services_outlive {
+            // The new owner adopts the services (or a resume will); this runner must not stop them.
             host.release_services();
-            return Ok(Driven::TakenOver { why });
+        } else {
+            host.stop_services().await;
         }
-        host.stop_services().await;
-        return Ok(Driven::JournalLost { why });
+        return Ok(if fenced {
+            Driven::TakenOver { why }
+        } else {
+            Driven::JournalLost { why }
+        });
     }
-    host.stop_services().await;
+    if services_outlive {
+        host.release_services();
+    } else {
+        host.stop_services().await;
+    }
     let mut restored = host.restored_images();
     restored.extend(
         images_before

@@ -11,6 +11,7 @@ use respawn_report::record::StepStatus;
 use respawn_workflow::{Grants, Limits};
 pub use respawn_workflow::{Mode, Phase};
 
+pub mod after;
 mod attempts;
 pub mod driver;
 pub mod plan;

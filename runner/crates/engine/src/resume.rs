@@ -64,22 +64,36 @@ pub fn write_missing_report(
     stored: &[StoredEvent],
     replayed: &Replayed,
 ) -> Result<Option<PathBuf>, ResumeError> {
+    let Some(dir) = report_dir_of(report_dir, replayed) else {
+        return Ok(None);
+    };
+    if Report::read(&dir).is_ok_and(|r| r.run_id == replayed.start.run_id) {
+        return Ok(None);
+    }
+    write_report(Some(&dir), stored, replayed)
+}
+
+/// Writes a finished run's report from its journal, whole: its steps, verifications, teardown (also one
+/// `respawn destroy` did), re-verifications and the chain head. Returns the directory; `None` while the run has
+/// not finished.
+pub fn write_report(
+    report_dir: Option<&Path>,
+    stored: &[StoredEvent],
+    replayed: &Replayed,
+) -> Result<Option<PathBuf>, ResumeError> {
     let (start, Some(finished)) = (&replayed.start, &replayed.finished) else {
         return Ok(None);
     };
-    let dir = report_dir
-        .map(Path::to_path_buf)
-        .or_else(|| finished.report_dir.as_ref().map(PathBuf::from))
-        .unwrap_or_else(|| respawn_report::default_dir(&start.run_id));
-    if Report::read(&dir).is_ok_and(|r| r.run_id == start.run_id) {
+    let Some(dir) = report_dir_of(report_dir, replayed) else {
         return Ok(None);
-    }
+    };
     let loaded = journaled_workflow(replayed)?;
     let Some(record) = finished_record(replayed, &loaded.workflow) else {
         return Ok(None);
     };
     let mut report = Report::new(&loaded, start.params.clone(), start.plugins.clone(), record);
     report.rpo_seconds = finished.rpo_seconds;
+    report.reverifications = replayed.reverifications.clone();
     report.journal_head = stored.last().map(|e| e.sha256.clone());
     report.write(&dir).map_err(|source| ResumeError::Report {
         dir: dir.clone(),
@@ -88,11 +102,24 @@ pub fn write_missing_report(
     Ok(Some(dir))
 }
 
+/// Where a run's report goes: `report_dir` if given, else where its runner wrote it, else the default.
+fn report_dir_of(report_dir: Option<&Path>, replayed: &Replayed) -> Option<PathBuf> {
+    let finished = replayed.finished.as_ref()?;
+    Some(
+        report_dir
+            .map(Path::to_path_buf)
+            .or_else(|| finished.report_dir.as_ref().map(PathBuf::from))
+            .unwrap_or_else(|| respawn_report::default_dir(&replayed.start.run_id)),
+    )
+}
+
 /// A step cut off by the crash: the attempts it had, and the state it had written.
 #[derive(Debug, Clone, Default)]
 pub struct InFlight {
     pub attempts: u32,
     pub state: BTreeMap<String, String>,
+    /// The rendered params of its latest attempt.
+    pub params: serde_json::Value,
 }
 
 /// The engine's view of a replayed journal.
@@ -135,6 +162,7 @@ impl ResumeSeed {
                         InFlight {
                             attempts: progress.attempts_started,
                             state: progress.state.clone(),
+                            params: progress.params.clone(),
                         },
                     );
                 }

@@ -145,7 +145,7 @@ pub async fn run<E: StepExecutor + 'static>(
     }
 }
 
-fn digest_of(spec: &RunSpec<'_>, uses: Option<&str>) -> Option<String> {
+pub(crate) fn digest_of(spec: &RunSpec<'_>, uses: Option<&str>) -> Option<String> {
     let plugin = uses?.split_once('/')?.0;
     spec.digests.get(plugin).cloned()
 }
@@ -156,16 +156,16 @@ fn skipped(step: &Step, why: &str) -> StepRecord {
     r
 }
 
-struct Runner<'a, 'b, E> {
-    spec: &'a RunSpec<'b>,
-    exec: Arc<E>,
-    approver: &'a dyn Approver,
-    observer: Arc<dyn Observer>,
-    scope: &'a mut Scope,
+pub(crate) struct Runner<'a, 'b, E> {
+    pub(crate) spec: &'a RunSpec<'b>,
+    pub(crate) exec: Arc<E>,
+    pub(crate) approver: &'a dyn Approver,
+    pub(crate) observer: Arc<dyn Observer>,
+    pub(crate) scope: &'a mut Scope,
     /// Ids of steps whose apply started, in order; teardown walks it backwards.
-    applied_order: Vec<String>,
+    pub(crate) applied_order: Vec<String>,
     /// Rendered params of every started step, for destroy and for steps cut off by an interrupt.
-    started_params: HashMap<String, serde_json::Value>,
+    pub(crate) started_params: HashMap<String, serde_json::Value>,
 }
 
 /// How long running steps may go on after an interrupt before they are cancelled.
@@ -176,7 +176,7 @@ type Done = (String, serde_json::Value, StepResult, u32, String, String);
 
 impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
     /// Runs one section's steps as their `needs` allow. Steps whose needs failed are skipped.
-    async fn run_section(
+    pub(crate) async fn run_section(
         &mut self,
         steps: &[&Step],
         phase: Phase,
@@ -484,7 +484,7 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
     }
 
     /// Destroys what apply created, in the reverse of the order apply finished, whatever happened before.
-    async fn teardown(&mut self, steps: &mut [StepRecord]) -> Teardown {
+    pub(crate) async fn teardown(&mut self, steps: &mut [StepRecord]) -> Teardown {
         let mut out = Vec::new();
         let order: Vec<String> = self.applied_order.iter().rev().cloned().collect();
         for id in order {

@@ -27,6 +27,8 @@ pub struct RunResources {
     pub progress: Option<ProgressSink>,
     /// The run's journal: state writes, services and restored images are recorded in it as they happen.
     pub journal: Option<Arc<respawn_journal::Journal>>,
+    /// Whether the services the run starts outlive the runner (a failover, a kept drill).
+    pub services_outlive: bool,
 }
 
 impl RunResources {
@@ -37,6 +39,7 @@ impl RunResources {
             secrets: Arc::default(),
             progress: None,
             journal: None,
+            services_outlive: false,
         }
     }
 }

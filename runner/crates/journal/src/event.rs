@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use respawn_report::PluginInfo;
-use respawn_report::record::{ErrorRecord, Outcome, StepStatus};
+use respawn_report::record::{ErrorRecord, Outcome, StepRecord, StepStatus};
 use respawn_workflow::{Mode, Phase};
 
 /// One journal entry: the envelope every event shares, and what happened.
@@ -74,6 +74,13 @@ pub enum EventBody {
         /// Start time of the process in clock ticks since boot (Linux), to tell it from a reused pid.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         start_ticks: Option<u64>,
+        /// It runs in a session and process group of its own (both numbered by its pid) and outlives the runner:
+        /// a failover's service, or a kept drill's.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        detached: bool,
+        /// Where a detached service's stdout and stderr go.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logs: Option<ServiceLogs>,
     },
     /// An image was restored; its creation time feeds RPO.
     ImageRestored {
@@ -94,6 +101,21 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         finished_at: Option<String>,
     },
+    /// `respawn verify` ran the verify section again against the environment the run left: evidence too.
+    Reverified {
+        outcome: Outcome,
+        started_at: String,
+        finished_at: String,
+        verifications: Vec<StepRecord>,
+    },
+    /// `respawn destroy` claims the run to tear down what it left (like a resume, it races for the key).
+    DestroyStarted {
+        takeover: bool,
+    },
+    /// `respawn destroy` finished tearing the run down; `teardown` is `succeeded` or `failed`.
+    Destroyed {
+        teardown: String,
+    },
 }
 
 impl EventBody {
@@ -111,8 +133,18 @@ impl EventBody {
             EventBody::ServiceStarted { .. } => "service-started",
             EventBody::ImageRestored { .. } => "image-restored",
             EventBody::RunFinished { .. } => "run-finished",
+            EventBody::Reverified { .. } => "reverified",
+            EventBody::DestroyStarted { .. } => "destroy-started",
+            EventBody::Destroyed { .. } => "destroyed",
         }
     }
+}
+
+/// The log files of a detached service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceLogs {
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// Everything needed to finish the run on another machine, whatever the files there say now.

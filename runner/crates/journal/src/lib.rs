@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use respawn_data::object_store::ObjectStore;
 
-pub use event::{Event, EventBody, RunStarted, StepFinished, WorkflowSnapshot};
+pub use event::{Event, EventBody, RunStarted, ServiceLogs, StepFinished, WorkflowSnapshot};
 pub use writer::{Journal, Redactor};
 
 /// The default state store when neither `--state` nor `RESPAWN_STATE` is given (relative to the working

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use super::event::{Event, EventBody, RunStarted, StepFinished};
+use super::event::{Event, EventBody, RunStarted, ServiceLogs, StepFinished};
+use respawn_report::Reverification;
 use respawn_report::record::Outcome;
 use respawn_workflow::Phase;
 
@@ -26,6 +27,9 @@ pub struct ServiceRecord {
     pub pid: u32,
     pub program: String,
     pub start_ticks: Option<u64>,
+    /// In its own session and process group, outliving the runner.
+    pub detached: bool,
+    pub logs: Option<ServiceLogs>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +59,10 @@ pub struct Replayed {
     /// Creation times of restored images (RFC 3339).
     pub images_created: Vec<String>,
     pub finished: Option<Finished>,
+    /// When `respawn destroy` finished tearing the run down.
+    pub destroyed_at: Option<String>,
+    /// Each `respawn verify` of the environment the run left, oldest first.
+    pub reverifications: Vec<Reverification>,
     pub last_at: String,
     pub last_runner: String,
     /// Apply phases that ran to success more than once: must stay empty (the crash test asserts it).
@@ -80,6 +88,8 @@ impl Replayed {
             services: Vec::new(),
             images_created: Vec::new(),
             finished: None,
+            destroyed_at: None,
+            reverifications: Vec::new(),
             last_at: first.at.clone(),
             last_runner: first.runner.clone(),
             applies_succeeded: BTreeMap::new(),
@@ -149,11 +159,15 @@ impl Replayed {
                     pid,
                     program,
                     start_ticks,
+                    detached,
+                    logs,
                 } => r.services.push(ServiceRecord {
                     step: step.clone(),
                     pid: *pid,
                     program: program.clone(),
                     start_ticks: *start_ticks,
+                    detached: *detached,
+                    logs: logs.clone(),
                 }),
                 EventBody::ImageRestored { created, .. } => {
                     r.images_created.push(created.clone());
@@ -178,6 +192,33 @@ impl Replayed {
                         finished_at: finished_at.clone(),
                     });
                 }
+                EventBody::Reverified {
+                    outcome,
+                    started_at,
+                    finished_at,
+                    verifications,
+                } => r.reverifications.push(Reverification {
+                    outcome: *outcome,
+                    started_at: started_at.clone(),
+                    finished_at: finished_at.clone(),
+                    verifications: verifications.clone(),
+                }),
+                EventBody::DestroyStarted { .. } => {}
+                EventBody::Destroyed { teardown } => {
+                    r.destroyed_at = Some(event.at.clone());
+                    // A run whose runner died mid-apply ends here: interrupted, and torn down.
+                    let finished = r.finished.get_or_insert_with(|| Finished {
+                        outcome: Outcome::Interrupted,
+                        rto_seconds: None,
+                        rpo_seconds: None,
+                        teardown: String::new(),
+                        at: event.at.clone(),
+                        report_dir: None,
+                        started_at: None,
+                        finished_at: Some(event.at.clone()),
+                    });
+                    finished.teardown = teardown.clone();
+                }
             }
         }
         Ok(r)
@@ -197,6 +238,9 @@ impl Replayed {
 
     /// `passed`, `failed`, `interrupted`, `running`, or `stale` (unfinished, and silent longer than its lease).
     pub fn status(&self) -> &'static str {
+        if self.destroyed_at.is_some() {
+            return "destroyed";
+        }
         match &self.finished {
             Some(f) => match f.outcome {
                 Outcome::Passed => "passed",
@@ -208,8 +252,21 @@ impl Replayed {
         }
     }
 
+    /// Whether the environment the run made is still up: a finished failover, or drill kept with `--keep`, whose
+    /// teardown was skipped and that `respawn destroy` has not torn down.
+    pub fn up(&self) -> bool {
+        self.destroyed_at.is_none()
+            && self
+                .finished
+                .as_ref()
+                .is_some_and(|f| f.teardown == "skipped" && f.outcome != Outcome::Interrupted)
+    }
+
     /// Whether resuming can still do something: unfinished, or an interrupted failover (which never tears down).
     pub fn resumable(&self) -> bool {
+        if self.destroyed_at.is_some() {
+            return false;
+        }
         match &self.finished {
             None => true,
             Some(f) => f.outcome == Outcome::Interrupted && f.teardown == "skipped",

@@ -46,8 +46,20 @@ pub struct Report {
     pub steps: Vec<StepRecord>,
     pub verifications: Vec<StepRecord>,
     pub teardown: Teardown,
+    /// Each `respawn verify` of the environment a failover or kept drill left, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reverifications: Vec<Reverification>,
     /// Head of the run's journal chain; null until the journal exists.
     pub journal_head: Option<String>,
+}
+
+/// One `respawn verify` of a finished run's environment: evidence that it still works (or has drifted).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reverification {
+    pub outcome: Outcome,
+    pub started_at: String,
+    pub finished_at: String,
+    pub verifications: Vec<StepRecord>,
 }
 
 impl Report {
@@ -77,6 +89,7 @@ impl Report {
             steps: record.steps,
             verifications: record.verifications,
             teardown: record.teardown,
+            reverifications: Vec::new(),
             journal_head: None,
         }
     }

@@ -47,6 +47,16 @@ pub fn render(r: &Report) -> String {
     if !r.teardown.steps.is_empty() {
         table(&mut out, "Teardown steps", &r.teardown.steps);
     }
+    for (i, again) in r.reverifications.iter().enumerate() {
+        let title = format!(
+            "Re-verification {} ({} to {}): {:?}",
+            i + 1,
+            again.started_at,
+            again.finished_at,
+            again.outcome
+        );
+        table(&mut out, &title, &again.verifications);
+    }
     out
 }
 

@@ -13,7 +13,7 @@ use super::super::bindings::abi::types::{Failure, FailureKind};
 use super::super::context::{RunResources, StepContext};
 use super::files::{self, GrantedDir};
 use super::process::{ExecError, Request, locate, run_capped};
-use super::services::Services;
+use super::services::{Services, Started};
 use super::{Answer, Capability};
 
 pub struct Exec;
@@ -30,8 +30,8 @@ impl Capability for Exec {
     /// The services this run started.
     type Run = Services;
 
-    fn configure(_: &RunResources) -> Services {
-        Services::default()
+    fn configure(run: &RunResources) -> Services {
+        Services::new(run.services_outlive)
     }
 
     type Step = ExecStep;
@@ -70,21 +70,26 @@ impl api::Host for ExecView<'_> {
 
     async fn spawn_service(&mut self, request: ExecRequest) -> Answer<u32> {
         let program = request.program.clone();
-        let pid = spawn_service(self, request);
-        if let (Ok(pid), Some(journal)) = (&pid, self.ctx.run.journal.clone()) {
-            let started = respawn_journal::EventBody::ServiceStarted {
+        let started = match spawn_service(self, request) {
+            Ok(started) => started,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        if let Some(journal) = self.ctx.run.journal.clone() {
+            let event = respawn_journal::EventBody::ServiceStarted {
                 step: self.ctx.step_id.clone(),
-                pid: *pid,
+                pid: started.pid,
                 program,
-                start_ticks: super::services::process_start_ticks(*pid),
+                start_ticks: started.start_ticks,
+                detached: started.detached,
+                logs: started.logs.clone(),
             };
-            if let Err(e) = journal.append(started).await {
+            if let Err(e) = journal.append(event).await {
                 // No event names it, so no later runner would take it over: it must not outlive this one.
-                let _ = self.services.stop(*pid).await;
+                let _ = self.services.stop(started.pid).await;
                 wasmtime::bail!("{e}");
             }
         }
-        Ok(pid)
+        Ok(Ok(started.pid))
     }
 
     async fn stop_service(&mut self, pid: u32) -> Answer<()> {
@@ -148,8 +153,14 @@ async fn run(v: &mut ExecView<'_>, request: ExecRequest) -> Result<ExecOutput, F
     }
 }
 
-fn spawn_service(v: &mut ExecView<'_>, request: ExecRequest) -> Result<u32, Failure> {
+fn spawn_service(v: &mut ExecView<'_>, request: ExecRequest) -> Result<Started, Failure> {
     let (program, cwd) = resolve(v, &request)?;
+    // A detached service's logs go into the granted directory it runs in (its scratch directory without one),
+    // beside, not inside, what it serves.
+    let log_dir = files::rw_dir_of(v.dirs, &cwd)
+        .unwrap_or(&cwd)
+        .join(".respawn-logs")
+        .join(&v.ctx.run_id);
     let req = Request {
         program,
         name: &request.program,
@@ -159,7 +170,7 @@ fn spawn_service(v: &mut ExecView<'_>, request: ExecRequest) -> Result<u32, Fail
     };
     let (run_id, step) = (v.ctx.run_id.clone(), v.ctx.step_id.clone());
     v.services
-        .spawn(&run_id, &step, req)
+        .spawn(&run_id, &step, req, &log_dir)
         .map_err(|e| super::failure(FailureKind::Internal, e.to_string()))
 }
 

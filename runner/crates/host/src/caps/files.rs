@@ -95,6 +95,15 @@ pub fn inside_rw(dirs: &[GrantedDir], path: &Path) -> bool {
     inside(dirs, path, true)
 }
 
+/// The directory granted read-write that holds `path`, on the host.
+pub fn rw_dir_of<'a>(dirs: &'a [GrantedDir], path: &Path) -> Option<&'a Path> {
+    let path = normalize(path)?;
+    dirs.iter()
+        .filter(|dir| dir.access == Access::Rw)
+        .find(|dir| normalize(&dir.host).is_some_and(|d| path.starts_with(d)))
+        .map(|dir| dir.host.as_path())
+}
+
 /// Whether `path` lies inside any granted directory.
 pub fn inside_any(dirs: &[GrantedDir], path: &Path) -> bool {
     inside(dirs, path, false)

@@ -2,6 +2,12 @@
 //! of the run, or an interrupt stops them, and a resumed run takes over the ones its journal says are finished
 //! steps' and stops every other one the dead runner left behind.
 //!
+//! A failover's services, and a kept drill's, outlive the runner: they are *detached*, started in a session and
+//! process group of their own (numbered by their pid) with stdin closed and stdout and stderr appended to log
+//! files, and the runner releases them when it exits. `respawn destroy` adopts them from the journal and stops
+//! each by its process group, after checking the leader's start time. A drill's services are children of the
+//! runner, killed with it whatever happens.
+//!
 //! Each service's environment carries [`RUN_ENV`] and [`STEP_ENV`]. A runner killed between starting a service and
 //! journaling it leaves a process no event names; the marker is how a resumed run still finds it (Linux: it reads
 //! `/proc/PID/environ` of its own user's processes).
@@ -11,7 +17,10 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::path::Path;
+
 use super::process::{ExecError, Request, command};
+use respawn_journal::ServiceLogs;
 use respawn_journal::replay::ServiceRecord;
 
 /// Environment variable naming the run that started a service. Set by the host; a plugin cannot override it.
@@ -23,20 +32,41 @@ pub const STEP_ENV: &str = "RESPAWN_STEP";
 /// for). Default 2 s: SIGKILL takes effect at once; this only covers the kernel's reaping by init.
 const GONE_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a detached service's process group gets to go after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
 /// A service the run stops at destroy: a child of this runner, or one adopted from a runner that died.
 enum Tracked {
     Child(tokio::process::Child),
     /// Started by an earlier runner of this run (per the journal) and still running.
-    Adopted {
-        start_ticks: Option<u64>,
-    },
+    Adopted,
 }
 
-/// Services started by a run: pid -> (step, process). Stopped at destroy, and all of them when the runner
-/// drops the tracker.
+/// One tracked service.
+struct Service {
+    step: String,
+    process: Tracked,
+    start_ticks: Option<u64>,
+    /// In its own session and process group: stopped by its group.
+    detached: bool,
+}
+
+/// Services started by a run: pid -> service. Stopped at destroy; at the end of the run either all stopped (a
+/// drill) or all released to run on (a failover, a kept drill).
 #[derive(Clone, Default)]
 pub struct Services {
-    inner: Arc<Mutex<BTreeMap<u32, (String, Tracked)>>>,
+    inner: Arc<Mutex<BTreeMap<u32, Service>>>,
+    /// Whether services started from now on are detached.
+    detach: bool,
+}
+
+/// A service just started, as the journal records it.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub pid: u32,
+    pub start_ticks: Option<u64>,
+    pub detached: bool,
+    pub logs: Option<ServiceLogs>,
 }
 
 /// A process that carries a run's marker.
@@ -58,35 +88,98 @@ pub struct Recovered {
 }
 
 impl Services {
-    /// Starts a long-running program with output discarded, marked with `run_id` and `step`. The child is
-    /// killed if the tracker is dropped.
-    pub fn spawn(&self, run_id: &str, step: &str, req: Request<'_>) -> Result<u32, ExecError> {
+    /// A tracker whose services outlive the runner when `detach` (a failover, a kept drill).
+    pub fn new(detach: bool) -> Services {
+        Services {
+            inner: Arc::default(),
+            detach,
+        }
+    }
+
+    /// Starts a long-running program marked with `run_id` and `step`. A detached one gets a session of its own
+    /// and appends its output to `STEP.stdout.log` and `STEP.stderr.log` under `log_dir`; any other one has its
+    /// output discarded and is killed if the tracker is dropped.
+    pub fn spawn(
+        &self,
+        run_id: &str,
+        step: &str,
+        req: Request<'_>,
+        log_dir: &Path,
+    ) -> Result<Started, ExecError> {
         let io = |e: std::io::Error| ExecError::Io {
             program: req.name.to_string(),
             message: e.to_string(),
         };
-        let child = command(&req)
-            .env(RUN_ENV, run_id)
+        let mut cmd = command(&req);
+        cmd.env(RUN_ENV, run_id)
             .env(STEP_ENV, step)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(io)?;
+            .stdin(Stdio::null());
+        let logs = if self.detach {
+            std::fs::create_dir_all(log_dir).map_err(io)?;
+            let path = |stream: &str| log_dir.join(format!("{step}.{stream}.log"));
+            let (out, err) = (path("stdout"), path("stderr"));
+            let append = |p: &Path| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+            };
+            cmd.stdout(append(&out).map_err(io)?)
+                .stderr(append(&err).map_err(io)?)
+                .kill_on_drop(false);
+            // SAFETY: runs in the forked child before exec; setsid(2) is async-signal-safe and touches no memory
+            // shared with the parent.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::setsid() == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            Some(ServiceLogs {
+                stdout: out.display().to_string(),
+                stderr: err.display().to_string(),
+            })
+        } else {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            None
+        };
+        let child = cmd.spawn().map_err(io)?;
         let pid = child.id().unwrap_or(0);
-        self.lock()
-            .insert(pid, (step.to_string(), Tracked::Child(child)));
-        Ok(pid)
+        let start_ticks = process_start_ticks(pid);
+        self.lock().insert(
+            pid,
+            Service {
+                step: step.to_string(),
+                process: Tracked::Child(child),
+                start_ticks,
+                detached: self.detach,
+            },
+        );
+        Ok(Started {
+            pid,
+            start_ticks,
+            detached: self.detach,
+            logs,
+        })
     }
 
     /// Takes over a service that an earlier runner of this run started, if that very process still runs (its
     /// start time tells it from a process that reused the pid). Returns whether it was adopted.
-    pub fn adopt(&self, step: &str, pid: u32, start_ticks: Option<u64>) -> bool {
-        if !same_process(pid, start_ticks) {
+    pub fn adopt(&self, record: &ServiceRecord) -> bool {
+        if !same_process(record.pid, record.start_ticks) {
             return false;
         }
-        self.lock()
-            .insert(pid, (step.to_string(), Tracked::Adopted { start_ticks }));
+        self.lock().insert(
+            record.pid,
+            Service {
+                step: record.step.clone(),
+                process: Tracked::Adopted,
+                start_ticks: record.start_ticks,
+                detached: record.detached,
+            },
+        );
         true
     }
 
@@ -102,7 +195,7 @@ impl Services {
         let mut done = Recovered::default();
         let mut seen = BTreeSet::new();
         for s in recorded.iter().filter(|s| finished.contains(&s.step)) {
-            if self.adopt(&s.step, s.pid, s.start_ticks) {
+            if self.adopt(s) {
                 done.adopted.push((s.step.clone(), s.pid));
                 seen.insert(s.pid);
             }
@@ -110,16 +203,24 @@ impl Services {
         let unfinished = recorded
             .iter()
             .filter(|s| !finished.contains(&s.step))
-            .map(|s| Marked {
-                pid: s.pid,
-                step: s.step.clone(),
-                start_ticks: s.start_ticks,
+            .map(|s| {
+                let marked = Marked {
+                    pid: s.pid,
+                    step: s.step.clone(),
+                    start_ticks: s.start_ticks,
+                };
+                (marked, s.detached)
             });
-        for leftover in unfinished.chain(marked(run_id)) {
+        let unnamed = marked(run_id).into_iter().map(|m| (m, false));
+        for (leftover, detached) in unfinished.chain(unnamed) {
             if !seen.insert(leftover.pid) || !same_process(leftover.pid, leftover.start_ticks) {
                 continue;
             }
-            kill_and_wait(leftover.pid, leftover.start_ticks, GONE_WAIT).await;
+            if detached {
+                stop_group(leftover.pid, leftover.start_ticks, GONE_WAIT).await;
+            } else {
+                kill_and_wait(leftover.pid, leftover.start_ticks, GONE_WAIT).await;
+            }
             done.stopped.push((leftover.step, leftover.pid));
         }
         done
@@ -129,8 +230,8 @@ impl Services {
     pub async fn stop(&self, pid: u32) -> Result<bool, ExecError> {
         let tracked = self.lock().remove(&pid);
         match tracked {
-            Some((_, process)) => {
-                stop(pid, process).await;
+            Some(service) => {
+                stop(pid, service).await;
                 Ok(true)
             }
             None => Ok(false),
@@ -140,16 +241,17 @@ impl Services {
     /// Kills every tracked service (runner exit, interrupted drill).
     pub async fn stop_all(&self) {
         let all: Vec<_> = std::mem::take(&mut *self.lock()).into_iter().collect();
-        for (pid, (_, process)) in all {
-            stop(pid, process).await;
+        for (pid, service) in all {
+            stop(pid, service).await;
         }
     }
 
-    /// Lets every service run on after this runner exits: another runner took the run over and owns them.
+    /// Lets every service run on after this runner exits: a failover's or kept drill's (detached, journaled,
+    /// stopped later by `respawn destroy`), or those of a run another runner took over and owns now.
     pub fn release_all(&self) {
-        for (_, (_, process)) in std::mem::take(&mut *self.lock()) {
-            if let Tracked::Child(child) = process {
-                // Dropping would kill it (kill_on_drop); forgetting leaves it to the new owner.
+        for (_, service) in std::mem::take(&mut *self.lock()) {
+            if let Tracked::Child(child) = service.process {
+                // Dropping would kill it (kill_on_drop); forgetting leaves it running.
                 std::mem::forget(child);
             }
         }
@@ -159,20 +261,48 @@ impl Services {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, (String, Tracked)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Service>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-async fn stop(pid: u32, process: Tracked) {
-    match process {
-        Tracked::Child(mut child) => {
+async fn stop(pid: u32, service: Service) {
+    tracing::debug!(step = %service.step, pid, detached = service.detached, "stopping a service");
+    match (service.process, service.detached) {
+        (Tracked::Child(mut child), false) => {
             let _ = child.kill().await;
         }
-        Tracked::Adopted { start_ticks } => {
-            // Not our child, so it cannot be waited for; give it a moment to go.
-            kill_and_wait(pid, start_ticks, Duration::from_millis(500)).await;
+        (Tracked::Child(mut child), true) => {
+            stop_group(pid, service.start_ticks, STOP_GRACE).await;
+            // Reap it (it is gone, or was never ours to signal: a pid that no longer names it).
+            let _ = tokio::time::timeout(Duration::from_millis(100), child.wait()).await;
         }
+        (Tracked::Adopted, true) => stop_group(pid, service.start_ticks, STOP_GRACE).await,
+        (Tracked::Adopted, false) => {
+            // Not our child, so it cannot be waited for; give it a moment to go.
+            kill_and_wait(pid, service.start_ticks, Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// Stops the process group led by `pid` if the leader is still the process started at `start_ticks`: SIGTERM,
+/// then SIGKILL to whatever of the group is left after `grace`. A reused pid, or a leader already gone, is never
+/// signalled.
+async fn stop_group(pid: u32, start_ticks: Option<u64>, grace: Duration) {
+    if start_ticks.is_none() || !same_process(pid, start_ticks) {
+        return;
+    }
+    // SAFETY: killpg(2) with a process group id and a signal number has no memory-safety preconditions.
+    unsafe {
+        libc::killpg(pid as libc::pid_t, libc::SIGTERM);
+    }
+    let started = std::time::Instant::now();
+    while process_start_ticks(pid).is_some() && started.elapsed() < grace {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // SAFETY: as above. The group is the one the leader made; members that outlive it are the service's own.
+    unsafe {
+        libc::killpg(pid as libc::pid_t, libc::SIGKILL);
     }
 }
 
@@ -282,6 +412,8 @@ mod tests {
             pid: kept.id(),
             program: "sleep".into(),
             start_ticks: process_start_ticks(kept.id()),
+            detached: false,
+            logs: None,
         }];
         let finished = BTreeSet::from(["db".to_string()]);
         let services = Services::default();
@@ -305,5 +437,102 @@ mod tests {
         assert!(kept.wait().unwrap().code().is_none());
         let _ = other_run.kill();
         let _ = other_run.wait();
+    }
+
+    /// Destroy adopts a journaled service only if its start time proves it is the process the run started: a
+    /// process that merely has its pid is never adopted, so never signalled.
+    #[tokio::test]
+    async fn a_process_whose_start_time_differs_is_never_adopted_or_signalled() {
+        let run = format!("test-reused-{}", std::process::id());
+        let mut stranger = sleeper(&[]);
+        let ticks = process_start_ticks(stranger.id()).expect("it runs");
+        let recorded = [ServiceRecord {
+            step: "web".into(),
+            pid: stranger.id(),
+            program: "python3".into(),
+            start_ticks: Some(ticks + 1),
+            detached: true,
+            logs: None,
+        }];
+        let services = Services::new(false);
+        let done = services
+            .recover(&run, &recorded, &BTreeSet::from(["web".to_string()]))
+            .await;
+        assert!(
+            done.adopted.is_empty() && done.stopped.is_empty(),
+            "{done:?}"
+        );
+        assert!(
+            !services.stop(stranger.id()).await.unwrap(),
+            "not ours to stop"
+        );
+        stop_group(stranger.id(), Some(ticks + 1), Duration::from_millis(50)).await;
+        assert!(
+            stranger.try_wait().unwrap().is_none(),
+            "the stranger runs on"
+        );
+        let _ = stranger.kill();
+        let _ = stranger.wait();
+    }
+
+    /// A detached service has a session of its own, logs to the given directory, and survives its tracker being
+    /// released; stopping it takes its whole process group.
+    #[tokio::test]
+    async fn a_detached_service_outlives_its_tracker_and_stops_by_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = Services::new(true);
+        let req = Request {
+            program: "/bin/sh".into(),
+            name: "sh",
+            args: &["-c".into(), "echo started; sleep 30 & sleep 30".into()],
+            cwd: dir.path(),
+            env: &[],
+        };
+        let started = services
+            .spawn("run-1", "web", req, &dir.path().join("logs"))
+            .unwrap();
+        assert!(started.detached);
+        let pid = started.pid;
+        // SAFETY: getsid(2) only reads the process table.
+        let sid = unsafe { libc::getsid(pid as libc::pid_t) };
+        assert_eq!(sid, pid as libc::pid_t, "it leads a session of its own");
+        services.release_all();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            same_process(pid, started.start_ticks),
+            "released, it runs on"
+        );
+        let logs = started.logs.expect("detached services log");
+        assert_eq!(std::fs::read_to_string(&logs.stdout).unwrap(), "started\n");
+
+        let record = ServiceRecord {
+            step: "web".into(),
+            pid,
+            program: "sh".into(),
+            start_ticks: started.start_ticks,
+            detached: true,
+            logs: None,
+        };
+        let later = Services::new(false);
+        assert!(later.adopt(&record), "the same process is adopted");
+        assert!(later.stop(pid).await.unwrap());
+        let gone = std::time::Instant::now();
+        while process_start_ticks(pid).is_some() && gone.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(process_start_ticks(pid).is_none(), "the leader is gone");
+        // Reap the leader (this test is its parent), then wait for init to reap its background child.
+        // SAFETY: waitpid(2) on our own child with a valid status pointer.
+        unsafe {
+            let mut status = 0;
+            libc::waitpid(pid as libc::pid_t, &mut status, 0);
+        }
+        let empty = std::time::Instant::now();
+        // SAFETY: kill(2) with signal 0 only checks whether the group still has members.
+        let members = || unsafe { libc::kill(-(pid as libc::pid_t), 0) };
+        while members() == 0 && empty.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(members(), -1, "its background child went with it");
     }
 }

@@ -61,12 +61,24 @@ pub fn copy_hello(dir: &Path) {
     }
 }
 
+/// A port nothing listens on, for a service a test starts. Tests run as separate processes at once, and a port
+/// the kernel hands out for `:0` can be handed to another test as soon as it is released; so each test process
+/// takes ports from a block of its own below the kernel's ephemeral range, checking each is free.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u32 = 20_000;
+    const BLOCK: u32 = 8;
+    const BLOCKS: u32 = 1_500;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = FIRST + (std::process::id() % BLOCKS) * BLOCK;
+    for _ in 0..BLOCK {
+        let offset = u32::from(NEXT.fetch_add(1, Ordering::Relaxed)) % BLOCK;
+        let port = (base + offset) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() && !listening(port) {
+            return port;
+        }
+    }
+    panic!("no free port in this test's block from {base}")
 }
 
 pub fn listening(port: u16) -> bool {

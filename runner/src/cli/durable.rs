@@ -1,5 +1,6 @@
 //! `respawn resume`, `respawn runs` and `respawn audit verify`: the commands that read the journal.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use respawn::host::workflow_plugins::LockPolicy;
 use respawn::journal::chain::{self, ChainError};
 use respawn::journal::replay::Replayed;
 use respawn::journal::{self as journal, EventBody, Journal, JournalError, Redactor};
-use respawn::report::Report;
+use respawn::report::{PluginInfo, Report};
 use respawn::workflow::lock::{LockFile, LockedPlugin};
 
 use super::run::{self as runs, TerminalApprover};
@@ -107,16 +108,8 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
         replayed.events,
         seed.done.len()
     );
-    let spec = RunSpec {
-        loaded: &loaded,
-        params: start.params.clone(),
-        run_id: run_id.clone(),
-        mode: start.mode,
-        keep: start.keep,
-        digests: driver::digests(&plugin_info),
-        journal: Some(journal.clone()),
-        resume: Some(seed),
-    };
+    let mut spec = spec_of(&replayed, (&loaded, &plugin_info), Some(journal.clone()));
+    spec.resume = Some(seed);
     runs::drive(
         &runtime,
         Drive {
@@ -143,7 +136,7 @@ pub(super) struct Reopened {
     pub loaded: respawn::workflow::LoadedWorkflow,
     pub journal: Arc<Journal>,
     pub host: Arc<respawn::host::Host>,
-    pub plugin_info: std::collections::BTreeMap<String, respawn::report::PluginInfo>,
+    pub plugin_info: BTreeMap<String, PluginInfo>,
     pub bars: Option<Arc<respawn::ui::progress::Bars>>,
 }
 
@@ -196,6 +189,28 @@ pub(super) fn reopen(
         host,
         bars,
     })
+}
+
+/// The run `replayed` describes, as recorded at start, journaled into `journal`.
+pub(super) fn spec_of<'a>(
+    replayed: &Replayed,
+    (loaded, plugins): (
+        &'a respawn::workflow::LoadedWorkflow,
+        &BTreeMap<String, PluginInfo>,
+    ),
+    journal: Option<Arc<Journal>>,
+) -> RunSpec<'a> {
+    let start = &replayed.start;
+    RunSpec {
+        loaded,
+        params: start.params.clone(),
+        run_id: start.run_id.clone(),
+        mode: start.mode,
+        keep: start.keep,
+        digests: driver::digests(plugins),
+        journal,
+        resume: None,
+    }
 }
 
 /// Refuses a run whose runner still holds its lease, unless `takeover`.

@@ -6,14 +6,12 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use respawn::engine::Mode;
 use respawn::engine::after;
-use respawn::engine::driver;
 use respawn::engine::resume::{ResumeSeed, write_report};
-use respawn::engine::run::RunSpec;
 use respawn::journal::replay::Replayed;
 use respawn::journal::{EventBody, JournalError};
 use respawn::report::record::{Outcome, StepRecord};
 
-use super::durable::{Reopened, check_lease, read_run, reopen};
+use super::durable::{Reopened, check_lease, read_run, reopen, spec_of};
 use super::run::{self as runs};
 use super::{DestroyArgs, Usage, VerifyArgs, exit, setup};
 
@@ -89,16 +87,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
         replayed.finished.as_ref().map_or("-", |f| f.at.as_str())
     );
     let seed = ResumeSeed::from_replay(&replayed);
-    let spec = RunSpec {
-        loaded: &loaded,
-        params: start.params.clone(),
-        run_id: run_id.clone(),
-        mode: start.mode,
-        keep: start.keep,
-        digests: driver::digests(&plugin_info),
-        journal: None,
-        resume: None,
-    };
+    let spec = spec_of(&replayed, (&loaded, &plugin_info), None);
     let result = runtime.block_on(after::reverify(
         &spec,
         &seed,
@@ -220,16 +209,7 @@ pub fn destroy(args: DestroyArgs) -> anyhow::Result<u8> {
         replayed.applied_order.len()
     );
     let seed = ResumeSeed::from_replay(&replayed);
-    let spec = RunSpec {
-        loaded: &loaded,
-        params: start.params.clone(),
-        run_id: run_id.clone(),
-        mode: start.mode,
-        keep: start.keep,
-        digests: driver::digests(&plugin_info),
-        journal: Some(journal.clone()),
-        resume: None,
-    };
+    let spec = spec_of(&replayed, (&loaded, &plugin_info), Some(journal.clone()));
     let teardown = runtime.block_on(after::destroy(
         &spec,
         &seed,

@@ -78,17 +78,7 @@ pub async fn reverify<E: StepExecutor + 'static>(
     seed.done.retain(|(phase, _), _| *phase != Phase::Verify);
     seed.in_flight
         .retain(|(phase, _), _| *phase != Phase::Verify);
-    let seed = Some(seed);
-    let fresh = RunSpec {
-        loaded: spec.loaded,
-        params: spec.params.clone(),
-        run_id: spec.run_id.clone(),
-        mode: spec.mode,
-        keep: spec.keep,
-        digests: spec.digests.clone(),
-        journal: None,
-        resume: seed,
-    };
+    let fresh = spec.with(None, Some(seed));
     let mut scope = scope_of(&fresh);
     let mut runner = Runner {
         spec: &fresh,
@@ -154,16 +144,7 @@ pub async fn destroy<E: StepExecutor + 'static>(
         }
     }
     let applied_order = seed.applied_order.clone();
-    let with_seed = RunSpec {
-        loaded: spec.loaded,
-        params: spec.params.clone(),
-        run_id: spec.run_id.clone(),
-        mode: spec.mode,
-        keep: spec.keep,
-        digests: spec.digests.clone(),
-        journal: spec.journal.clone(),
-        resume: Some(seed),
-    };
+    let with_seed = spec.with(spec.journal.clone(), Some(seed));
     let mut scope = scope_of(&with_seed);
     let mut runner = Runner {
         spec: &with_seed,

@@ -226,11 +226,11 @@ pub fn finished_record(r: &Replayed, workflow: &Workflow) -> Option<RunRecord> {
         .iter()
         .map(|s| record(Phase::Verify, &s.id, s.uses.as_ref()))
         .collect();
-    // Teardown ran in reverse apply order; only the steps whose destroy the journal shows.
+    // In the order the teardown ran them (the journal's order; concurrent applies may have journaled their
+    // starts in another order than the engine began them); only the steps whose destroy finished.
     let teardown_steps = r
-        .applied_order
+        .destroyed_order
         .iter()
-        .rev()
         .filter(|id| seed.done.contains_key(&(Phase::Destroy, id.to_string())))
         .map(|id| {
             let uses = workflow.step(id).and_then(|s| s.uses.as_ref());

@@ -34,6 +34,22 @@ pub struct RunSpec<'a> {
     pub resume: Option<ResumeSeed>,
 }
 
+impl<'a> RunSpec<'a> {
+    /// The same run, journaled into `journal` and continuing from `resume`.
+    pub fn with(&self, journal: Option<Arc<Journal>>, resume: Option<ResumeSeed>) -> RunSpec<'a> {
+        RunSpec {
+            loaded: self.loaded,
+            params: self.params.clone(),
+            run_id: self.run_id.clone(),
+            mode: self.mode,
+            keep: self.keep,
+            digests: self.digests.clone(),
+            journal,
+            resume,
+        }
+    }
+}
+
 /// Runs a workflow to the end. `cancel` turning true stops scheduling, cancels running steps, and goes straight
 /// to teardown (drill) with outcome `interrupted`.
 pub async fn run<E: StepExecutor + 'static>(

@@ -54,6 +54,8 @@ pub struct Replayed {
     pub steps: BTreeMap<(Phase, String), StepProgress>,
     /// Steps in the order their apply first started: teardown walks it backwards.
     pub applied_order: Vec<String>,
+    /// Steps in the order their destroy finished, as the teardown ran them.
+    pub destroyed_order: Vec<String>,
     pub approvals: BTreeMap<String, String>,
     pub services: Vec<ServiceRecord>,
     /// Creation times of restored images (RFC 3339).
@@ -84,6 +86,7 @@ impl Replayed {
             start: (**start).clone(),
             steps: BTreeMap::new(),
             applied_order: Vec::new(),
+            destroyed_order: Vec::new(),
             approvals: BTreeMap::new(),
             services: Vec::new(),
             images_created: Vec::new(),
@@ -146,6 +149,10 @@ impl Replayed {
                     }
                     if f.phase == Phase::Apply && f.applied && !r.applied_order.contains(&f.step) {
                         r.applied_order.push(f.step.clone());
+                    }
+                    if f.phase == Phase::Destroy {
+                        r.destroyed_order.retain(|s| s != &f.step);
+                        r.destroyed_order.push(f.step.clone());
                     }
                     let p = r.steps.entry((f.phase, f.step.clone())).or_default();
                     p.state = f.state.clone();

@@ -155,3 +155,28 @@ fn report_re_renders_a_run_in_each_format() {
         text(&missing)
     );
 }
+
+/// Output to a closed pipe (`respawn runs | head -1`) ends quietly: no panic, no exit 101.
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["plugin", "list"][..],
+        &["plugin", "inspect", "builtin:check@0.1"][..],
+        &["runs", "--state", "memory://"][..],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        // The reader is gone before respawn writes a byte.
+        drop(reader);
+        let out = std::process::Command::new(common::bin())
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}

@@ -647,7 +647,10 @@ impl MockHost {
     /// The answer for a program the plugin may run now, or the denial.
     fn program(&mut self, request: &ExecRequest) -> Result<ExecHandler, Failure> {
         let read_only = self.read_only();
-        if let Err(denial) = exec_policy::check(&self.grants.exec, &request.program, read_only) {
+        let keys = request.env.iter().map(|(k, _)| k.as_str());
+        let checked = exec_policy::check(&self.grants.exec, &request.program, read_only)
+            .and_then(|()| exec_policy::check_env(keys));
+        if let Err(denial) = checked {
             return Err(self.deny(denial));
         }
         Ok(self.programs[&request.program].clone())

@@ -44,7 +44,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
     let run_id = args.run_id.clone();
     if !replayed.resumable() {
         let f = replayed.finished.as_ref();
-        println!(
+        out!(
             "run {run_id} already finished: outcome {}, teardown {}, at {}; nothing to resume",
             replayed.status(),
             f.map_or("-", |f| f.teardown.as_str()),
@@ -53,7 +53,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
         if let Some(dir) = write_missing_report(args.report_dir.as_deref(), &stored, &replayed)
             .map_err(|e| Usage(e.to_string()))?
         {
-            println!(
+            out!(
                 "its report was missing (the runner died before writing it): wrote {} from the journal",
                 dir.join("report.md").display()
             );
@@ -256,9 +256,13 @@ pub fn list(args: StateArgs) -> anyhow::Result<u8> {
     let store = runs::open_state(args.state.as_deref())?;
     let runtime = setup::runtime()?;
     let ids = runtime.block_on(journal::list_runs(&store))?;
-    println!(
+    out!(
         "{:<26} {:<28} {:<8} {:<13} {:<24} RTO",
-        "RUN", "WORKFLOW", "MODE", "STATUS", "STARTED"
+        "RUN",
+        "WORKFLOW",
+        "MODE",
+        "STATUS",
+        "STARTED"
     );
     for id in ids {
         let line = match read_run(&runtime, &store, &id) {
@@ -273,7 +277,7 @@ pub fn list(args: StateArgs) -> anyhow::Result<u8> {
             ),
             Err(e) => format!("{id:<26} {:<28} {:<8} {:<13} ({e:#})", "?", "?", "corrupt"),
         };
-        println!("{line}");
+        out!("{line}");
     }
     Ok(exit::OK)
 }
@@ -293,7 +297,7 @@ pub fn audit_verify(
     let events = match chain::verify(&stored) {
         Ok(events) => events,
         Err(e) => {
-            println!("run {run_id}: TAMPERED: {e}");
+            out!("run {run_id}: TAMPERED: {e}");
             return Ok(exit::RUN_FAILED);
         }
     };
@@ -320,18 +324,18 @@ pub fn audit_verify(
                 actual: head,
                 recorded: recorded.clone(),
             };
-            println!("run {run_id}: TAMPERED: {e}");
+            out!("run {run_id}: TAMPERED: {e}");
             return Ok(exit::RUN_FAILED);
         }
         checked_report = Some(dir.join("report.json"));
     }
-    println!(
+    out!(
         "run {run_id}: chain intact: {} events, head sha256:{head}",
         events.len()
     );
     match checked_report {
-        Some(path) => println!("head matches {}", path.display()),
-        None => println!(
+        Some(path) => out!("head matches {}", path.display()),
+        None => out!(
             "no report found to check the head against (looked in {})",
             dir.display()
         ),

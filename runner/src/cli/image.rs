@@ -43,13 +43,15 @@ fn pack(dir: &Path, url: &str, tag: &str) -> anyhow::Result<u8> {
             path.display()
         );
     }
-    println!("tag:      {}", report.tag);
-    println!("manifest: {}", report.manifest_digest);
-    println!(
+    out!("tag:      {}", report.tag);
+    out!("manifest: {}", report.manifest_digest);
+    out!(
         "layer:    {} ({} bytes, {} entries)",
-        report.layer_digest, report.layer_size, report.entries
+        report.layer_digest,
+        report.layer_size,
+        report.entries
     );
-    println!("created:  {}", report.created);
+    out!("created:  {}", report.created);
     Ok(exit::OK)
 }
 
@@ -65,9 +67,9 @@ fn verify(url: &str) -> anyhow::Result<u8> {
         Err(e) => return Err(e.into()),
     };
     for p in &report.problems {
-        println!("BAD {}: expected {}, got {}", p.digest, p.expected, p.got);
+        out!("BAD {}: expected {}, got {}", p.digest, p.expected, p.got);
     }
-    println!(
+    out!(
         "{} blobs ({} bytes) re-hashed, {} manifests checked: {}",
         report.blobs,
         report.bytes,

@@ -49,7 +49,7 @@ fn print_steps(title: &str, steps: &[StepRecord]) {
             .as_ref()
             .map(|e| format!(": {}", e.message))
             .unwrap_or_default();
-        println!("{title:<9} {:<16} {:?}{detail}", s.id, s.status);
+        out!("{title:<9} {:<16} {:?}{detail}", s.id, s.status);
     }
 }
 
@@ -111,9 +111,9 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
     let dir = write_report(args.report_dir.as_deref(), &stored, &replayed)
         .map_err(|e| Usage(e.to_string()))?;
     print_steps("verify", &result.verifications);
-    println!("outcome   {:?}", result.outcome);
+    out!("outcome   {:?}", result.outcome);
     if let Some(dir) = dir {
-        println!("report    {}", dir.join("report.md").display());
+        out!("report    {}", dir.join("report.md").display());
     }
     Ok(match result.outcome {
         Outcome::Passed => exit::OK,
@@ -153,13 +153,13 @@ pub fn destroy(args: DestroyArgs) -> anyhow::Result<u8> {
     let (stored, replayed) = read_run(&runtime, &store, &args.run_id)?;
     let run_id = args.run_id.clone();
     if let Some(at) = &replayed.destroyed_at {
-        println!("run {run_id} was destroyed at {at}; nothing left to destroy");
+        out!("run {run_id} was destroyed at {at}; nothing left to destroy");
         return Ok(exit::OK);
     }
     if let Some(f) = &replayed.finished
         && f.teardown == "succeeded"
     {
-        println!(
+        out!(
             "run {run_id} tore down what it made when it finished ({}); nothing left to destroy",
             f.at
         );
@@ -235,9 +235,9 @@ pub fn destroy(args: DestroyArgs) -> anyhow::Result<u8> {
     let dir = write_report(args.report_dir.as_deref(), &stored, &replayed)
         .map_err(|e| Usage(e.to_string()))?;
     print_steps("destroy", &teardown.steps);
-    println!("teardown  {}", teardown.status);
+    out!("teardown  {}", teardown.status);
     if let Some(dir) = dir {
-        println!("report    {}", dir.join("report.md").display());
+        out!("report    {}", dir.join("report.md").display());
     }
     Ok(if teardown.status == "succeeded" {
         exit::OK

@@ -62,8 +62,8 @@ pub fn run(args: WorkflowArg) -> anyhow::Result<u8> {
             Some(old) if old == p => "unchanged",
             Some(_) => "updated",
         };
-        println!("{alias:<12} sha256:{}  {}  ({change})", p.sha256, p.source);
+        out!("{alias:<12} sha256:{}  {}  ({change})", p.sha256, p.source);
     }
-    println!("wrote {}", path.display());
+    out!("wrote {}", path.display());
     Ok(exit::OK)
 }

@@ -1,5 +1,24 @@
 //! The `respawn` command line: parse, call the library, print. No logic a test would want lives here.
 
+/// Prints a line of the CLI's own output. A closed pipe (`respawn runs | head -1`) ends the program quietly, as a
+/// Unix filter should, instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let written = writeln!(std::io::stdout().lock(), $($arg)*);
+        $crate::cli::closed_pipe_ends_quietly(written);
+    }};
+}
+
+/// Like [`out!`], without the newline.
+macro_rules! out_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let written = write!(std::io::stdout().lock(), $($arg)*);
+        $crate::cli::closed_pipe_ends_quietly(written);
+    }};
+}
+
 mod durable;
 mod image;
 mod kept;
@@ -276,6 +295,18 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// Exits quietly (status 0) when the reader of stdout has gone; other write errors are reported once.
+pub fn closed_pipe_ends_quietly(written: std::io::Result<()>) {
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: writing to stdout: {e}");
+            std::process::exit(i32::from(exit::RUN_FAILED));
+        }
+    }
+}
+
 /// A usage error: exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -308,7 +339,7 @@ fn report(args: ReportArgs) -> anyhow::Result<u8> {
         "junit" => Format::Junit,
         _ => Format::Markdown,
     };
-    print!("{}", report.render(format));
+    out_raw!("{}", report.render(format));
     Ok(exit::OK)
 }
 

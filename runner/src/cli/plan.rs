@@ -43,11 +43,11 @@ pub fn run(args: PlanArgs) -> anyhow::Result<u8> {
         .block_on(respawn::engine::plan::plan(&host, &loaded, resolved))
         .map_err(|e| super::Usage(e.to_string()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
+        out!("{}", serde_json::to_string_pretty(&plan)?);
     } else if args.dot {
-        print!("{}", plan::render_dot(&plan));
+        out_raw!("{}", plan::render_dot(&plan));
     } else {
-        print!("{}", plan::render_text(&plan));
+        out_raw!("{}", plan::render_text(&plan));
     }
     if failed > 0 {
         eprintln!("error: the plan phase of {failed} step(s) failed");

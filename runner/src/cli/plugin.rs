@@ -30,9 +30,11 @@ fn describe(source: &str) -> anyhow::Result<std::sync::Arc<LoadedPlugin>> {
 }
 
 fn list() -> anyhow::Result<u8> {
-    println!(
+    out!(
         "{:<10} {:<10} {:<66} operations",
-        "builtin", "version", "sha256"
+        "builtin",
+        "version",
+        "sha256"
     );
     for (name, version, _) in BUILTIN_PLUGINS {
         let p = describe(&format!("builtin:{name}@{version}"))?;
@@ -42,7 +44,7 @@ fn list() -> anyhow::Result<u8> {
             .iter()
             .map(|o| o.name.as_str())
             .collect();
-        println!(
+        out!(
             "{name:<10} {version:<10} {:<66} {}",
             p.sha256,
             ops.join(", ")
@@ -54,11 +56,11 @@ fn list() -> anyhow::Result<u8> {
 fn inspect(source: &str) -> anyhow::Result<u8> {
     let p = describe(source)?;
     let d = &p.description;
-    println!("name          {}", d.name);
-    println!("version       {}", d.version);
-    println!("source        {}", p.source);
-    println!("sha256        {}", p.sha256);
-    println!(
+    out!("name          {}", d.name);
+    out!("version       {}", d.version);
+    out!("source        {}", p.source);
+    out!("sha256        {}", p.sha256);
+    out!(
         "capabilities  {}",
         if d.capabilities.is_empty() {
             "none".into()
@@ -66,12 +68,12 @@ fn inspect(source: &str) -> anyhow::Result<u8> {
             d.capabilities.join(", ")
         }
     );
-    println!("operations");
+    out!("operations");
     for op in &d.operations {
-        println!("  {}/{}  {}", d.name, op.name, op.description);
+        out!("  {}/{}  {}", d.name, op.name, op.description);
         let schema = serde_json::to_string_pretty(&op.params_schema)?;
         for line in schema.lines() {
-            println!("      {line}");
+            out!("      {line}");
         }
     }
     Ok(exit::OK)
@@ -114,12 +116,12 @@ fn new(name: &str, sdk: Option<PathBuf>) -> anyhow::Result<u8> {
     std::fs::write(dir.join("Cargo.toml"), scaffold_manifest(name, &sdk))?;
     std::fs::write(dir.join("src/lib.rs"), scaffold_lib(name))?;
     std::fs::write(dir.join(".gitignore"), "/target\n")?;
-    println!("created plugin crate {}/", dir.display());
-    println!("build it:   cd {name} && cargo build --release --target wasm32-wasip2");
-    println!(
+    out!("created plugin crate {}/", dir.display());
+    out!("build it:   cd {name} && cargo build --release --target wasm32-wasip2");
+    out!(
         "use it:     plugins: {{ {ident}: file://{name}/target/wasm32-wasip2/release/{ident}.wasm }}"
     );
-    println!("then:       respawn lock WORKFLOW");
+    out!("then:       respawn lock WORKFLOW");
     Ok(exit::OK)
 }
 

@@ -278,11 +278,11 @@ pub fn drive(
             return Ok(exit::INTERRUPTED);
         }
     };
-    println!("outcome   {:?}", report.outcome);
-    println!("RTO       {}", report::seconds(report.rto_seconds));
-    println!("RPO       {}", report::seconds(report.rpo_seconds));
-    println!("teardown  {}", report.teardown.status);
-    println!("report    {}", dir.join("report.md").display());
+    out!("outcome   {:?}", report.outcome);
+    out!("RTO       {}", report::seconds(report.rto_seconds));
+    out!("RPO       {}", report::seconds(report.rpo_seconds));
+    out!("teardown  {}", report.teardown.status);
+    out!("report    {}", dir.join("report.md").display());
     for s in report
         .steps
         .iter()

@@ -38,7 +38,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<u8> {
     } else {
         "no respawn.lock yet"
     };
-    println!(
+    out!(
         "{}: valid ({} {}, sha256 {}; {locked})",
         args.workflow.display(),
         w.name,

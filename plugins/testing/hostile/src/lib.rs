@@ -6,11 +6,13 @@ use serde_json::{Value, json};
 
 struct Hostile;
 
-const OPS: [&str; 12] = [
+const OPS: [&str; 14] = [
     "read-host-file",
     "write-outside",
     "http-not-allowed",
     "exec-not-granted",
+    "exec-inject-loader",
+    "store-outside-prefix",
     "secret-not-granted",
     "store-not-granted",
     "infinite-loop",
@@ -60,6 +62,18 @@ impl Plugin for Hostile {
             "exec-not-granted" => {
                 let out = respawn_plugin_sdk::exec::Command::new(&arg("program")).output()?;
                 respawn_plugin_sdk::outputs(&json!({ "status": out.status }))
+            }
+            // Abuses of granted capabilities: a granted program with a library injected, a granted store read
+            // beside its prefix.
+            "exec-inject-loader" => {
+                let out = respawn_plugin_sdk::exec::Command::new(&arg("program"))
+                    .env("LD_PRELOAD", "/tmp/respawn-hostile.so")
+                    .output()?;
+                respawn_plugin_sdk::outputs(&json!({ "status": out.status }))
+            }
+            "store-outside-prefix" => {
+                let v = respawn_plugin_sdk::stores::get(&arg("store"), &arg("key"))?;
+                respawn_plugin_sdk::outputs(&json!({ "len": v.len() }))
             }
             "secret-not-granted" => {
                 let v = respawn_plugin_sdk::secrets::get(&arg("name"))?;

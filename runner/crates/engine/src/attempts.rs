@@ -4,6 +4,8 @@
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
+use respawn_sandbox::limits::MAX_RETRY_DELAY;
+
 use super::Observer;
 use super::{StepCall, StepError, StepExecutor, StepResult};
 use respawn_journal::{EventBody, Journal};
@@ -69,7 +71,7 @@ pub async fn attempt_loop<E: StepExecutor>(
         }
         call.state = result.state;
         tokio::time::sleep(with_jitter(backoff)).await;
-        backoff = (backoff * 2).min(Duration::from_secs(300));
+        backoff = backoff.saturating_mul(2).min(MAX_RETRY_DELAY);
         attempt += 1;
     }
 }

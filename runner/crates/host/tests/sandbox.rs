@@ -102,6 +102,20 @@ async fn hostile_plugins_fail_only_their_own_step() {
             "exec",
         ),
         (
+            "exec-inject-loader",
+            json!({"program": "sh"}),
+            grants("exec: [sh]"),
+            "denied",
+            "exec",
+        ),
+        (
+            "store-outside-prefix",
+            json!({"store": "backups", "key": "site-prod/secrets.tar"}),
+            grants("stores: { backups: { access: read, prefix: site } }"),
+            "denied",
+            "stores",
+        ),
+        (
             "secret-not-granted",
             json!({"name": "db_password"}),
             Grants::default(),

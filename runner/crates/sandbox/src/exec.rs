@@ -46,6 +46,24 @@ pub fn check(grant: &[String], program: &str, read_only: bool) -> Result<(), Den
     Ok(())
 }
 
+/// Environment variables a plugin may not set for a program: they would change which program, or which code, runs
+/// (`PATH` is the host's; the dynamic loader's `LD_*` and `DYLD_*` inject libraries).
+pub fn check_env<'a>(keys: impl IntoIterator<Item = &'a str>) -> Result<(), Denial> {
+    for key in keys {
+        let upper = key.to_ascii_uppercase();
+        if upper == "PATH" || upper.starts_with("LD_") || upper.starts_with("DYLD_") {
+            return Err(Denial::new(
+                Exec::NAME,
+                format!(
+                    "environment variable `{key}` may not be set by a plugin: it would change which program or \
+                     code runs"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether a step may stop a service now: never in the plan phase.
 pub fn check_stop(pid: u32, read_only: bool) -> Result<(), Denial> {
     if read_only {
@@ -71,4 +89,25 @@ pub fn cwd_not_granted(dir: &str) -> Denial {
         Exec::NAME,
         format!("working directory {dir} is not inside a directory granted rw"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plugin_cannot_choose_the_loader_or_the_path() {
+        for key in [
+            "PATH",
+            "path",
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "DYLD_INSERT_LIBRARIES",
+        ] {
+            let denial = check_env([key]).unwrap_err();
+            assert_eq!(denial.capability, "exec");
+            assert!(denial.asked.contains(key), "{denial}");
+        }
+        assert!(check_env(["PGPASSFILE", "HOME", "LANG", "MY_LD_FLAG"]).is_ok());
+    }
 }

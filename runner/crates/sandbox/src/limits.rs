@@ -21,6 +21,12 @@ pub const DEFAULT_STEP_OUTPUT: u64 = MIB;
 pub const DEFAULT_STEP_LOG: u64 = MIB;
 /// Deadline of one attempt when the step sets no `timeout`.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Longest `timeout` a step may set.
+pub const MAX_STEP_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Longest `retry.backoff` a step may set.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(3600);
+/// Longest wait between two attempts: the backoff doubles up to this.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 /// How often wasmtime's epoch advances: the granularity of every deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Wasm stack of a plugin.
@@ -75,6 +81,9 @@ impl fmt::Display for Value {
             Value::Bytes(b) if b >= MIB && b % MIB == 0 => write!(f, "{} MiB", b / MIB),
             Value::Bytes(b) if b >= KIB && b % KIB == 0 => write!(f, "{} KiB", b / KIB),
             Value::Bytes(b) => write!(f, "{b} bytes"),
+            Value::Time(d) if d.as_secs() >= 3600 && d.as_secs() % 3600 == 0 => {
+                write!(f, "{} h", d.as_secs() / 3600)
+            }
             Value::Time(d) if d.as_secs() >= 60 && d.as_secs() % 60 == 0 => {
                 write!(f, "{} min", d.as_secs() / 60)
             }
@@ -111,6 +120,21 @@ pub const LIMITS: &[Limit] = &[
         name: "deadline of an attempt, default (`timeout`)",
         value: Value::Time(DEFAULT_STEP_TIMEOUT),
         why: "restores of large images are slow, yet a hung plugin must not block a run forever",
+    },
+    Limit {
+        name: "deadline of an attempt, largest a step may set",
+        value: Value::Time(MAX_STEP_TIMEOUT),
+        why: "a recovery step that takes longer is stuck; deadlines past it would also overflow timer arithmetic",
+    },
+    Limit {
+        name: "`retry.backoff`, largest a step may set",
+        value: Value::Time(MAX_RETRY_BACKOFF),
+        why: "a run must not sleep for days between attempts because of a typo",
+    },
+    Limit {
+        name: "wait between attempts, at most (the backoff doubles up to it)",
+        value: Value::Time(MAX_RETRY_DELAY),
+        why: "keeps retrying a flaky service every few minutes instead of drifting into hours",
     },
     Limit {
         name: "epoch tick (deadline granularity)",

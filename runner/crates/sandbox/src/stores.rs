@@ -76,7 +76,7 @@ pub fn check(
         return deny(format!("write {store}:{key}: the plan phase is read-only"));
     }
     if let Some(prefix) = &grant.prefix
-        && !key.starts_with(prefix.as_str())
+        && !under(key, prefix)
     {
         return deny(format!(
             "{verb} {store}:{key}: outside the granted prefix `{prefix}`"
@@ -86,6 +86,17 @@ pub fn check(
         return deny(format!("{verb} {store}:{key}: `..` is not allowed in keys"));
     }
     Ok(())
+}
+
+/// Whether `key` lies under `prefix` by whole `/`-separated segments: `site` and `site/` admit `site/a` (and
+/// `site` itself), never `site-prod/a`. An empty prefix admits every key.
+fn under(key: &str, prefix: &str) -> bool {
+    let dir = prefix.trim_end_matches('/');
+    dir.is_empty()
+        || key == dir
+        || key
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 impl<'de> Deserialize<'de> for StoreGrant {
@@ -193,5 +204,26 @@ mod tests {
         }
         assert!(check(&write, "b", "site/k", Need::Write, false).is_ok());
         assert!(check(&read, "b", "k", Need::Read, true).is_ok());
+    }
+
+    /// A prefix is a directory, not the start of a name: `site` must not admit `site-prod/…`.
+    #[test]
+    fn a_prefix_matches_whole_path_segments() {
+        for prefix in ["site", "site/"] {
+            let g = grant(StoreAccess::Read, Some(prefix));
+            for allowed in ["site/a", "site/a/b", "site", "site/"] {
+                assert!(
+                    check(&g, "b", allowed, Need::Read, false).is_ok(),
+                    "{prefix} admits {allowed}"
+                );
+            }
+            for refused in ["site-prod/a", "sites", "other/site/a", "sit"] {
+                let denial = check(&g, "b", refused, Need::Read, false).unwrap_err();
+                assert!(
+                    denial.asked.contains("outside the granted prefix"),
+                    "{prefix} refuses {refused}"
+                );
+            }
+        }
     }
 }

@@ -100,7 +100,10 @@ impl api::Host for ExecView<'_> {
 /// Resolves program and working directory for a plugin's request, recording a denial when not granted.
 fn resolve(v: &mut ExecView<'_>, request: &ExecRequest) -> Result<(PathBuf, PathBuf), Failure> {
     let read_only = v.ctx.read_only();
-    if let Err(denial) = respawn_sandbox::exec::check(&v.exec.grant, &request.program, read_only) {
+    let keys = request.env.iter().map(|(k, _)| k.as_str());
+    let checked = respawn_sandbox::exec::check(&v.exec.grant, &request.program, read_only)
+        .and_then(|()| respawn_sandbox::exec::check_env(keys));
+    if let Err(denial) = checked {
         return Err(v.ctx.deny(denial));
     }
     let program = locate(&request.program)

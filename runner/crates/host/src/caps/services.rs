@@ -289,7 +289,7 @@ async fn stop(pid: u32, service: Service) {
 /// then SIGKILL to whatever of the group is left after `grace`. A reused pid, or a leader already gone, is never
 /// signalled.
 async fn stop_group(pid: u32, start_ticks: Option<u64>, grace: Duration) {
-    if start_ticks.is_none() || !same_process(pid, start_ticks) {
+    if !same_process(pid, start_ticks) {
         return;
     }
     // SAFETY: killpg(2) with a process group id and a signal number has no memory-safety preconditions.
@@ -322,12 +322,12 @@ async fn kill_and_wait(pid: u32, start_ticks: Option<u64>, wait: Duration) {
     }
 }
 
-/// Whether `pid` runs and is the process that started at `start_ticks` (any process, when that is unknown).
+/// Whether `pid` runs and is the process that started at `start_ticks`. Without a recorded start time nothing
+/// proves it is the process the run started, so it is not (a reused pid must never be signalled).
 fn same_process(pid: u32, start_ticks: Option<u64>) -> bool {
     match (process_start_ticks(pid), start_ticks) {
         (Some(now), Some(then)) => now == then,
-        (Some(_), None) => true,
-        (None, _) => false,
+        (Some(_), None) | (None, _) => false,
     }
 }
 
@@ -437,6 +437,28 @@ mod tests {
         assert!(kept.wait().unwrap().code().is_none());
         let _ = other_run.kill();
         let _ = other_run.wait();
+    }
+
+    /// A process with no recorded start time is never taken for the run's: nothing proves it.
+    #[tokio::test]
+    async fn a_process_without_a_recorded_start_time_is_never_signalled() {
+        let mut child = sleeper(&[]);
+        assert!(!same_process(child.id(), None));
+        let recorded = [ServiceRecord {
+            step: "web".into(),
+            pid: child.id(),
+            program: "sleep".into(),
+            start_ticks: None,
+            detached: false,
+            logs: None,
+        }];
+        let services = Services::default();
+        let done = services.recover("run-x", &recorded, &BTreeSet::new()).await;
+        assert!(done.stopped.is_empty(), "{done:?}");
+        kill_and_wait(child.id(), None, Duration::from_millis(50)).await;
+        assert!(child.try_wait().unwrap().is_none(), "it runs on");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Destroy adopts a journaled service only if its start time proves it is the process the run started: a

@@ -1,5 +1,6 @@
 //! Semantic checks of a loaded workflow. Every problem is reported, each at the node it concerns.
 
+use respawn_sandbox::limits::{MAX_RETRY_BACKOFF, MAX_STEP_TIMEOUT, Value};
 use std::collections::{HashMap, HashSet};
 
 use super::{Diagnostic, LoadedWorkflow, ParamType, Section, Step};
@@ -253,6 +254,23 @@ impl Checker<'_> {
                     format!(
                         "limits.memory may be at most {} MiB",
                         super::MAX_STEP_MEMORY >> 20
+                    ),
+                );
+            }
+            if step.timeout.is_some_and(|t| t > MAX_STEP_TIMEOUT) {
+                self.at(
+                    &format!("{path}.timeout"),
+                    format!("timeout may be at most {}", Value::Time(MAX_STEP_TIMEOUT)),
+                );
+            }
+            if let Some(retry) = &step.retry
+                && retry.backoff > MAX_RETRY_BACKOFF
+            {
+                self.at(
+                    &format!("{path}.retry.backoff"),
+                    format!(
+                        "retry.backoff may be at most {}",
+                        Value::Time(MAX_RETRY_BACKOFF)
                     ),
                 );
             }

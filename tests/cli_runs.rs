@@ -180,3 +180,25 @@ fn output_to_a_closed_pipe_ends_quietly() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
     }
 }
+
+/// Log lines carry no colour codes when stderr is not a terminal (a file, a pipe, CI).
+#[test]
+fn logs_are_plain_text_off_a_terminal() {
+    let out = std::process::Command::new(common::bin())
+        .args(["validate", "verify.yaml"])
+        .current_dir(hello("plain-logs"))
+        .env("RUST_LOG", "debug")
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("DEBUG"),
+        "debug logs were asked for: {stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in piped logs: {stderr}"
+    );
+}

@@ -22,6 +22,7 @@ pub fn init_logging(verbosity: u8, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_wanted())
         // Log lines hide the progress bars while they print, so the two never interleave.
         .with_writer(|| SuspendingStderr);
     let result = match format {
@@ -30,6 +31,12 @@ pub fn init_logging(verbosity: u8, format: LogFormat) {
     };
     // A second init (tests) keeps the first subscriber.
     let _ = result;
+}
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set to anything (no-color.org).
+fn colour_wanted() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// stderr, written with the progress bars suspended.

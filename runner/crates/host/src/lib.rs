@@ -412,19 +412,17 @@ fn classify_failure(
         };
     }
     if failure.kind == FailureKind::Denied {
-        // Denied by WASI itself (e.g. a path outside every preopen): the plugin names the capability.
-        let capability = failure
-            .message
-            .split(':')
-            .next()
-            .unwrap_or("unknown")
-            .trim()
-            .to_string();
+        // Denied by WASI itself (e.g. a path outside every preopen): the plugin names the capability before the
+        // first `:`, and the rest is what was asked (so the capability is named once, not "files: files: …").
+        let (capability, asked) = match failure.message.split_once(':') {
+            Some((capability, asked)) => (capability.trim().to_string(), asked.trim().to_string()),
+            None => ("unknown".to_string(), failure.message.clone()),
+        };
         return StepError::Denied {
             plugin: plugin.into(),
             step: step.into(),
             capability,
-            asked: failure.message,
+            asked,
         };
     }
     StepError::Plugin {

@@ -194,6 +194,11 @@ async fn hostile_plugins_fail_only_their_own_step() {
                 unreachable!()
             };
             assert_eq!(capability, text, "`{op}` names the capability");
+            assert_eq!(
+                err.to_string().matches(&format!("{text}: ")).count(),
+                1,
+                "`{op}` names the capability once: {err}"
+            );
         }
     }
     assert!(

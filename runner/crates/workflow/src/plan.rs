@@ -200,10 +200,10 @@ pub fn render_text(plan: &Plan) -> String {
                 }
                 let _ = writeln!(out);
                 if let Some(when) = &step.when {
-                    let _ = writeln!(out, "      when: {when}");
+                    let _ = writeln!(out, "      when: {}", one_line(when));
                 }
                 if let Some(q) = &step.approval {
-                    let _ = writeln!(out, "      approval: {q}");
+                    let _ = writeln!(out, "      approval: {}", one_line(q));
                 }
                 if let Some(obj) = step.with.as_object() {
                     for (k, v) in obj {
@@ -223,10 +223,20 @@ pub fn render_text(plan: &Plan) -> String {
     out
 }
 
+/// A value on one line of the text plan: a string as it is, unless it holds a control character (a newline in a
+/// param must not fake plan lines), then quoted and escaped like JSON; anything else as JSON.
 fn plain(v: &serde_json::Value) -> String {
     match v {
-        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::String(s) => one_line(s),
         other => other.to_string(),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    if s.chars().any(char::is_control) {
+        serde_json::Value::String(s.to_string()).to_string()
+    } else {
+        s.to_string()
     }
 }
 
@@ -321,4 +331,52 @@ pub fn render_dot(plan: &Plan) -> String {
     }
     out.push_str("}\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::expr::{RunInfo, Scope};
+
+    /// A param is the operator's input: a newline in it must not print as plan lines of its own.
+    #[test]
+    fn a_param_cannot_fake_lines_of_the_text_plan() {
+        let yaml = r#"respawn: 1
+name: t
+version: 1.0.0
+params:
+  region: { type: string }
+plugins: { local: builtin:local@0.1 }
+steps:
+  - id: site
+    uses: local/volume
+    with: { region: "${{ params.region }}" }
+    approval: "Go to ${{ params.region }}?"
+"#;
+        let loaded = crate::load_str(Path::new("t.yaml"), yaml).unwrap();
+        let evil = "eu-west\n\nlayer 9\n  drop-db  local/volume";
+        let scope = Scope {
+            params: BTreeMap::from([("region".to_string(), serde_json::json!(evil))]),
+            run: RunInfo {
+                id: "plan".into(),
+                mode: "plan".into(),
+                started_at: String::new(),
+            },
+            steps: BTreeMap::new(),
+        };
+        let text = render_text(&build(&loaded, &scope).unwrap());
+        assert!(!text.lines().any(|l| l.starts_with("layer 9")), "{text}");
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.contains("drop-db") && !l.contains('"')),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"with.region: "eu-west\n\nlayer 9"#),
+            "{text}"
+        );
+    }
 }

@@ -88,6 +88,7 @@ pub async fn reverify<E: StepExecutor + 'static>(
         scope: &mut scope,
         applied_order: Vec::new(),
         started_params: Default::default(),
+        tasks: Default::default(),
     };
     let verify: Vec<&Step> = fresh.loaded.workflow.verify.iter().collect();
     let mut verifications = runner
@@ -154,6 +155,7 @@ pub async fn destroy<E: StepExecutor + 'static>(
         scope: &mut scope,
         applied_order,
         started_params: Default::default(),
+        tasks: Default::default(),
     };
     runner.teardown(&mut steps).await
 }

@@ -84,6 +84,7 @@ pub async fn run<E: StepExecutor + 'static>(
             .map(|s| s.applied_order.clone())
             .unwrap_or_default(),
         started_params: HashMap::new(),
+        tasks: HashMap::new(),
     };
     let w = &spec.loaded.workflow;
     let main: Vec<&Step> = w.steps.iter().collect();
@@ -182,6 +183,8 @@ pub(crate) struct Runner<'a, 'b, E> {
     pub(crate) applied_order: Vec<String>,
     /// Rendered params of every started step, for destroy and for steps cut off by an interrupt.
     pub(crate) started_params: HashMap<String, serde_json::Value>,
+    /// Which step each running task runs, to name the step whose task panicked.
+    pub(crate) tasks: HashMap<tokio::task::Id, String>,
 }
 
 /// How long running steps may go on after an interrupt before they are cancelled.
@@ -260,15 +263,13 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
                 break;
             }
             tokio::select! {
-                done = running.join_next() => {
-                    let Some(Ok((id, params, result, attempts, started_at, finished_at))) = done else { continue };
-                    let step = steps.iter().find(|s| s.id == id).copied();
-                    let record = self.finish(step, phase, params, result, attempts, started_at, finished_at);
+                done = running.join_next_with_id() => {
+                    let Some(record) = done.and_then(|d| self.joined(steps, phase, d)) else { continue };
                     self.journal_finished(phase, &record).await;
                     if record.status == StepStatus::Succeeded {
-                        satisfied.insert(id.clone());
+                        satisfied.insert(record.id.clone());
                     }
-                    records.insert(id, record);
+                    records.insert(record.id.clone(), record);
                 }
                 _ = cancel.changed() => {}
             }
@@ -283,12 +284,10 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
         tokio::pin!(grace);
         while !running.is_empty() {
             tokio::select! {
-                done = running.join_next() => {
-                    let Some(Ok((id, params, result, attempts, started_at, finished_at))) = done else { continue };
-                    let step = steps.iter().find(|s| s.id == id).copied();
-                    let record = self.finish(step, phase, params, result, attempts, started_at, finished_at);
+                done = running.join_next_with_id() => {
+                    let Some(record) = done.and_then(|d| self.joined(steps, phase, d)) else { continue };
                     self.journal_finished(phase, &record).await;
-                    records.insert(id, record);
+                    records.insert(record.id.clone(), record);
                 }
                 _ = &mut grace => {
                     running.abort_all();
@@ -442,7 +441,7 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
         let retry = step.retry.clone();
         let id = step.id.clone();
         let journal = self.spec.journal.clone();
-        running.spawn(async move {
+        let task = running.spawn(async move {
             let started_at = now_rfc3339();
             let (result, attempts) = attempt_loop(
                 exec.as_ref(),
@@ -454,7 +453,56 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
             .await;
             (id, params, result, attempts, started_at, now_rfc3339())
         });
+        self.tasks.insert(task.id(), step.id.clone());
         Started::Running
+    }
+
+    /// The record of a finished step task. A task that panicked is an internal failure of its step, not an
+    /// interrupt (and teardown visits the step: it may have created something); a cancelled one is left to the
+    /// caller.
+    fn joined(
+        &mut self,
+        steps: &[&Step],
+        phase: Phase,
+        joined: Result<(tokio::task::Id, Done), tokio::task::JoinError>,
+    ) -> Option<StepRecord> {
+        match joined {
+            Ok((task, (id, params, result, attempts, started_at, finished_at))) => {
+                self.tasks.remove(&task);
+                let step = steps.iter().find(|s| s.id == id).copied();
+                Some(self.finish(
+                    step,
+                    phase,
+                    params,
+                    result,
+                    attempts,
+                    started_at,
+                    finished_at,
+                ))
+            }
+            Err(e) if e.is_panic() => {
+                let id = self.tasks.remove(&e.id())?;
+                let step = steps.iter().find(|s| s.id == id)?;
+                let payload = e.into_panic();
+                let why = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                tracing::error!(step = %id, "the runner's task for the step panicked: {why}");
+                let mut r = failed(
+                    step,
+                    "internal",
+                    &format!("step `{id}`: the runner failed while running it (a panic: {why})"),
+                );
+                r.attempts = 1;
+                r.applied = phase == Phase::Apply;
+                r.outputs = serde_json::json!({ "params": self.started_params.get(&id) });
+                self.observer.step_finished(&id, phase, r.status);
+                Some(r)
+            }
+            Err(_) => None,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

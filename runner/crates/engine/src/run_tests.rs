@@ -22,6 +22,8 @@ struct Fake {
     fail: Vec<&'static str>,
     flaky: Vec<&'static str>,
     slow: Vec<&'static str>,
+    /// Steps whose apply panics inside the executor (a bug in a host, not a plugin failure).
+    panics: Vec<&'static str>,
 }
 
 impl StepExecutor for Fake {
@@ -32,6 +34,9 @@ impl StepExecutor for Fake {
             call.attempt,
             call.params.clone(),
         ));
+        if self.panics.contains(&call.step_id.as_str()) && call.phase == Phase::Apply {
+            panic!("scripted panic in {}", call.step_id);
+        }
         if self.slow.contains(&call.step_id.as_str()) && call.phase == Phase::Apply {
             tokio::time::sleep(Duration::from_secs(30)).await;
         }
@@ -232,6 +237,30 @@ async fn a_failed_step_skips_dependents_and_the_drill_still_tears_down() {
         "teardown covers the failed step too"
     );
     assert!(record.rto_seconds.is_none());
+}
+
+/// A step whose task panics fails as an internal error naming the step, not as an interrupt; the run goes on to
+/// fail and tear down, the panicked step included.
+#[tokio::test]
+async fn a_panicking_step_task_is_an_internal_failure_of_that_step() {
+    let fake = Arc::new(Fake {
+        panics: vec!["web"],
+        ..Fake::default()
+    });
+    let (_tx, rx) = watch::channel(false);
+    let record = go(fake.clone(), Mode::Drill, Answer(Ok("yes".into())), rx).await;
+    assert_eq!(record.outcome, Outcome::Failed, "not interrupted");
+    let web = record.steps.iter().find(|s| s.id == "web").unwrap();
+    assert_eq!(web.status, StepStatus::Failed);
+    let error = web.error.as_ref().unwrap();
+    assert_eq!(error.kind, "internal");
+    assert!(error.message.contains("step `web`"), "{}", error.message);
+    assert!(
+        error.message.contains("scripted panic"),
+        "{}",
+        error.message
+    );
+    assert_eq!(phases(&fake, Phase::Destroy), vec!["web", "site"]);
 }
 
 #[tokio::test]

@@ -134,20 +134,93 @@ fn open_raw(url: &str, base_dir: &Path, create: bool) -> Result<Arc<dyn ObjectSt
     open_cloud(url)
 }
 
-/// Query keys that would put a credential into a workflow file (and so into reports and the journal).
-const CREDENTIAL_KEYS: &[&str] = &[
-    "access_key_id",
-    "secret_access_key",
-    "session_token",
-    "token",
-    "account_key",
-    "access_key",
-    "client_secret",
-    "sas",
-    "sas_token",
-    "service_account_key",
-    "bearer_token",
-];
+/// A store URL's query may set only options that are not secrets: workflow files end up in reports and the
+/// journal. Credentials, token sources, encryption keys, proxies (whose URL may carry a password) and TLS
+/// verification come from the environment only. An allow-list, so an option object_store adds later is refused
+/// until someone decides it is safe.
+mod allowed {
+    use object_store::ClientConfigKey as C;
+    use object_store::aws::AmazonS3ConfigKey as S3;
+    use object_store::azure::AzureConfigKey as Az;
+    use object_store::gcp::GoogleConfigKey as Gs;
+
+    pub fn client(key: &C) -> bool {
+        matches!(
+            key,
+            C::AllowHttp
+                | C::ConnectTimeout
+                | C::DefaultContentType
+                | C::Http1Only
+                | C::Http2KeepAliveInterval
+                | C::Http2KeepAliveTimeout
+                | C::Http2KeepAliveWhileIdle
+                | C::Http2MaxFrameSize
+                | C::Http2Only
+                | C::PoolIdleTimeout
+                | C::PoolMaxIdlePerHost
+                | C::RandomizeAddresses
+                | C::ReadTimeout
+                | C::Timeout
+                | C::UserAgent
+        )
+    }
+
+    pub fn s3(key: &S3) -> bool {
+        match key {
+            S3::Client(c) => client(c),
+            S3::Region
+            | S3::DefaultRegion
+            | S3::Bucket
+            | S3::Endpoint
+            | S3::S3Endpoint
+            | S3::ImdsV1Fallback
+            | S3::VirtualHostedStyleRequest
+            | S3::UnsignedPayload
+            | S3::Checksum
+            | S3::MetadataEndpoint
+            | S3::StsEndpoint
+            | S3::RoleArn
+            | S3::RoleSessionName
+            | S3::CopyIfNotExists
+            | S3::ConditionalPut
+            | S3::SkipSignature
+            | S3::DisableTagging
+            | S3::DisableBulkDelete
+            | S3::S3Express
+            | S3::RequestPayer => true,
+            _ => false,
+        }
+    }
+
+    pub fn azure(key: &Az) -> bool {
+        match key {
+            Az::Client(c) => client(c),
+            Az::AccountName
+            | Az::ContainerName
+            | Az::UseEmulator
+            | Az::Endpoint
+            | Az::UseFabricEndpoint
+            | Az::SkipSignature
+            | Az::DisableTagging
+            | Az::AuthorityId
+            | Az::AuthorityHost
+            | Az::ClientId
+            | Az::ObjectId
+            | Az::MsiEndpoint
+            | Az::MsiResourceId
+            | Az::UseAzureCli => true,
+            _ => false,
+        }
+    }
+
+    pub fn gcs(key: &Gs) -> bool {
+        match key {
+            Gs::Client(c) => client(c),
+            Gs::Bucket | Gs::BaseUrl | Gs::SkipSignature => true,
+            _ => false,
+        }
+    }
+}
 
 /// `s3://bucket/prefix?endpoint=…&allow_http=true`, `az://container/prefix`, `gs://bucket/prefix`. Credentials
 /// come from the standard environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`); query parameters set any
@@ -170,17 +243,32 @@ fn open_cloud(url: &str) -> Result<Arc<dyn ObjectStore>, DataError> {
         )));
     };
     let root = format!("{scheme}://{bucket}");
-    let mut options = Vec::new();
-    for (key, value) in parsed.query_pairs() {
-        let key = key.to_ascii_lowercase();
-        if CREDENTIAL_KEYS.iter().any(|c| key.ends_with(c)) {
-            return Err(bad(format!(
-                "`{key}` is a credential; set it in the environment (AWS_*, AZURE_*, GOOGLE_*), not in the URL"
-            )));
-        }
-        options.push((key, value.to_string()));
-    }
-    let unknown = |key: &str| bad(format!("unknown option `{key}` for {scheme}:// stores"));
+    let options: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+        .collect();
+    // A refused value may be a secret (or a misspelt one): the URL in the message shows every value as `***`.
+    let masked = {
+        let mut m = parsed.clone();
+        let pairs: Vec<(String, String)> = options
+            .iter()
+            .map(|(k, _)| (k.clone(), "***".into()))
+            .collect();
+        m.query_pairs_mut().clear().extend_pairs(pairs);
+        m.to_string()
+    };
+    let unknown = |key: &str| DataError::BadUrl {
+        url: masked.clone(),
+        why: format!("unknown option `{key}` for {scheme}:// stores"),
+    };
+    let secret = |key: &str| DataError::BadUrl {
+        url: masked.clone(),
+        why: format!(
+            "`{key}` may not be set in a store URL: workflow files end up in reports and the journal. Credentials, \
+             token sources, encryption keys, proxies and TLS settings come from the environment (AWS_*, AZURE_*, \
+             GOOGLE_*)"
+        ),
+    };
     let store: Arc<dyn ObjectStore> = match scheme.as_str() {
         "s3" | "s3a" => {
             use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -189,6 +277,9 @@ fn open_cloud(url: &str) -> Result<Arc<dyn ObjectStore>, DataError> {
                 .with_retry(cloud_request_retries());
             for (k, v) in options {
                 let key: AmazonS3ConfigKey = k.parse().map_err(|_| unknown(&k))?;
+                if !allowed::s3(&key) {
+                    return Err(secret(&k));
+                }
                 b = b.with_config(key, v);
             }
             Arc::new(b.build().map_err(|e| bad(e.to_string()))?)
@@ -200,6 +291,9 @@ fn open_cloud(url: &str) -> Result<Arc<dyn ObjectStore>, DataError> {
                 .with_retry(cloud_request_retries());
             for (k, v) in options {
                 let key: AzureConfigKey = k.parse().map_err(|_| unknown(&k))?;
+                if !allowed::azure(&key) {
+                    return Err(secret(&k));
+                }
                 b = b.with_config(key, v);
             }
             Arc::new(b.build().map_err(|e| bad(e.to_string()))?)
@@ -211,6 +305,9 @@ fn open_cloud(url: &str) -> Result<Arc<dyn ObjectStore>, DataError> {
                 .with_retry(cloud_request_retries());
             for (k, v) in options {
                 let key: GoogleConfigKey = k.parse().map_err(|_| unknown(&k))?;
+                if !allowed::gcs(&key) {
+                    return Err(secret(&k));
+                }
                 b = b.with_config(key, v);
             }
             Arc::new(b.build().map_err(|e| bad(e.to_string()))?)
@@ -341,6 +438,61 @@ pub async fn copy_blob(
 mod tests {
     use super::*;
     use object_store::PutPayload;
+
+    /// Only options known not to be secrets may sit in a store URL; a credential, a token source, an encryption
+    /// key, a proxy or a TLS switch is refused with the way to set it instead, before any connection.
+    #[test]
+    fn store_urls_take_only_options_that_are_not_secrets() {
+        for ok in [
+            "s3://b/p?endpoint=http://127.0.0.1:5055&allow_http=true&region=eu-west-1",
+            "az://c/p?use_emulator=true&account_name=devstoreaccount1",
+            "gs://b/p?base_url=http://127.0.0.1:4443",
+        ] {
+            assert!(open_store(ok, Path::new("/")).is_ok(), "{ok}");
+        }
+        for (url, key) in [
+            ("s3://b/p?aws_secret_access_key=x", "aws_secret_access_key"),
+            ("s3://b/p?aws_session_token=x", "aws_session_token"),
+            (
+                "s3://b/p?aws_web_identity_token_file=/tmp/t",
+                "aws_web_identity_token_file",
+            ),
+            ("s3://b/p?proxy_url=http://u:p@proxy", "proxy_url"),
+            (
+                "s3://b/p?allow_invalid_certificates=true",
+                "allow_invalid_certificates",
+            ),
+            ("az://c/p?azure_storage_sas_key=x", "azure_storage_sas_key"),
+            (
+                "az://c/p?azure_storage_account_key=x",
+                "azure_storage_account_key",
+            ),
+            (
+                "gs://b/p?google_service_account_key=x",
+                "google_service_account_key",
+            ),
+        ] {
+            let err = open_store(url, Path::new("/"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.contains(&format!("`{key}` may not be set")),
+                "{url}: {err}"
+            );
+            assert!(!err.contains("=x"), "the value is not echoed: {err}");
+        }
+        // A misspelt secret is unknown, and its value is not echoed either.
+        let err = open_store("s3://b/p?aws_secret_acess_key=x", Path::new("/"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("unknown option `aws_secret_acess_key`"),
+            "{err}"
+        );
+        assert!(!err.contains("=x"), "the value is not echoed: {err}");
+    }
 
     #[tokio::test]
     async fn copy_checks_the_digest_and_leaves_nothing_on_mismatch() {

@@ -73,7 +73,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
         store,
         (&stored, &replayed),
         (start.mode, start.keep),
-        args.no_progress,
+        (args.no_progress, true),
     )?;
     // Claim the run: of two runners resuming at once, exactly one stores this event.
     runtime
@@ -140,13 +140,14 @@ pub(super) struct Reopened {
     pub bars: Option<Arc<respawn::ui::progress::Bars>>,
 }
 
-/// Opens `replayed` again; its services outlive this runner per `(mode, keep)`.
+/// Opens `replayed` again; its services outlive this runner per `(mode, keep)`. With `journal_host` false the
+/// host journals nothing (what plugins do is not part of the run's record).
 pub(super) fn reopen(
     runtime: &tokio::runtime::Runtime,
     store: Arc<dyn respawn::data::object_store::ObjectStore>,
     (stored, replayed): (&[chain::StoredEvent], &Replayed),
     (mode, keep): (respawn::engine::Mode, bool),
-    no_progress: bool,
+    (no_progress, journal_host): (bool, bool),
 ) -> anyhow::Result<Reopened> {
     let start = &replayed.start;
     let loaded = journaled_workflow(replayed).map_err(|e| Usage(e.to_string()))?;
@@ -178,7 +179,7 @@ pub(super) fn reopen(
         &loaded,
         runs::progress_sink(&bars),
         secrets,
-        journal.clone(),
+        journal_host.then(|| journal.clone()),
         (mode, keep),
     )?);
     let plugins = setup::checked_plugins(runtime, &host, &loaded, LockPolicy::Enforce(&lock))?;
@@ -216,7 +217,8 @@ pub(super) fn spec_of<'a>(
 /// Refuses a run whose runner still holds its lease, unless `takeover`.
 pub(super) fn check_lease(replayed: &Replayed, takeover: bool) -> anyhow::Result<()> {
     let silence = replayed.silence();
-    if replayed.finished.is_none() && silence < replayed.lease() && !takeover {
+    let live = replayed.finished.is_none() || (replayed.destroying && !replayed.destroy_failed);
+    if live && silence < replayed.lease() && !takeover {
         return Err(Usage(format!(
             "run `{}` is held by runner {}: its last event was {:.1}s ago, within its lease of {:.0}s. \
              If that runner is gone, pass --takeover (it will be stopped at its next write)",

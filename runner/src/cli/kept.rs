@@ -17,6 +17,17 @@ use super::{DestroyArgs, Usage, VerifyArgs, exit, setup};
 
 /// Why a run has no environment up, for messages.
 fn not_up(r: &Replayed) -> String {
+    if r.destroying && r.destroyed_at.is_none() {
+        return format!(
+            "a destroy of it {} (status {}); run `respawn destroy` to finish it",
+            if r.destroy_failed {
+                "failed"
+            } else {
+                "started"
+            },
+            r.status()
+        );
+    }
     match (&r.destroyed_at, &r.finished) {
         (Some(at), _) => format!("it was destroyed at {at}"),
         (None, None) => "it has not finished (resume it, or destroy it)".into(),
@@ -76,8 +87,10 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
         &runtime,
         store.clone(),
         (&stored, &replayed),
-        (start.mode, start.keep),
-        args.no_progress,
+        // Whatever a verify step starts is stopped when verify ends, and nothing it does is journaled but the
+        // result: a verification must not change the environment or the record of how it was made.
+        (Mode::Drill, false),
+        (args.no_progress, false),
     )?;
     eprintln!(
         "respawn verify {} {} (run {run_id}, {} up since {})",
@@ -98,6 +111,9 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
     if let Some(b) = &bars {
         b.finish();
     }
+    runtime.block_on(respawn::engine::driver::RunHost::stop_services(
+        host.as_ref(),
+    ));
     // A re-verification is evidence too: journaled, and in the run's report.
     runtime
         .block_on(journal.append(EventBody::Reverified {
@@ -182,7 +198,7 @@ pub fn destroy(args: DestroyArgs) -> anyhow::Result<u8> {
         store.clone(),
         (&stored, &replayed),
         (Mode::Drill, false),
-        args.no_progress,
+        (args.no_progress, true),
     )?;
     runtime
         .block_on(journal.append(EventBody::DestroyStarted {

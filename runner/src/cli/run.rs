@@ -132,7 +132,7 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
         &loaded,
         progress_sink(&bars),
         secrets,
-        journal.clone(),
+        Some(journal.clone()),
         (mode, keep),
     )?);
     let plugins = setup::checked_plugins(&runtime, &host, &loaded, LockPolicy::Enforce(&lock))?;

@@ -49,14 +49,14 @@ pub fn host_for_run(
     loaded: &LoadedWorkflow,
     progress: Option<respawn::host::ProgressSink>,
     secrets: BTreeMap<String, String>,
-    journal: Arc<respawn::journal::Journal>,
+    journal: Option<Arc<respawn::journal::Journal>>,
     (mode, keep): (respawn::engine::Mode, bool),
 ) -> anyhow::Result<Host> {
     let mut run = RunResources::new(loaded.base_dir().to_path_buf());
     run.progress = progress;
     run.stores = StoreSet::open_with(&loaded.workflow.stores, loaded.base_dir(), true)?;
     run.secrets = Arc::new(secrets);
-    run.journal = Some(journal);
+    run.journal = journal;
     run.services_outlive = mode == respawn::engine::Mode::Failover || keep;
     Ok(Host::new(run)?)
 }

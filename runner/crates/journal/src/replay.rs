@@ -61,8 +61,12 @@ pub struct Replayed {
     /// Creation times of restored images (RFC 3339).
     pub images_created: Vec<String>,
     pub finished: Option<Finished>,
-    /// When `respawn destroy` finished tearing the run down.
+    /// When `respawn destroy` finished tearing the run down, successfully.
     pub destroyed_at: Option<String>,
+    /// A `respawn destroy` started and has not succeeded (it runs, died, or its teardown failed).
+    pub destroying: bool,
+    /// The latest `respawn destroy` finished with a failed teardown: destroy again to retry it.
+    pub destroy_failed: bool,
     /// Each `respawn verify` of the environment the run left, oldest first.
     pub reverifications: Vec<Reverification>,
     pub last_at: String,
@@ -92,6 +96,8 @@ impl Replayed {
             images_created: Vec::new(),
             finished: None,
             destroyed_at: None,
+            destroying: false,
+            destroy_failed: false,
             reverifications: Vec::new(),
             last_at: first.at.clone(),
             last_runner: first.runner.clone(),
@@ -210,9 +216,13 @@ impl Replayed {
                     finished_at: finished_at.clone(),
                     verifications: verifications.clone(),
                 }),
-                EventBody::DestroyStarted { .. } => {}
+                EventBody::DestroyStarted { .. } => r.destroying = true,
                 EventBody::Destroyed { teardown } => {
-                    r.destroyed_at = Some(event.at.clone());
+                    r.destroy_failed = teardown != "succeeded";
+                    r.destroying = r.destroy_failed;
+                    if !r.destroy_failed {
+                        r.destroyed_at = Some(event.at.clone());
+                    }
                     // A run whose runner died mid-apply ends here: interrupted, and torn down.
                     let finished = r.finished.get_or_insert_with(|| Finished {
                         outcome: Outcome::Interrupted,
@@ -248,6 +258,12 @@ impl Replayed {
         if self.destroyed_at.is_some() {
             return "destroyed";
         }
+        if self.destroy_failed {
+            return "destroy-failed";
+        }
+        if self.destroying {
+            return "destroying";
+        }
         match &self.finished {
             Some(f) => match f.outcome {
                 Outcome::Passed => "passed",
@@ -263,6 +279,7 @@ impl Replayed {
     /// teardown was skipped and that `respawn destroy` has not torn down.
     pub fn up(&self) -> bool {
         self.destroyed_at.is_none()
+            && !self.destroying
             && self
                 .finished
                 .as_ref()
@@ -271,12 +288,98 @@ impl Replayed {
 
     /// Whether resuming can still do something: unfinished, or an interrupted failover (which never tears down).
     pub fn resumable(&self) -> bool {
-        if self.destroyed_at.is_some() {
+        if self.destroyed_at.is_some() || self.destroying {
             return false;
         }
         match &self.finished {
             None => true,
             Some(f) => f.outcome == Outcome::Interrupted && f.teardown == "skipped",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::WorkflowSnapshot;
+
+    fn events(bodies: Vec<EventBody>) -> Vec<Event> {
+        bodies
+            .into_iter()
+            .enumerate()
+            .map(|(seq, body)| Event {
+                seq: seq as u64,
+                at: format!("2026-12-02T06:00:{seq:02}Z"),
+                runner: "test".into(),
+                prev: None,
+                body,
+            })
+            .collect()
+    }
+
+    fn failover_up() -> Vec<EventBody> {
+        vec![
+            EventBody::RunStarted(Box::new(RunStarted {
+                run_id: "r".into(),
+                mode: respawn_workflow::Mode::Failover,
+                keep: false,
+                workflow: WorkflowSnapshot {
+                    name: "w".into(),
+                    version: "1.0.0".into(),
+                    sha256: "00".into(),
+                    path: "/w.yaml".into(),
+                    text: String::new(),
+                },
+                params: BTreeMap::new(),
+                plugins: BTreeMap::new(),
+                lease_seconds: 30.0,
+                started_at: "2026-12-02T06:00:00Z".into(),
+            })),
+            EventBody::RunFinished {
+                outcome: Outcome::Passed,
+                rto_seconds: Some(1.0),
+                rpo_seconds: None,
+                teardown: "skipped".into(),
+                report_dir: None,
+                started_at: None,
+                finished_at: None,
+            },
+        ]
+    }
+
+    /// A destroy that failed leaves the run to be destroyed again, never "destroyed"; one under way makes the
+    /// environment no longer "up" and the run not resumable.
+    #[test]
+    fn destroy_states_follow_the_latest_destroy() {
+        let up = Replayed::from_events(&events(failover_up())).unwrap();
+        assert!(up.up() && up.status() == "passed");
+
+        let mut started = failover_up();
+        started.push(EventBody::DestroyStarted { takeover: false });
+        let r = Replayed::from_events(&events(started.clone())).unwrap();
+        assert!(!r.up() && !r.resumable());
+        assert_eq!(r.status(), "destroying");
+
+        let mut failed = started.clone();
+        failed.push(EventBody::Destroyed {
+            teardown: "failed".into(),
+        });
+        let r = Replayed::from_events(&events(failed.clone())).unwrap();
+        assert!(
+            r.destroyed_at.is_none(),
+            "a failed destroy can be run again"
+        );
+        assert_eq!(r.status(), "destroy-failed");
+        assert!(!r.up());
+
+        let mut again = failed;
+        again.push(EventBody::DestroyStarted { takeover: false });
+        again.push(EventBody::Destroyed {
+            teardown: "succeeded".into(),
+        });
+        let r = Replayed::from_events(&events(again)).unwrap();
+        assert!(r.destroyed_at.is_some());
+        assert_eq!(r.status(), "destroyed");
+        assert_eq!(r.finished.unwrap().teardown, "succeeded");
     }
 }

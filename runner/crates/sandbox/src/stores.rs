@@ -88,14 +88,15 @@ pub fn check(
     Ok(())
 }
 
-/// Whether `key` lies under `prefix` by whole `/`-separated segments: `site` and `site/` admit `site/a` (and
-/// `site` itself), never `site-prod/a`. An empty prefix admits every key.
+/// Whether `key` lies under `prefix` by whole `/`-separated segments: `site/` admits `site/a`; `site` admits
+/// `site/a` and the object `site` itself; neither admits `site-prod/a`. An empty prefix admits every key.
 fn under(key: &str, prefix: &str) -> bool {
-    let dir = prefix.trim_end_matches('/');
-    dir.is_empty()
-        || key == dir
+    if prefix.is_empty() || prefix.ends_with('/') {
+        return key.starts_with(prefix);
+    }
+    key == prefix
         || key
-            .strip_prefix(dir)
+            .strip_prefix(prefix)
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
@@ -209,19 +210,31 @@ mod tests {
     /// A prefix is a directory, not the start of a name: `site` must not admit `site-prod/…`.
     #[test]
     fn a_prefix_matches_whole_path_segments() {
-        for prefix in ["site", "site/"] {
+        let cases: [(&str, &[&str], &[&str]); 2] = [
+            (
+                "site",
+                &["site/a", "site/a/b", "site"],
+                &["site-prod/a", "sites", "other/site/a", "sit"],
+            ),
+            (
+                "site/",
+                &["site/a", "site/a/b", "site/"],
+                &["site-prod/a", "sites", "other/site/a", "site"],
+            ),
+        ];
+        for (prefix, allowed, refused) in cases {
             let g = grant(StoreAccess::Read, Some(prefix));
-            for allowed in ["site/a", "site/a/b", "site", "site/"] {
+            for key in allowed {
                 assert!(
-                    check(&g, "b", allowed, Need::Read, false).is_ok(),
-                    "{prefix} admits {allowed}"
+                    check(&g, "b", key, Need::Read, false).is_ok(),
+                    "{prefix} admits {key}"
                 );
             }
-            for refused in ["site-prod/a", "sites", "other/site/a", "sit"] {
-                let denial = check(&g, "b", refused, Need::Read, false).unwrap_err();
+            for key in refused {
+                let denial = check(&g, "b", key, Need::Read, false).unwrap_err();
                 assert!(
                     denial.asked.contains("outside the granted prefix"),
-                    "{prefix} refuses {refused}"
+                    "{prefix} refuses {key}"
                 );
             }
         }

@@ -159,11 +159,29 @@ async fn run(v: &mut ExecView<'_>, request: ExecRequest) -> Result<ExecOutput, F
 fn spawn_service(v: &mut ExecView<'_>, request: ExecRequest) -> Result<Started, Failure> {
     let (program, cwd) = resolve(v, &request)?;
     // A detached service's logs go into the granted directory it runs in (its scratch directory without one),
-    // beside, not inside, what it serves.
-    let log_dir = files::rw_dir_of(v.dirs, &cwd)
-        .unwrap_or(&cwd)
-        .join(".respawn-logs")
-        .join(&v.ctx.run_id);
+    // under `.respawn-logs/RUN_ID`. The plugin may write that directory too, so the log directory must still
+    // resolve inside the grant once made (a planted symlink must not send the host's writes elsewhere), and the
+    // files are opened without following links.
+    let grant_dir = files::rw_dir_of(v.dirs, &cwd).unwrap_or(&cwd).to_path_buf();
+    let log_dir = grant_dir.join(".respawn-logs").join(&v.ctx.run_id);
+    if v.services.detaches() {
+        let internal = |why: String| super::failure(FailureKind::Internal, why);
+        std::fs::create_dir_all(&log_dir)
+            .map_err(|e| internal(format!("service log directory {}: {e}", log_dir.display())))?;
+        let (real, root) = (
+            std::fs::canonicalize(&log_dir),
+            std::fs::canonicalize(&grant_dir),
+        );
+        if !matches!((&real, &root), (Ok(real), Ok(root)) if real.starts_with(root)) {
+            return Err(v.ctx.deny(respawn_sandbox::Denial::new(
+                "files",
+                format!(
+                    "service logs in {}: the directory leads outside the grant",
+                    log_dir.display()
+                ),
+            )));
+        }
+    }
     let req = Request {
         program,
         name: &request.program,

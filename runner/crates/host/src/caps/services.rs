@@ -60,6 +60,13 @@ pub struct Services {
     detach: bool,
 }
 
+impl Services {
+    /// Whether the services this tracker starts outlive the runner.
+    pub fn detaches(&self) -> bool {
+        self.detach
+    }
+}
+
 /// A service just started, as the journal records it.
 #[derive(Debug, Clone)]
 pub struct Started {
@@ -96,9 +103,10 @@ impl Services {
         }
     }
 
-    /// Starts a long-running program marked with `run_id` and `step`. A detached one gets a session of its own
-    /// and appends its output to `STEP.stdout.log` and `STEP.stderr.log` under `log_dir`; any other one has its
-    /// output discarded and is killed if the tracker is dropped.
+    /// Starts a long-running program marked with `run_id` and `step`, leading a process group of its own. A
+    /// detached one leads a session of its own too and appends its output to `STEP.stdout.log` and
+    /// `STEP.stderr.log` under `log_dir` (which the caller made and checked); any other one has its output
+    /// discarded and is killed if the tracker is dropped.
     pub fn spawn(
         &self,
         run_id: &str,
@@ -115,13 +123,15 @@ impl Services {
             .env(STEP_ENV, step)
             .stdin(Stdio::null());
         let logs = if self.detach {
-            std::fs::create_dir_all(log_dir).map_err(io)?;
             let path = |stream: &str| log_dir.join(format!("{step}.{stream}.log"));
             let (out, err) = (path("stdout"), path("stderr"));
+            // The directory is the plugin's to write: never follow a link it may have planted there.
             let append = |p: &Path| {
+                use std::os::unix::fs::OpenOptionsExt;
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .custom_flags(libc::O_NOFOLLOW)
                     .open(p)
             };
             cmd.stdout(append(&out).map_err(io)?)
@@ -142,7 +152,10 @@ impl Services {
                 stderr: err.display().to_string(),
             })
         } else {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            // A process group of its own, so stopping it stops what it started too.
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0);
             None
         };
         let child = cmd.spawn().map_err(io)?;
@@ -211,9 +224,18 @@ impl Services {
                 };
                 (marked, s.detached)
             });
-        let unnamed = marked(run_id).into_iter().map(|m| (m, false));
+        // An unjournaled leftover that leads its own session is a detached service: stopped with its group.
+        let unnamed = marked(run_id).into_iter().map(|m| {
+            let detached = session_of(m.pid) == Some(m.pid);
+            (m, detached)
+        });
+        let adopted: BTreeSet<u32> = seen.clone();
         for (leftover, detached) in unfinished.chain(unnamed) {
             if !seen.insert(leftover.pid) || !same_process(leftover.pid, leftover.start_ticks) {
+                continue;
+            }
+            // A child of an adopted service carries the run's marker too: it belongs to that service.
+            if belongs_to(leftover.pid, &adopted) {
                 continue;
             }
             if detached {
@@ -268,21 +290,61 @@ impl Services {
 
 async fn stop(pid: u32, service: Service) {
     tracing::debug!(step = %service.step, pid, detached = service.detached, "stopping a service");
-    match (service.process, service.detached) {
-        (Tracked::Child(mut child), false) => {
-            let _ = child.kill().await;
+    match service.process {
+        // Our own child, not reaped yet: its group id cannot have been reused, so the group is the service's
+        // even when the leader has already exited.
+        Tracked::Child(mut child) => {
+            signal_group(pid, libc::SIGTERM);
+            let started = std::time::Instant::now();
+            let mut reaped = false;
+            while started.elapsed() < STOP_GRACE {
+                reaped = reaped || matches!(child.try_wait(), Ok(Some(_)));
+                if reaped && !group_alive(pid) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            signal_group(pid, libc::SIGKILL);
+            let _ = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
         }
-        (Tracked::Child(mut child), true) => {
-            stop_group(pid, service.start_ticks, STOP_GRACE).await;
-            // Reap it (it is gone, or was never ours to signal: a pid that no longer names it).
-            let _ = tokio::time::timeout(Duration::from_millis(100), child.wait()).await;
+        Tracked::Adopted if service.detached => {
+            stop_group(pid, service.start_ticks, STOP_GRACE).await
         }
-        (Tracked::Adopted, true) => stop_group(pid, service.start_ticks, STOP_GRACE).await,
-        (Tracked::Adopted, false) => {
+        Tracked::Adopted => {
             // Not our child, so it cannot be waited for; give it a moment to go.
             kill_and_wait(pid, service.start_ticks, Duration::from_millis(500)).await;
         }
     }
+}
+
+/// Sends `signal` to the process group led by `pid`.
+fn signal_group(pid: u32, signal: libc::c_int) {
+    // SAFETY: killpg(2) with a process group id and a signal number has no memory-safety preconditions.
+    unsafe {
+        libc::killpg(pid as libc::pid_t, signal);
+    }
+}
+
+/// Whether any process, a zombie included, is still in the group led by `pid`.
+fn group_alive(pid: u32) -> bool {
+    // SAFETY: kill(2) with signal 0 sends nothing; it only checks that the group has members.
+    unsafe { libc::kill(-(pid as libc::pid_t), 0) == 0 }
+}
+
+/// The session `pid` belongs to.
+fn session_of(pid: u32) -> Option<u32> {
+    // SAFETY: getsid(2) only reads the process table.
+    let sid = unsafe { libc::getsid(pid as libc::pid_t) };
+    (sid > 0).then_some(sid as u32)
+}
+
+/// Whether `pid` is in the process group or session of one of `leaders` (a service's own children).
+fn belongs_to(pid: u32, leaders: &BTreeSet<u32>) -> bool {
+    // SAFETY: getpgid(2) only reads the process table.
+    let group = unsafe { libc::getpgid(pid as libc::pid_t) };
+    let in_group = group > 0 && group as u32 != pid && leaders.contains(&(group as u32));
+    let in_session = session_of(pid).is_some_and(|s| s != pid && leaders.contains(&s));
+    in_group || in_session
 }
 
 /// Stops the process group led by `pid` if the leader is still the process started at `start_ticks`: SIGTERM,
@@ -292,18 +354,13 @@ async fn stop_group(pid: u32, start_ticks: Option<u64>, grace: Duration) {
     if !same_process(pid, start_ticks) {
         return;
     }
-    // SAFETY: killpg(2) with a process group id and a signal number has no memory-safety preconditions.
-    unsafe {
-        libc::killpg(pid as libc::pid_t, libc::SIGTERM);
-    }
+    signal_group(pid, libc::SIGTERM);
     let started = std::time::Instant::now();
     while process_start_ticks(pid).is_some() && started.elapsed() < grace {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // SAFETY: as above. The group is the one the leader made; members that outlive it are the service's own.
-    unsafe {
-        libc::killpg(pid as libc::pid_t, libc::SIGKILL);
-    }
+    // The group is the one the leader made; members that outlive it are the service's own.
+    signal_group(pid, libc::SIGKILL);
 }
 
 /// SIGKILLs `pid` if it is still the process started at `start_ticks`, then waits up to `wait` for it to go.
@@ -510,6 +567,7 @@ mod tests {
             cwd: dir.path(),
             env: &[],
         };
+        std::fs::create_dir_all(dir.path().join("logs")).unwrap();
         let started = services
             .spawn("run-1", "web", req, &dir.path().join("logs"))
             .unwrap();
@@ -556,5 +614,59 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(members(), -1, "its background child went with it");
+    }
+
+    /// The children of an adopted service carry the run's marker too; recovery leaves them to their service
+    /// instead of killing them as leftovers.
+    #[tokio::test]
+    async fn recovery_leaves_the_children_of_an_adopted_service_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+        let run = format!("test-children-{}", std::process::id());
+        let services = Services::new(true);
+        let req = Request {
+            program: "/bin/sh".into(),
+            name: "sh",
+            args: &["-c".into(), "sleep 30 & wait".into()],
+            cwd: dir.path(),
+            env: &[],
+        };
+        let started = services
+            .spawn(&run, "web", req, &dir.path().join("logs"))
+            .unwrap();
+        services.release_all();
+        let wait = std::time::Instant::now();
+        while marked(&run).len() < 2 && wait.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let family = marked(&run);
+        assert_eq!(family.len(), 2, "the shell and its sleep: {family:?}");
+        let recorded = [ServiceRecord {
+            step: "web".into(),
+            pid: started.pid,
+            program: "sh".into(),
+            start_ticks: started.start_ticks,
+            detached: true,
+            logs: None,
+        }];
+        let later = Services::new(false);
+        let done = later
+            .recover(&run, &recorded, &BTreeSet::from(["web".to_string()]))
+            .await;
+        assert_eq!(done.adopted, vec![("web".to_string(), started.pid)]);
+        assert!(
+            done.stopped.is_empty(),
+            "its child was taken for a leftover: {done:?}"
+        );
+        assert_eq!(marked(&run).len(), 2, "both still run");
+        later.stop_all().await;
+        let gone = std::time::Instant::now();
+        while !marked(&run).is_empty() && gone.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            marked(&run).is_empty(),
+            "stopping the service stopped its family"
+        );
     }
 }

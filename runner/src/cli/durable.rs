@@ -167,6 +167,7 @@ pub(super) fn reopen(
             .collect(),
     );
     let secrets = setup::read_secrets(&loaded);
+    setup::check_secrets(&loaded, &secrets)?;
     let journal = Arc::new(Journal::open(
         store,
         &start.run_id,

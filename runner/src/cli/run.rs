@@ -120,6 +120,7 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
     let runtime = setup::runtime()?;
     let run_id = new_run_id();
     let secrets = setup::read_secrets(&loaded);
+    setup::check_secrets(&loaded, &secrets)?;
     let journal = Arc::new(Journal::open(
         state_store,
         &run_id,

@@ -16,13 +16,40 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Secret values from the runner's environment; missing ones are simply absent (a step that asks gets
 /// `not-found`, a step that is not granted gets `denied`).
+/// Every value is kept out of the logs from here on.
 pub fn read_secrets(loaded: &LoadedWorkflow) -> BTreeMap<String, String> {
-    loaded
+    let secrets: BTreeMap<String, String> = loaded
         .workflow
         .secrets
         .iter()
         .filter_map(|(name, spec)| std::env::var(&spec.env).ok().map(|v| (name.clone(), v)))
-        .collect()
+        .collect();
+    respawn::ui::redact_in_logs(secrets.values());
+    secrets
+}
+
+/// A secret shorter than this is refused: replacing it everywhere it occurs would mangle unrelated text.
+pub const MIN_SECRET_CHARS: usize = 4;
+
+/// Refuses a secret value too short to redact safely, naming the secret and its variable (never the value).
+pub fn check_secrets(
+    loaded: &LoadedWorkflow,
+    secrets: &BTreeMap<String, String>,
+) -> Result<(), super::Usage> {
+    for (name, value) in secrets {
+        if value.chars().count() < MIN_SECRET_CHARS {
+            let var = loaded
+                .workflow
+                .secrets
+                .get(name)
+                .map_or("?", |s| s.env.as_str());
+            return Err(super::Usage(format!(
+                "secret `{name}` (from ${var}) is shorter than {MIN_SECRET_CHARS} characters: too short to keep \
+                 out of logs, the journal and reports without mangling other text"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A host for `loaded`; with `create_stores` false, nothing is created on disk.

@@ -39,12 +39,53 @@ fn colour_wanted() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// stderr, written with the progress bars suspended.
+/// Secret values (and their JSON-escaped forms) that no log line may carry. Every log line, text or JSON, from
+/// the runner, a plugin's `log` call or its captured output, passes through [`SuspendingStderr`], which replaces
+/// them with `***`.
+static SECRETS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Keeps `values` out of every log line from now on.
+pub fn redact_in_logs<'a>(values: impl IntoIterator<Item = &'a String>) {
+    let mut secrets = SECRETS.write().unwrap_or_else(|e| e.into_inner());
+    for value in values {
+        let escaped = serde_json::Value::String(value.clone()).to_string();
+        let escaped = escaped[1..escaped.len() - 1].to_string();
+        for form in [value.clone(), escaped] {
+            if !form.is_empty() && !secrets.contains(&form) {
+                secrets.push(form);
+            }
+        }
+    }
+    // Longest first, so a secret that contains another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+/// `line` with every secret replaced by `***`; borrowed when it holds none.
+fn redacted(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    if secrets.is_empty() {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let text = String::from_utf8_lossy(line);
+    if !secrets.iter().any(|s| text.contains(s.as_str())) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut text = text.into_owned();
+    for secret in secrets.iter() {
+        text = text.replace(secret.as_str(), "***");
+    }
+    std::borrow::Cow::Owned(text.into_bytes())
+}
+
+/// stderr, written with the progress bars suspended and secrets redacted. tracing hands each event over as one
+/// buffer, so a secret is never split across two writes.
 struct SuspendingStderr;
 
 impl std::io::Write for SuspendingStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        progress::suspend(|| std::io::stderr().write(buf))
+        let line = redacted(buf);
+        progress::suspend(|| std::io::stderr().write_all(&line))?;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -6,13 +6,14 @@ use serde_json::{Value, json};
 
 struct Hostile;
 
-const OPS: [&str; 14] = [
+const OPS: [&str; 15] = [
     "read-host-file",
     "write-outside",
     "http-not-allowed",
     "exec-not-granted",
     "exec-inject-loader",
     "store-outside-prefix",
+    "leak-secret",
     "secret-not-granted",
     "store-not-granted",
     "infinite-loop",
@@ -74,6 +75,21 @@ impl Plugin for Hostile {
             "store-outside-prefix" => {
                 let v = respawn_plugin_sdk::stores::get(&arg("store"), &arg("key"))?;
                 respawn_plugin_sdk::outputs(&json!({ "len": v.len() }))
+            }
+            // Mishandles a granted secret every way a plugin can: logs it, prints it, keys state and outputs by
+            // it, and (with `fail`) fails with it in the message. None of it may reach a log, journal or report.
+            "leak-secret" => {
+                let value = respawn_plugin_sdk::secrets::get(&arg("name"))?;
+                respawn_plugin_sdk::log::warn(&format!("the secret is {value}"));
+                println!("stdout has {value}");
+                eprintln!("stderr has {value}");
+                respawn_plugin_sdk::state::set(&value, &value);
+                if params["fail"].as_bool() == Some(true) {
+                    return Err(Failure::internal(format!(
+                        "failing with {value} in the message"
+                    )));
+                }
+                respawn_plugin_sdk::outputs(&json!({ value.clone(): value }))
             }
             "secret-not-granted" => {
                 let v = respawn_plugin_sdk::secrets::get(&arg("name"))?;

@@ -45,7 +45,17 @@ impl Redactor {
                 }
             }
             serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.redact(v)),
-            serde_json::Value::Object(map) => map.values_mut().for_each(|v| self.redact(v)),
+            serde_json::Value::Object(map) => {
+                // Keys too: a plugin may use a secret as a state key or an output name.
+                let entries = std::mem::take(map);
+                for (key, mut v) in entries {
+                    self.redact(&mut v);
+                    let mut key = serde_json::Value::String(key);
+                    self.redact(&mut key);
+                    let key = key.as_str().unwrap_or_default().to_string();
+                    map.insert(key, v);
+                }
+            }
             _ => {}
         }
     }

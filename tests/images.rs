@@ -273,6 +273,8 @@ async fn unpack_refuses_a_corrupt_layer_and_extracts_nothing() {
 
 enum E<'a> {
     File(&'a str, &'a str),
+    /// A regular file with the given mode bits.
+    Mode(&'a str, &'a str, u32),
     Dir(&'a str),
     Symlink(&'a str, &'a str),
     Hardlink(&'a str, &'a str),
@@ -285,6 +287,7 @@ fn tar_of(entries: &[E]) -> Vec<u8> {
         let mut h = tar::Header::new_gnu();
         let (name, link, body, kind, mode) = match e {
             E::File(n, body) => (*n, "", body.as_bytes(), tar::EntryType::Regular, 0o640),
+            E::Mode(n, body, mode) => (*n, "", body.as_bytes(), tar::EntryType::Regular, *mode),
             E::Dir(n) => (*n, "", &b""[..], tar::EntryType::Directory, 0o755),
             E::Symlink(n, t) => (*n, *t, &b""[..], tar::EntryType::Symlink, 0o777),
             E::Hardlink(n, t) => (*n, *t, &b""[..], tar::EntryType::Link, 0o644),
@@ -498,4 +501,23 @@ async fn whiteouts_and_opaque_dirs_apply_across_layers() {
     // The layout verifies too.
     let out = respawn(&["image", "verify", &url(&st)]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// A restored file never gets setuid or setgid: an image is untrusted input, and a restore must not plant a
+/// program that runs with its owner's rights.
+#[tokio::test]
+async fn unpack_drops_setuid_and_setgid_bits() {
+    let layer = tar_of(&[
+        E::Mode("suid", "x", 0o4755),
+        E::Mode("sgid", "x", 0o2750),
+        E::Mode("plain", "x", 0o755),
+    ]);
+    let st = layout(&[(layer, Z::Tar)]);
+    let dest = tmp("dest-suid");
+    let store = store(&st);
+    unpack(store.as_ref(), "", "latest", &dest).await.unwrap();
+    for (name, mode) in [("suid", 0o755), ("sgid", 0o750), ("plain", 0o755)] {
+        let got = fs::metadata(dest.join(name)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(got, mode, "{name}: {got:o}");
+    }
 }

@@ -238,7 +238,9 @@ impl Extractor {
         }
         let path = self.root.join(&rel);
         let header = entry.header();
-        let mode = header.mode().unwrap_or(0o644) & 0o7777;
+        // Never setuid or setgid: an image is untrusted input, and a restore must not plant a program that runs
+        // with its owner's rights. The sticky bit is harmless and kept.
+        let mode = header.mode().unwrap_or(0o644) & 0o1777;
         match header.entry_type() {
             tar::EntryType::Directory => {
                 self.parents(&rel, true)?;

@@ -17,6 +17,7 @@ pub mod driver;
 pub mod plan;
 pub mod resume;
 pub mod run;
+mod teardown;
 
 /// One call of one phase of one step.
 #[derive(Debug, Clone)]

@@ -546,82 +546,10 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
         self.observer.step_finished(&step.id, phase, r.status);
         r
     }
-
-    /// Destroys what apply created, in the reverse of the order apply finished, whatever happened before.
-    pub(crate) async fn teardown(&mut self, steps: &mut [StepRecord]) -> Teardown {
-        let mut out = Vec::new();
-        let order: Vec<String> = self.applied_order.iter().rev().cloned().collect();
-        for id in order {
-            let Some(applied) = steps.iter().find(|s| s.id == id && s.applied) else {
-                continue;
-            };
-            let Some(step) = self.spec.loaded.workflow.step(&id) else {
-                continue;
-            };
-            let Some((plugin, operation)) = step.uses.as_deref().and_then(|u| u.split_once('/'))
-            else {
-                continue;
-            };
-            if let Some(done) = self.done(Phase::Destroy, &id) {
-                out.push(done);
-                continue;
-            }
-            let mut call = StepCall {
-                run_id: self.spec.run_id.clone(),
-                step_id: id.clone(),
-                plugin: plugin.into(),
-                operation: operation.into(),
-                phase: Phase::Destroy,
-                mode: self.spec.mode,
-                attempt: 1,
-                params: applied.outputs.get("params").cloned().unwrap_or_default(),
-                grants: step.grants.clone(),
-                limits: step.limits.clone(),
-                timeout: step.timeout.unwrap_or(DEFAULT_STEP_TIMEOUT),
-                state: applied.state.clone(),
-            };
-            if let Some(cut_off) = self.in_flight(Phase::Destroy, &id) {
-                call.attempt = cut_off.attempts + 1;
-                call.state.extend(cut_off.state);
-            }
-            let started_at = now_rfc3339();
-            let (result, attempts) = attempt_loop(
-                self.exec.as_ref(),
-                self.observer.as_ref(),
-                self.spec.journal.as_deref(),
-                call,
-                step.retry.as_ref(),
-            )
-            .await;
-            let mut r = StepRecord::new(&id, step.uses.clone());
-            r.attempts = attempts;
-            r.started_at = Some(started_at);
-            r.finished_at = Some(now_rfc3339());
-            r.state = result.state;
-            match result.outcome {
-                Ok(_) => r.status = StepStatus::Succeeded,
-                Err(e) => {
-                    r.status = StepStatus::Failed;
-                    r.error = Some(ErrorRecord::from(&e));
-                }
-            }
-            self.observer.step_finished(&id, Phase::Destroy, r.status);
-            self.journal_finished(Phase::Destroy, &r).await;
-            if self.journal_lost() {
-                break;
-            }
-            out.push(r);
-        }
-        let failed = out.iter().any(|r| r.status == StepStatus::Failed) || self.journal_lost();
-        Teardown {
-            status: if failed { "failed" } else { "succeeded" }.into(),
-            steps: out,
-        }
-    }
 }
 
 impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
-    fn journal_lost(&self) -> bool {
+    pub(crate) fn journal_lost(&self) -> bool {
         self.spec
             .journal
             .as_ref()
@@ -642,12 +570,12 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
         Some(record)
     }
 
-    fn done(&self, phase: Phase, id: &str) -> Option<StepRecord> {
+    pub(crate) fn done(&self, phase: Phase, id: &str) -> Option<StepRecord> {
         let seed = self.spec.resume.as_ref()?;
         seed.done.get(&(phase, id.to_string())).cloned()
     }
 
-    fn in_flight(&self, phase: Phase, id: &str) -> Option<super::resume::InFlight> {
+    pub(crate) fn in_flight(&self, phase: Phase, id: &str) -> Option<super::resume::InFlight> {
         let seed = self.spec.resume.as_ref()?;
         seed.in_flight.get(&(phase, id.to_string())).cloned()
     }
@@ -658,7 +586,7 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
 
     /// Records a step's final result in this phase; a step that never reached a plugin is not journaled
     /// (resume decides it again the same way).
-    async fn journal_finished(&self, phase: Phase, r: &StepRecord) {
+    pub(crate) async fn journal_finished(&self, phase: Phase, r: &StepRecord) {
         let Some(journal) = &self.spec.journal else {
             return;
         };

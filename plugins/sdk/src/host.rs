@@ -30,8 +30,8 @@ mod wasm {
         delete as state_delete, get as state_get, list as state_list, set as state_set,
     };
     pub use stores::{
-        copy as store_copy, delete as store_delete, get as store_get, head as store_head,
-        list as store_list, put as store_put,
+        copy as store_copy, delete as store_delete, get as store_get, get_range as store_get_range,
+        head as store_head, list as store_list, put as store_put,
     };
 }
 
@@ -90,6 +90,12 @@ pub mod stores {
     use crate::Failure;
     pub fn get(store: &str, key: &str) -> Result<Vec<u8>, Failure> {
         imp::store_get(store, key)
+    }
+    /// Reads `length` bytes of an object from `offset`: fewer at its end, none past it. `length` is at most 16 MiB
+    /// (the runner's `MAX_GET_RANGE_BYTES`); asking more is `invalid-input`. Same grant as [`get`]. This is how an
+    /// object too large for `get` passes through a plugin: chunk by chunk, never whole in its memory.
+    pub fn get_range(store: &str, key: &str, offset: u64, length: u64) -> Result<Vec<u8>, Failure> {
+        imp::store_get_range(store, key, offset, length)
     }
     pub fn put(store: &str, key: &str, data: &[u8]) -> Result<(), Failure> {
         imp::store_put(store, key, data)

@@ -63,8 +63,11 @@ pub use crate::http::Response;
 use crate::{Context, Failure, FailureKind, Mode, Phase, Plugin};
 /// A capability the host refused, as the runner reports it (`stores`, `secrets`, `exec` or `http`).
 pub use respawn_sandbox::Denial;
-/// The runner's own limits (state bounds, `stores.get` size), from the table the runner enforces.
-pub use respawn_sandbox::limits::{MAX_GET_BYTES, MAX_STATE_KEYS, MAX_STATE_VALUE_BYTES};
+/// The runner's own limits (state bounds, `stores.get` size, `stores.get-range` length), from the table the runner
+/// enforces.
+pub use respawn_sandbox::limits::{
+    MAX_GET_BYTES, MAX_GET_RANGE_BYTES, MAX_STATE_KEYS, MAX_STATE_VALUE_BYTES,
+};
 /// What a step's grant allows on a store.
 pub use respawn_sandbox::stores::StoreAccess as Access;
 
@@ -81,6 +84,7 @@ pub struct Progress {
 pub struct HttpCall {
     pub method: String,
     pub url: String,
+    pub headers: crate::http::Headers,
     pub body: Option<Vec<u8>>,
 }
 
@@ -277,10 +281,7 @@ impl MockHost {
     /// `https://api.example.com/health`, any method) with `status` and `body`. Other URLs of a granted origin get
     /// `unavailable`, as from a server that does not answer them.
     pub fn http(self, url: &str, status: u16, body: impl Into<Vec<u8>>) -> MockHost {
-        let response = Response {
-            status,
-            body: body.into(),
-        };
+        let response = Response::new(status, body);
         self.http_with(url, move |_| Ok(response.clone()))
     }
 
@@ -558,6 +559,24 @@ impl MockHost {
         Ok(object.data.clone())
     }
 
+    fn store_get_range(
+        &mut self,
+        store: &str,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, Failure> {
+        let s = self.open(store, key, Need::Read)?;
+        respawn_sandbox::stores::check_range_length(store, key, length)
+            .map_err(Failure::invalid_input)?;
+        let object = s
+            .objects
+            .get(key)
+            .ok_or_else(|| Failure::not_found(format!("{store}:{key}: not found")))?;
+        let range = respawn_sandbox::stores::clamp_range(offset, length, object.data.len() as u64);
+        Ok(object.data[range.start as usize..range.end as usize].to_vec())
+    }
+
     fn store_put(&mut self, store: &str, key: &str, data: &[u8]) -> Result<(), Failure> {
         self.open(store, key, Need::Write)?;
         self.put_object(store, key, data);
@@ -809,6 +828,17 @@ pub mod imports {
         with_mock("stores.get", |m| m.store_get(store, key))
     }
 
+    pub fn store_get_range(
+        store: &str,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, Failure> {
+        with_mock("stores.get-range", |m| {
+            m.store_get_range(store, key, offset, length)
+        })
+    }
+
     pub fn store_put(store: &str, key: &str, data: &[u8]) -> Result<(), Failure> {
         with_mock("stores.put", |m| m.store_put(store, key, data))
     }
@@ -909,13 +939,19 @@ pub mod imports {
         })
     }
 
-    /// `wasi:http` outgoing-handler, for [`crate::http::request`].
-    pub fn http_request(method: &str, url: &str, body: Option<&[u8]>) -> Result<Response, Failure> {
+    /// `wasi:http` outgoing-handler, for [`crate::http::Client::send`]: one exchange, no redirects or retries.
+    pub fn http_send(
+        method: &str,
+        url: &str,
+        headers: &crate::http::Headers,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, Failure> {
         let answer = with_mock("wasi:http", |m| m.url(method, url))?;
         let call = HttpCall {
             method: method.into(),
             url: url.into(),
-            body: body.map(<[u8]>::to_vec),
+            headers: headers.clone(),
+            body,
         };
         let result = answer(&call);
         with_mock("wasi:http", |m| m.http_calls.push(call));

@@ -42,6 +42,12 @@ impl Plugin for Tool {
             ("store", "get") => {
                 json!({ "data": String::from_utf8(stores::get(store, key)?).unwrap() })
             }
+            ("store", "get-range") => {
+                let (offset, length) =
+                    (p["offset"].as_u64().unwrap(), p["length"].as_u64().unwrap());
+                let bytes = stores::get_range(store, key, offset, length)?;
+                json!({ "data": String::from_utf8(bytes).unwrap() })
+            }
             ("store", "put") => {
                 stores::put(store, key, text(&p["data"]).as_bytes())?;
                 json!({})
@@ -321,6 +327,56 @@ fn store_copy_checks_the_digest() {
 
     let msg = denied(store_op(&mut host, Phase::Plan, copy(sha)), "stores", &host);
     assert!(msg.contains("plan phase"), "{msg}");
+}
+
+#[test]
+fn store_get_range_reads_chunks_with_the_grant_of_get() {
+    use respawn_plugin_sdk::testing::MAX_GET_RANGE_BYTES;
+    let mut host = MockHost::new()
+        .store_under("s", Access::Read, "blobs/")
+        .with_object("s", "blobs/b", "0123456789");
+    let range = |key: &str, offset: u64, length: u64| json!({ "do": "get-range", "store": "s", "key": key, "offset": offset, "length": length });
+    let read = |host: &mut MockHost, offset: u64, length: u64| {
+        store_op(host, Phase::Plan, range("blobs/b", offset, length)).map(|v| v["data"].clone())
+    };
+    assert_eq!(read(&mut host, 0, 4).unwrap(), "0123");
+    assert_eq!(read(&mut host, 3, 4).unwrap(), "3456");
+    assert_eq!(read(&mut host, 8, 4).unwrap(), "89", "fewer at the end");
+    assert_eq!(read(&mut host, 10, 4).unwrap(), "", "none at the end");
+    assert_eq!(read(&mut host, 1 << 40, 4).unwrap(), "", "none past it");
+    assert_eq!(read(&mut host, 2, 0).unwrap(), "");
+
+    let long = read(&mut host, 0, MAX_GET_RANGE_BYTES + 1).unwrap_err();
+    assert_eq!(long.kind, FailureKind::InvalidInput);
+    assert!(
+        long.message.contains("at most 16777216 bytes"),
+        "{}",
+        long.message
+    );
+    assert!(host.denials().is_empty());
+
+    let missing = store_op(&mut host, Phase::Apply, range("blobs/nope", 0, 4)).unwrap_err();
+    assert_eq!(missing.kind, FailureKind::NotFound);
+
+    let msg = denied(
+        store_op(&mut host, Phase::Apply, range("other/b", 0, 4)),
+        "stores",
+        &host,
+    );
+    assert_eq!(
+        msg,
+        "stores denied: read s:other/b: outside the granted prefix `blobs/`"
+    );
+    let msg = denied(
+        host.invoke::<Tool>(
+            "store",
+            Phase::Apply,
+            json!({ "do": "get-range", "store": "t", "key": "k", "offset": 0, "length": 1 }),
+        ),
+        "stores",
+        &host,
+    );
+    assert_eq!(msg, "stores denied: read t:k: store `t` is not granted");
 }
 
 #[test]

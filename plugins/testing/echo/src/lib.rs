@@ -1,5 +1,6 @@
 //! A well-behaved test plugin: `echo/echo` returns its params as outputs; `echo/state` counts attempts in its
-//! step state; `echo/fail` fails with the kind it is asked for; `echo/secret` reports a secret's length.
+//! step state; `echo/fail` fails with the kind it is asked for; `echo/secret` reports a secret's length;
+//! `echo/get-range` reads a range of a store object; `echo/fetch` GETs a URL and reports the body's length.
 
 use respawn_plugin_sdk::{
     Context, Failure, FailureKind, Phase, Plugin, PluginInfo, export_plugin, operation,
@@ -21,6 +22,16 @@ impl Plugin for Echo {
             .operation(operation(
                 "secret",
                 "Read a secret and return its length",
+                "{}",
+            ))
+            .operation(operation(
+                "get-range",
+                "Read {store, key, offset, length} with stores.get-range",
+                "{}",
+            ))
+            .operation(operation(
+                "fetch",
+                "GET {url} and return the status and body length",
                 "{}",
             ))
     }
@@ -55,6 +66,22 @@ impl Plugin for Echo {
                 let name = params["name"].as_str().unwrap_or_default();
                 let value = respawn_plugin_sdk::secrets::get(name)?;
                 json!({ "length": value.len() })
+            }
+            "get-range" => {
+                let text = |k: &str| params[k].as_str().unwrap_or_default().to_string();
+                let number = |k: &str| params[k].as_u64().unwrap_or_default();
+                let bytes = respawn_plugin_sdk::stores::get_range(
+                    &text("store"),
+                    &text("key"),
+                    number("offset"),
+                    number("length"),
+                )?;
+                json!({ "len": bytes.len(), "data": String::from_utf8_lossy(&bytes) })
+            }
+            "fetch" => {
+                let url = params["url"].as_str().unwrap_or_default();
+                let response = respawn_plugin_sdk::http::get(url)?;
+                json!({ "status": response.status, "len": response.body.len() })
             }
             _ => return Err(respawn_plugin_sdk::unknown_operation(&ctx)),
         };

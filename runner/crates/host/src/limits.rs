@@ -2,7 +2,8 @@
 //! them.
 
 use respawn_sandbox::limits::{
-    DEFAULT_STEP_LOG, DEFAULT_STEP_MEMORY, DEFAULT_STEP_OUTPUT, MAX_STEP_MEMORY, MAX_TABLE_ELEMENTS,
+    DEFAULT_STEP_HTTP_RESPONSE, DEFAULT_STEP_LOG, DEFAULT_STEP_MEMORY, DEFAULT_STEP_OUTPUT,
+    MAX_STEP_HTTP_RESPONSE, MAX_STEP_MEMORY, MAX_TABLE_ELEMENTS,
 };
 use respawn_workflow::Limits;
 use wasmtime::ResourceLimiter;
@@ -13,6 +14,8 @@ pub struct StepLimits {
     pub memory: u64,
     pub output: u64,
     pub log: u64,
+    /// Largest HTTP response body the plugin may receive.
+    pub http_response: u64,
 }
 
 impl StepLimits {
@@ -24,6 +27,10 @@ impl StepLimits {
                 .min(MAX_STEP_MEMORY),
             output: limits.output.unwrap_or(DEFAULT_STEP_OUTPUT),
             log: limits.log.unwrap_or(DEFAULT_STEP_LOG),
+            http_response: limits
+                .http_response
+                .unwrap_or(DEFAULT_STEP_HTTP_RESPONSE)
+                .min(MAX_STEP_HTTP_RESPONSE),
         }
     }
 }

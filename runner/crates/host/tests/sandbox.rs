@@ -367,7 +367,7 @@ async fn http_responses_are_capped() {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    // One bounded connection: 70 MiB, more than the host's 64 MiB response cap.
+    // One bounded connection: 70 MiB, more than the default response cap (`limits.http_response`, 64 MiB).
     let server = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(10)))
@@ -409,4 +409,138 @@ async fn http_responses_are_capped() {
         "{err}"
     );
     server.join().unwrap();
+}
+
+/// Serves `sizes.len()` connections in order, the n-th answering with a body of `sizes[n]` bytes.
+fn serve_bodies(sizes: Vec<usize>) -> (u16, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        for size in sizes {
+            let (mut conn, _) = listener.accept().unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut request = [0u8; 4096];
+            let _ = conn.read(&mut request);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-length: {size}\r\nconnection: close\r\n\r\n"
+            );
+            let _ = conn.write_all(&vec![b'x'; size]);
+        }
+    });
+    (port, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_response_cap_is_the_steps_limit() {
+    let limit: u64 = 1 << 20;
+    let (port, server) = serve_bodies(vec![limit as usize, limit as usize + 1]);
+    let host = host("http-limit");
+    host.load("echo", &plugin("respawn_testing_echo.wasm"))
+        .await
+        .unwrap();
+    let fetch = || {
+        let mut c = call(
+            "echo",
+            "fetch",
+            json!({"url": format!("http://127.0.0.1:{port}/blob")}),
+            grants("http: ['http://127.0.0.1:*']"),
+        );
+        c.limits = Limits {
+            http_response: Some(limit),
+            ..Limits::default()
+        };
+        c
+    };
+    let whole = host
+        .execute(fetch())
+        .await
+        .outcome
+        .expect("a body of exactly limits.http_response arrives whole");
+    assert_eq!(whole["len"], limit);
+    let err = host
+        .execute(fetch())
+        .await
+        .outcome
+        .expect_err("one byte over limits.http_response is cut off");
+    assert_eq!(err.kind(), "plugin", "{err}");
+    // The guest's read fails with HttpResponseBodySize, which the SDK reports as `unavailable` (naming the limit
+    // once it decodes the error code, as a stream error reading the URL before).
+    let text = err.to_string();
+    assert!(text.contains("unavailable: "), "{err}");
+    assert!(
+        text.contains("limits.http_response") || text.contains("reading http://127.0.0.1"),
+        "{err}"
+    );
+    server.join().unwrap();
+}
+
+#[tokio::test]
+async fn stores_get_range_reads_chunks_under_the_get_grant() {
+    let dir = scratch("get-range");
+    let store_dir = dir.join("backups");
+    std::fs::create_dir_all(store_dir.join("blobs")).unwrap();
+    std::fs::write(store_dir.join("blobs/layer"), b"0123456789").unwrap();
+    let mut run = RunResources::new(dir.clone());
+    let urls = BTreeMap::from([(
+        "backups".to_string(),
+        format!("file://{}", store_dir.display()),
+    )]);
+    run.stores = respawn_data::StoreSet::open(&urls, &dir).unwrap();
+    let host = Host::with_cache_dir(run, Some(dir.join("cache"))).unwrap();
+    host.load("echo", &plugin("respawn_testing_echo.wasm"))
+        .await
+        .unwrap();
+    let read = grants("stores: { backups: { access: read, prefix: blobs/ } }");
+    let range = |key: &str, offset: u64, length: u64, g: &Grants| {
+        let params = json!({"store": "backups", "key": key, "offset": offset, "length": length});
+        host.execute(call("echo", "get-range", params, g.clone()))
+    };
+
+    // (offset, length, what comes back)
+    for (offset, length, want) in [
+        (0, 4, "0123"),
+        (3, 4, "3456"),
+        (8, 4, "89"),
+        (10, 4, ""),
+        (1 << 40, 4, ""),
+        (2, 0, ""),
+    ] {
+        let out = range("blobs/layer", offset, length, &read)
+            .await
+            .outcome
+            .unwrap_or_else(|e| panic!("get-range({offset}, {length}): {e}"));
+        assert_eq!(out["data"], want, "get-range({offset}, {length})");
+    }
+
+    let missing = range("blobs/nope", 0, 4, &read).await.outcome.unwrap_err();
+    assert!(
+        missing.to_string().contains("not-found: "),
+        "a missing object is not-found: {missing}"
+    );
+
+    let long = range("blobs/layer", 0, (16 << 20) + 1, &read)
+        .await
+        .outcome
+        .unwrap_err();
+    assert_eq!(long.kind(), "plugin", "{long}");
+    assert!(
+        long.to_string().contains("invalid-input: ")
+            && long.to_string().contains("at most 16777216 bytes (16 MiB)"),
+        "asking more than the cap names it: {long}"
+    );
+
+    for (key, g) in [
+        ("blobs/layer", Grants::default()),
+        ("other/layer", read.clone()),
+    ] {
+        let err = range(key, 0, 4, &g).await.outcome.unwrap_err();
+        assert_eq!(err.kind(), "denied", "{key}: {err}");
+        let StepError::Denied { capability, .. } = &err else {
+            unreachable!()
+        };
+        assert_eq!(capability, "stores");
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
+const TIB: u64 = 1 << 40;
 
 /// Linear memory of a step when its `limits.memory` is unset.
 pub const DEFAULT_STEP_MEMORY: u64 = 256 * MIB;
@@ -41,6 +42,8 @@ pub const MAX_COMPONENT_BYTES: u64 = 64 * MIB;
 pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest object `stores.get` returns into guest memory.
 pub const MAX_GET_BYTES: u64 = 64 * MIB;
+/// Largest `length` of one `stores.get-range` call: one chunk of an object a plugin streams.
+pub const MAX_GET_RANGE_BYTES: u64 = 16 * MIB;
 /// Keys of a step's state.
 pub const MAX_STATE_KEYS: usize = 256;
 /// Bytes of one state value.
@@ -51,8 +54,10 @@ pub const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HTTP_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time between bytes of an HTTP response.
 pub const HTTP_BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest HTTP response body a plugin may receive.
-pub const MAX_HTTP_RESPONSE_BYTES: u64 = 64 * MIB;
+/// Largest HTTP response body a plugin may receive when its step's `limits.http_response` is unset.
+pub const DEFAULT_STEP_HTTP_RESPONSE: u64 = 64 * MIB;
+/// Largest `limits.http_response` a step may ask for.
+pub const MAX_STEP_HTTP_RESPONSE: u64 = TIB;
 /// Size of a workflow file.
 pub const MAX_WORKFLOW_BYTES: u64 = MIB;
 /// Size of one JSON document of an OCI image layout (index, manifest, config).
@@ -77,6 +82,7 @@ pub enum Value {
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
+            Value::Bytes(b) if b >= TIB && b % TIB == 0 => write!(f, "{} TiB", b / TIB),
             Value::Bytes(b) if b >= GIB && b % GIB == 0 => write!(f, "{} GiB", b / GIB),
             Value::Bytes(b) if b >= MIB && b % MIB == 0 => write!(f, "{} MiB", b / MIB),
             Value::Bytes(b) if b >= KIB && b % KIB == 0 => write!(f, "{} KiB", b / KIB),
@@ -169,7 +175,12 @@ pub const LIMITS: &[Limit] = &[
     Limit {
         name: "`stores.get` result",
         value: Value::Bytes(MAX_GET_BYTES),
-        why: "larger objects move with `stores.copy`, streaming inside the host",
+        why: "larger objects move with `stores.copy`, streaming inside the host, or in chunks with `stores.get-range`",
+    },
+    Limit {
+        name: "`stores.get-range` result (its `length`)",
+        value: Value::Bytes(MAX_GET_RANGE_BYTES),
+        why: "one chunk of a stream: large enough for throughput, small enough that a multi-GiB object never sits in guest memory",
     },
     Limit {
         name: "state keys per step",
@@ -197,9 +208,14 @@ pub const LIMITS: &[Limit] = &[
         why: "a stalled transfer fails instead of holding the step to its deadline",
     },
     Limit {
-        name: "HTTP response body",
-        value: Value::Bytes(MAX_HTTP_RESPONSE_BYTES),
-        why: "API answers fit; bulk data moves with `stores.copy`, not through guest memory",
+        name: "HTTP response body, default (`limits.http_response`)",
+        value: Value::Bytes(DEFAULT_STEP_HTTP_RESPONSE),
+        why: "API answers fit; a step that streams large downloads (registry blobs) asks for more",
+    },
+    Limit {
+        name: "HTTP response body, largest a step may ask for",
+        value: Value::Bytes(MAX_STEP_HTTP_RESPONSE),
+        why: "the guest reads a body in chunks, so memory is not the bound; this stops a runaway or hostile server",
     },
     Limit {
         name: "workflow file",
@@ -233,6 +249,8 @@ mod tests {
     fn values_print_in_their_natural_unit() {
         assert_eq!(Value::Bytes(256 * MIB).to_string(), "256 MiB");
         assert_eq!(Value::Bytes(GIB).to_string(), "1 GiB");
+        assert_eq!(Value::Bytes(TIB).to_string(), "1 TiB");
+        assert_eq!(Value::Bytes(2048 * GIB).to_string(), "2 TiB");
         assert_eq!(Value::Bytes(64 * KIB).to_string(), "64 KiB");
         assert_eq!(Value::Bytes(1000).to_string(), "1000 bytes");
         assert_eq!(Value::Time(Duration::from_secs(1800)).to_string(), "30 min");

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{MAX_GET_RANGE_BYTES, Value};
 use crate::{Capability, Declared, Denial, Problem};
 
 pub struct Stores;
@@ -88,6 +90,24 @@ pub fn check(
     Ok(())
 }
 
+/// Whether a `stores.get-range` of `length` bytes may be asked for: at most [`MAX_GET_RANGE_BYTES`]. The refusal
+/// (an `invalid-input` failure, not a denial) names the cap.
+pub fn check_range_length(store: &str, key: &str, length: u64) -> Result<(), String> {
+    if length > MAX_GET_RANGE_BYTES {
+        return Err(format!(
+            "{store}:{key}: stores.get-range reads at most {MAX_GET_RANGE_BYTES} bytes ({}) per call, asked for {length}",
+            Value::Bytes(MAX_GET_RANGE_BYTES)
+        ));
+    }
+    Ok(())
+}
+
+/// The bytes of an object of `size` bytes that `stores.get-range(offset, length)` returns: fewer at its end, none
+/// (an empty range at `size`) from its end on.
+pub fn clamp_range(offset: u64, length: u64, size: u64) -> Range<u64> {
+    offset.min(size)..offset.saturating_add(length).min(size)
+}
+
 /// Whether `key` lies under `prefix` by whole `/`-separated segments: `site/` admits `site/a`; `site` admits
 /// `site/a` and the object `site` itself; neither admits `site-prod/a`. An empty prefix admits every key.
 fn under(key: &str, prefix: &str) -> bool {
@@ -141,6 +161,21 @@ impl<'de> Deserialize<'de> for StoreGrant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_are_clamped_to_the_object_and_capped() {
+        assert_eq!(clamp_range(0, 4, 10), 0..4);
+        assert_eq!(clamp_range(8, 4, 10), 8..10, "fewer at the end");
+        assert_eq!(clamp_range(10, 4, 10), 10..10, "none at the end");
+        assert_eq!(clamp_range(99, 4, 10), 10..10, "none past it");
+        assert_eq!(clamp_range(3, u64::MAX, 10), 3..10, "no overflow");
+        assert!(check_range_length("b", "k", MAX_GET_RANGE_BYTES).is_ok());
+        let refused = check_range_length("b", "k", MAX_GET_RANGE_BYTES + 1).unwrap_err();
+        assert!(
+            refused.contains("b:k") && refused.contains("16 MiB"),
+            "{refused}"
+        );
+    }
 
     fn grant(access: StoreAccess, prefix: Option<&str>) -> BTreeMap<String, StoreGrant> {
         BTreeMap::from([(

@@ -153,7 +153,7 @@ pub struct Step {
 
 pub use respawn_sandbox::Grants;
 pub use respawn_sandbox::files::Access;
-pub use respawn_sandbox::limits::{DEFAULT_STEP_TIMEOUT, MAX_STEP_MEMORY};
+pub use respawn_sandbox::limits::{DEFAULT_STEP_TIMEOUT, MAX_STEP_HTTP_RESPONSE, MAX_STEP_MEMORY};
 pub use respawn_sandbox::stores::{StoreAccess, StoreGrant};
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -183,6 +183,10 @@ pub struct Limits {
     /// Cap on captured stdout/stderr of each executed program and on log volume.
     #[serde(default, with = "bytes_opt", skip_serializing_if = "Option::is_none")]
     pub log: Option<u64>,
+    /// Cap on each HTTP response body the plugin receives through wasi:http, e.g. `8GiB` for a step that streams
+    /// registry blobs.
+    #[serde(default, with = "bytes_opt", skip_serializing_if = "Option::is_none")]
+    pub http_response: Option<u64>,
 }
 
 /// What a duration should look like, for messages.
@@ -212,7 +216,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Parses sizes such as `256MiB`, `1MiB`, `512KiB`, `1GiB` or a plain byte count.
+/// Parses sizes such as `256MiB`, `1MiB`, `512KiB`, `1GiB`, `1TiB` or a plain byte count.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -224,9 +228,11 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         "KiB" | "Ki" => 1 << 10,
         "MiB" | "Mi" => 1 << 20,
         "GiB" | "Gi" => 1 << 30,
+        "TiB" | "Ti" => 1 << 40,
         "KB" | "K" => 1_000,
         "MB" | "M" => 1_000_000,
         "GB" | "G" => 1_000_000_000,
+        "TB" | "T" => 1_000_000_000_000,
         _ => return Err(bad()),
     };
     n.checked_mul(mult).ok_or_else(bad)
@@ -347,6 +353,9 @@ mod tests {
     fn sizes_parse_and_reject() {
         assert_eq!(parse_bytes("256MiB").unwrap(), 256 << 20);
         assert_eq!(parse_bytes("1024").unwrap(), 1024);
+        assert_eq!(parse_bytes("8GiB").unwrap(), 8 << 30);
+        assert_eq!(parse_bytes("1TiB").unwrap(), 1 << 40);
+        assert_eq!(parse_bytes("2TB").unwrap(), 2_000_000_000_000);
         assert!(parse_bytes("12 parsecs").is_err());
         assert!(parse_bytes("99999999999999999999GiB").is_err());
     }

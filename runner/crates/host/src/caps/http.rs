@@ -1,13 +1,12 @@
 //! The http capability: an allowlist of `scheme://host:port` patterns (`respawn_sandbox::http`), checked in the
-//! single outgoing-request hook of wasi:http, with timeouts and a response size cap. Also `tcp://host:port`
-//! probes, the `net` interface.
+//! single outgoing-request hook of wasi:http, with timeouts and the step's response size cap
+//! (`limits.http_response`). Also `tcp://host:port` probes, the `net` interface.
 
 use std::time::{Duration, Instant};
 
 use respawn_engine::{Phase, StepCall};
 use respawn_sandbox::limits::{
     HTTP_BETWEEN_BYTES_TIMEOUT, HTTP_CONNECT_TIMEOUT, HTTP_FIRST_BYTE_TIMEOUT,
-    MAX_HTTP_RESPONSE_BYTES,
 };
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
@@ -15,6 +14,7 @@ use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 use super::super::bindings::abi::net as api;
 use super::super::bindings::abi::types::{Failure, FailureKind};
 use super::super::context::{Denial, RunResources, StepContext};
+use super::super::limits::StepLimits;
 use super::{Answer, Capability};
 
 pub struct Http;
@@ -24,7 +24,7 @@ impl Capability for Http {
 
     fn configure(_: &RunResources) {}
 
-    /// The wasi:http hook, holding the step's `http` grant.
+    /// The wasi:http hook, holding the step's `http` grant and response cap.
     type Step = HttpHooks;
 
     fn prepare(
@@ -35,6 +35,7 @@ impl Capability for Http {
         Ok(HttpHooks {
             grants: call.grants.http.clone(),
             phase: call.phase,
+            response_limit: StepLimits::from(&call.limits).http_response,
             denial: None,
         })
     }
@@ -60,6 +61,8 @@ impl api::Host for NetView<'_> {
 pub struct HttpHooks {
     pub grants: Vec<String>,
     pub phase: Phase,
+    /// The step's `limits.http_response`, defaults applied: bytes of one response body.
+    pub response_limit: u64,
     pub denial: Option<Denial>,
 }
 
@@ -115,6 +118,7 @@ impl WasiHttpHooks for HttpHooks {
                 HTTP_BETWEEN_BYTES_TIMEOUT,
             ),
         };
+        let limit = self.response_limit;
         Box::new(async move {
             if refusal.is_some() {
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
@@ -126,6 +130,7 @@ impl WasiHttpHooks for HttpHooks {
                 CappedBody {
                     inner: body.boxed_unsync(),
                     seen: 0,
+                    limit,
                 }
                 .boxed_unsync()
             });
@@ -134,10 +139,11 @@ impl WasiHttpHooks for HttpHooks {
     }
 }
 
-/// A response body that fails with `HttpResponseBodySize` once it exceeds [`MAX_HTTP_RESPONSE_BYTES`].
+/// A response body that fails with `HttpResponseBodySize` once it exceeds its step's `limits.http_response`.
 struct CappedBody {
     inner: WasiBody,
     seen: u64,
+    limit: u64,
 }
 
 impl http_body::Body for CappedBody {
@@ -153,10 +159,15 @@ impl http_body::Body for CappedBody {
             && let Some(data) = frame.data_ref()
         {
             self.seen += data.len() as u64;
-            if self.seen > MAX_HTTP_RESPONSE_BYTES {
-                tracing::warn!("http response larger than {MAX_HTTP_RESPONSE_BYTES} bytes cut off");
+            if self.seen > self.limit {
+                let limit = self.limit;
+                tracing::warn!(
+                    "http response cut off past {limit} bytes, the step's limits.http_response ({}); \
+                     raise limits.http_response to receive more",
+                    respawn_sandbox::limits::Value::Bytes(limit)
+                );
                 return std::task::Poll::Ready(Some(Err(
-                    wasmtime_wasi_http::Error::HttpResponseBodySize(Some(MAX_HTTP_RESPONSE_BYTES)),
+                    wasmtime_wasi_http::Error::HttpResponseBodySize(Some(limit)),
                 )));
             }
         }

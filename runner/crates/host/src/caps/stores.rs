@@ -1,6 +1,7 @@
 //! The stores capability: named stores, each granted `read` or `write`, optionally under a key prefix (checked by
 //! `respawn_sandbox::stores`). Bulk copies run inside the host, streaming with a sha256 check, so the data never
-//! passes through guest memory.
+//! passes through guest memory; a plugin that must see the bytes of a large object reads it in chunks with
+//! `get-range`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,6 +55,16 @@ linked_through!(StoresView, api);
 impl api::Host for StoresView<'_> {
     async fn get(&mut self, store: String, key: String) -> Answer<Vec<u8>> {
         Ok(get(self, &store, &key).await)
+    }
+
+    async fn get_range(
+        &mut self,
+        store: String,
+        key: String,
+        offset: u64,
+        length: u64,
+    ) -> Answer<Vec<u8>> {
+        Ok(get_range(self, &store, &key, offset, length).await)
     }
 
     async fn put(&mut self, store: String, key: String, data: Vec<u8>) -> Answer<()> {
@@ -164,6 +175,31 @@ async fn get(v: &mut StoresView<'_>, store: &str, key: &str) -> Result<Vec<u8>, 
         .bytes()
         .await;
     bytes.map(|b| b.to_vec()).map_err(|e| from_data(e.into()))
+}
+
+/// `length` bytes from `offset`: fewer at the object's end, none past it. The length is capped before the store
+/// is touched; the object's size comes from a `head` first, because stores refuse a range that starts past the end.
+async fn get_range(
+    v: &mut StoresView<'_>,
+    store: &str,
+    key: &str,
+    offset: u64,
+    length: u64,
+) -> Result<Vec<u8>, Failure> {
+    let st = v.open(store, key, Need::Read)?;
+    respawn_sandbox::stores::check_range_length(store, key, length)
+        .map_err(|why| failure(FailureKind::InvalidInput, why))?;
+    let path = object_path(key).map_err(from_data)?;
+    let head = st.head(&path).await.map_err(|e| from_data(e.into()))?;
+    let range = respawn_sandbox::stores::clamp_range(offset, length, head.size);
+    if range.is_empty() {
+        return Ok(Vec::new());
+    }
+    let bytes = st
+        .get_range(&path, range)
+        .await
+        .map_err(|e| from_data(e.into()))?;
+    Ok(bytes.to_vec())
 }
 
 async fn put(v: &mut StoresView<'_>, store: &str, key: &str, data: Vec<u8>) -> Result<(), Failure> {

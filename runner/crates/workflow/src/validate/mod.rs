@@ -1,6 +1,6 @@
 //! Semantic checks of a loaded workflow. Every problem is reported, each at the node it concerns.
 
-use respawn_sandbox::limits::{MAX_RETRY_BACKOFF, MAX_STEP_TIMEOUT, Value};
+use respawn_sandbox::limits::{MAX_RETRY_BACKOFF, MAX_STEP_HTTP_RESPONSE, MAX_STEP_TIMEOUT, Value};
 use std::collections::{HashMap, HashSet};
 
 use super::{Diagnostic, LoadedWorkflow, ParamType, Section, Step};
@@ -254,6 +254,19 @@ impl Checker<'_> {
                     format!(
                         "limits.memory may be at most {} MiB",
                         super::MAX_STEP_MEMORY >> 20
+                    ),
+                );
+            }
+            if step
+                .limits
+                .http_response
+                .is_some_and(|b| b > MAX_STEP_HTTP_RESPONSE)
+            {
+                self.at(
+                    &format!("{path}.limits.http_response"),
+                    format!(
+                        "limits.http_response may be at most {}",
+                        Value::Bytes(MAX_STEP_HTTP_RESPONSE)
                     ),
                 );
             }
@@ -523,5 +536,18 @@ mod tests {
     fn self_need_is_not_also_a_cycle() {
         let d = problems("  - id: a\n    uses: local/run\n    needs: [a]\n");
         assert_eq!(d, ["11:13: step `a` needs itself"]);
+    }
+
+    #[test]
+    fn http_response_limit_is_checked_against_its_largest() {
+        let step = |size: &str| {
+            format!("  - id: a\n    uses: local/run\n    limits: {{ http_response: {size} }}\n")
+        };
+        assert!(problems(&step("8GiB")).is_empty());
+        assert!(problems(&step("1TiB")).is_empty());
+        assert_eq!(
+            problems(&step("2TiB")),
+            ["11:30: limits.http_response may be at most 1 TiB"]
+        );
     }
 }

@@ -133,3 +133,127 @@ pub fn wait_for_site_restored(dir: &Path) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The two OCI registries (Debian's docker-registry 2.8, plain HTTP on 127.0.0.1) that tests/servers/start runs
+/// and describes in target/servers/env.
+#[derive(Debug, Clone)]
+pub struct RegistryEnv {
+    /// host:port of the anonymous registry (`RESPAWN_TEST_REGISTRY_OPEN`).
+    pub open: String,
+    /// host:port of the registry that needs basic auth with `user` and `password` (`RESPAWN_TEST_REGISTRY_AUTH`).
+    pub auth: String,
+    pub user: String,
+    pub password: String,
+    /// The registries' storage roots (`RESPAWN_TEST_REGISTRY_DATA_OPEN`, `…_AUTH`); see [`registry_blob_path`].
+    pub data_open: PathBuf,
+    pub data_auth: PathBuf,
+}
+
+impl RegistryEnv {
+    /// The auth registry's credentials, as [`push_test_images`] and [`skopeo_digest`] take them.
+    pub fn creds(&self) -> Option<(&str, &str)> {
+        Some((self.user.as_str(), self.password.as_str()))
+    }
+}
+
+/// The registries' environment, or None when tests/servers/start's variables are not set.
+pub fn registry_env() -> Option<RegistryEnv> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    Some(RegistryEnv {
+        open: var("RESPAWN_TEST_REGISTRY_OPEN")?,
+        auth: var("RESPAWN_TEST_REGISTRY_AUTH")?,
+        user: var("RESPAWN_TEST_REGISTRY_USER")?,
+        password: var("RESPAWN_TEST_REGISTRY_PASSWORD")?,
+        data_open: var("RESPAWN_TEST_REGISTRY_DATA_OPEN")?.into(),
+        data_auth: var("RESPAWN_TEST_REGISTRY_DATA_AUTH")?.into(),
+    })
+}
+
+/// Where a registry whose storage root is `data` keeps the bytes of blob `digest` (`sha256:HEX`). A registry stores
+/// each blob once for all its repositories: corrupt only blobs pushed with a salt of the test's own
+/// ([`push_test_images_salted`]).
+pub fn registry_blob_path(data: &Path, digest: &str) -> PathBuf {
+    let hex = digest.strip_prefix("sha256:").expect("a sha256: digest");
+    data.join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data")
+}
+
+/// Pushes the deterministic test images of tests/servers/registry-images to `registry` (host:port, plain HTTP) as
+/// `repo`: tags `multi` (an index of linux/amd64 and linux/arm64), `single`, `big` (with `big_mib`), a referrer of
+/// `multi` under its referrers tag and a cosign-style signature of `single`. Returns the script's JSON: `multi`,
+/// `multi_platforms`, `single`, `referrer`, `referrers_tag`, `referrers_index`, `signature_tag`, `signature`, `big`
+/// (null without `big_mib`) and `blobs`.
+pub fn push_test_images(
+    registry: &str,
+    repo: &str,
+    creds: Option<(&str, &str)>,
+    big_mib: Option<u32>,
+) -> serde_json::Value {
+    push_test_images_salted(registry, repo, creds, big_mib, None)
+}
+
+/// [`push_test_images`] with `salt` mixed into every blob (but the 2-byte empty one), so that the images' blobs
+/// and digests are this push's own: for tests that corrupt blobs on disk.
+pub fn push_test_images_salted(
+    registry: &str,
+    repo: &str,
+    creds: Option<(&str, &str)>,
+    big_mib: Option<u32>,
+    salt: Option<&str>,
+) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/servers/registry-images");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script).args(["push", registry, repo]);
+    if let Some((user, password)) = creds {
+        cmd.arg("--creds").arg(format!("{user}:{password}"));
+    }
+    if let Some(n) = big_mib {
+        cmd.arg("--big-mib").arg(n.to_string());
+    }
+    if let Some(salt) = salt {
+        cmd.arg("--salt").arg(salt);
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .expect("running tests/servers/registry-images (needs python3)");
+    assert!(
+        out.status.success(),
+        "registry-images push {registry} {repo}: {}",
+        text(&out)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("registry-images printed no JSON ({e}): {}", text(&out)))
+}
+
+/// `sha256:HEX` of the manifest `skopeo inspect --raw` reads at `registry/reference` (`REPO:TAG` or
+/// `REPO@DIGEST`), or None when the registry has no such manifest. Panics on any other failure (registry down,
+/// wrong credentials).
+pub fn skopeo_digest(
+    registry: &str,
+    reference: &str,
+    creds: Option<(&str, &str)>,
+) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["inspect", "--raw", "--tls-verify=false"]);
+    match creds {
+        Some((user, password)) => cmd.arg("--creds").arg(format!("{user}:{password}")),
+        None => cmd.arg("--no-creds"),
+    };
+    let out = cmd
+        .arg(format!("docker://{registry}/{reference}"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running skopeo");
+    if out.status.success() {
+        return Some(format!("sha256:{:x}", Sha256::digest(&out.stdout)));
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("manifest unknown") || err.contains("name unknown") {
+        return None;
+    }
+    panic!("skopeo inspect {registry}/{reference}: {}", text(&out))
+}

@@ -1,0 +1,569 @@
+//! The `registry` provider end to end against two real registries (Debian's docker-registry 2.8 on 127.0.0.1,
+//! one anonymous, one with basic auth) that `tests/servers/start` runs; skopeo is the oracle for what landed.
+//! Each test uses repositories of its own, named after the test and the process, so they run side by side.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{RegistryEnv, bin, registry_blob_path, registry_env, skopeo_digest, text};
+use serde_json::Value;
+
+const NEEDS: &str = "needs docker-registry and skopeo (tests/servers/start)";
+
+fn env() -> RegistryEnv {
+    registry_env().expect(
+        "RESPAWN_TEST_REGISTRY_* unset: run tests/servers/start and source target/servers/env",
+    )
+}
+
+/// A repository name of this test and process.
+fn repo(test: &str, name: &str) -> String {
+    format!("{test}-{}/{name}", std::process::id())
+}
+
+/// A salt of this test run's own: a registry keeps one copy of a blob for all its repositories, and a blob a
+/// test corrupts or cuts must be no other run's.
+fn salt(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{test}-{}-{nanos}", std::process::id())
+}
+
+/// A fresh directory holding `wf.yaml` with `steps`, locked. Each step with id `images` is also run as the
+/// verify step `check`: the same operation and params, in the verify phase.
+fn workflow(test: &str, steps: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("respawn-registry-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = format!(
+        "respawn: 1\nname: {test}\nversion: 1.0.0\nsecrets:\n  REG_PW: {{ env: REG_PW }}\n\
+         plugins:\n  registry: builtin:registry@0.1\nsteps:\n{steps}verify:\n{}",
+        steps.replacen("- id: images", "- id: check", 1)
+    );
+    std::fs::write(dir.join("wf.yaml"), yaml).unwrap();
+    let out = run(&dir, &["lock", "wf.yaml"]);
+    assert!(out.status.success(), "lock: {}", text(&out));
+    dir
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .env("REG_PW", env().password)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A replicate step from the open registry to the auth one.
+fn replicate_step(images: &[(&str, &str)], extra: &str) -> String {
+    let e = env();
+    let list: String = images
+        .iter()
+        .map(|(from, to)| format!("        - {{ from: \"{from}\", to: \"{to}\" }}\n"))
+        .collect();
+    format!(
+        "  - id: images\n    uses: registry/replicate\n    with:\n\
+         \x20     source: {{ registry: \"{open}\", insecure: true }}\n\
+         \x20     target: {{ registry: \"{auth}\", insecure: true, auth: {{ username: {user}, password_secret: REG_PW }} }}\n\
+         \x20     images:\n{list}{extra}\
+         \x20   grants:\n      http: [\"http://{open}\", \"http://{auth}\"]\n      secrets: [REG_PW]\n",
+        open = e.open,
+        auth = e.auth,
+        user = e.user,
+    )
+}
+
+fn run_id_of(out: &Output) -> String {
+    let t = text(out);
+    t.split("(run ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no run id in: {t}"))
+        .to_string()
+}
+
+fn at_auth(reference: &str) -> Option<String> {
+    let e = env();
+    skopeo_digest(&e.auth, reference, e.creds())
+}
+
+fn digest_of(images: &Value, key: &str) -> String {
+    images[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key} in {images}"))
+        .to_string()
+}
+
+#[test]
+#[ignore = "needs docker-registry and skopeo (tests/servers/start)"]
+fn replicate_copies_a_multi_arch_index_with_its_referrers_and_destroy_removes_only_that() {
+    let _ = NEEDS;
+    let e = env();
+    let (src, dst) = (repo("replicate", "src"), repo("replicate", "dr"));
+    let images = common::push_test_images(&e.open, &src, None, None);
+    // Already in the target before the run: an image of its own that destroy must leave alone.
+    let before = common::push_test_images_salted(
+        &e.auth,
+        &dst,
+        e.creds(),
+        None,
+        Some(&salt("there-before")),
+    );
+    let dir = workflow(
+        "replicate",
+        &replicate_step(
+            &[
+                (&format!("{src}:multi"), &format!("{dst}:restored")),
+                (&format!("{src}:single"), &format!("{dst}:restored-single")),
+            ],
+            "      sample_percent: 100\n",
+        ),
+    );
+    let plan = run(&dir, &["plan", "wf.yaml"]);
+    assert!(plan.status.success(), "plan: {}", text(&plan));
+    assert!(
+        text(&plan).contains("push 5 of 5 manifests"),
+        "plan: {}",
+        text(&plan)
+    );
+    assert_eq!(
+        at_auth(&format!("{dst}:restored")),
+        None,
+        "plan pushed something"
+    );
+
+    let out = run(&dir, &["drill", "wf.yaml", "--keep", "--no-progress"]);
+    assert!(out.status.success(), "drill: {}", text(&out));
+    let run_id = run_id_of(&out);
+
+    // skopeo sees at the target exactly the digests of the source.
+    let multi = digest_of(&images, "multi");
+    assert_eq!(
+        at_auth(&format!("{dst}:restored")).as_deref(),
+        Some(multi.as_str())
+    );
+    for platform in images["multi_platforms"].as_object().unwrap().values() {
+        let d = platform.as_str().unwrap();
+        assert_eq!(
+            at_auth(&format!("{dst}@{d}")).as_deref(),
+            Some(d),
+            "platform {d}"
+        );
+    }
+    let referrer = digest_of(&images, "referrer");
+    assert_eq!(
+        at_auth(&format!("{dst}@{referrer}")).as_deref(),
+        Some(referrer.as_str())
+    );
+    let referrers_tag = digest_of(&images, "referrers_tag");
+    assert_eq!(
+        at_auth(&format!("{dst}:{referrers_tag}")),
+        Some(digest_of(&images, "referrers_index"))
+    );
+    let signature_tag = digest_of(&images, "signature_tag");
+    assert_eq!(
+        at_auth(&format!("{dst}:{signature_tag}")),
+        Some(digest_of(&images, "signature"))
+    );
+    assert_eq!(
+        at_auth(&format!("{dst}:restored-single")),
+        Some(digest_of(&images, "single"))
+    );
+    // The outputs (journaled) map each source reference to its destination digest.
+    assert!(
+        journal_mentions(
+            &dir.join(".respawn/state"),
+            &format!("\"{src}:multi\":\"{multi}\"")
+        ),
+        "no outputs mapping {src}:multi to {multi}"
+    );
+
+    // A second apply finds everything there and pushes nothing.
+    let again = run(&dir, &["drill", "wf.yaml", "--keep", "--no-progress", "-v"]);
+    assert!(again.status.success(), "second drill: {}", text(&again));
+    assert!(
+        text(&again).contains("(0 manifests pushed, 5 there; 0 blobs copied"),
+        "{}",
+        text(&again)
+    );
+
+    let destroyed = run(&dir, &["destroy", &run_id, "--yes", "--no-progress"]);
+    assert!(destroyed.status.success(), "destroy: {}", text(&destroyed));
+    assert_eq!(at_auth(&format!("{dst}:restored")), None);
+    assert_eq!(at_auth(&format!("{dst}@{multi}")), None);
+    assert_eq!(at_auth(&format!("{dst}@{referrer}")), None);
+    assert_eq!(at_auth(&format!("{dst}:{signature_tag}")), None);
+    assert_eq!(at_auth(&format!("{dst}:restored-single")), None);
+    // What was there before the run is still there.
+    assert_eq!(
+        at_auth(&format!("{dst}:multi")),
+        Some(digest_of(&before, "multi"))
+    );
+    assert_eq!(
+        at_auth(&format!("{dst}:single")),
+        Some(digest_of(&before, "single"))
+    );
+    // The second drill kept its own run up; it pushed nothing, so its destroy removes nothing.
+    let second = run_id_of(&again);
+    let destroyed = run(&dir, &["destroy", &second, "--yes", "--no-progress"]);
+    assert!(destroyed.status.success(), "destroy: {}", text(&destroyed));
+    assert_eq!(
+        at_auth(&format!("{dst}:multi")),
+        Some(digest_of(&before, "multi"))
+    );
+}
+
+#[test]
+#[ignore = "needs docker-registry and skopeo (tests/servers/start)"]
+fn verify_catches_a_blob_corrupted_on_the_targets_disk() {
+    let e = env();
+    let (src, dst) = (repo("corrupt", "src"), repo("corrupt", "dr"));
+    let images =
+        common::push_test_images_salted(&e.open, &src, None, None, Some(&salt("corrupt-target")));
+    let dir = workflow(
+        "corrupt",
+        &replicate_step(
+            &[(&format!("{src}:single"), &format!("{dst}:v1"))],
+            "      sample_percent: 100\n",
+        ),
+    );
+    let out = run(&dir, &["drill", "wf.yaml", "--keep", "--no-progress"]);
+    assert!(out.status.success(), "drill: {}", text(&out));
+    let run_id = run_id_of(&out);
+
+    // Flip bytes of the largest layer where the target keeps it: same size, other content.
+    let manifest = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", "--creds"])
+        .arg(format!("{}:{}", e.user, e.password))
+        .arg(format!("docker://{}/{dst}:v1", e.auth))
+        .output()
+        .unwrap();
+    let manifest: Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    let layer = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|l| l["size"].as_u64())
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = registry_blob_path(&e.data_auth, &layer);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(images["blobs"].to_string().contains(&layer));
+
+    let verify = run(&dir, &["verify", &run_id, "--no-progress"]);
+    assert_eq!(verify.status.code(), Some(1), "verify: {}", text(&verify));
+    let said = text(&verify);
+    assert!(
+        said.contains("verification-failed") && said.contains(&layer),
+        "verify: {said}"
+    );
+    let _ = run(&dir, &["destroy", &run_id, "--yes", "--no-progress"]);
+}
+
+#[test]
+#[ignore = "needs docker-registry and skopeo (tests/servers/start)"]
+fn a_copy_within_one_registry_mounts_blobs_instead_of_sending_them() {
+    let e = env();
+    let (src, dst) = (repo("mount", "src"), repo("mount", "dr"));
+    let images = common::push_test_images(&e.open, &src, None, None);
+    let steps = format!(
+        "  - id: images\n    uses: registry/replicate\n    with:\n\
+         \x20     source: {{ registry: \"{open}\", insecure: true }}\n\
+         \x20     target: {{ registry: \"{open}\", insecure: true }}\n\
+         \x20     images: [{{ from: \"{src}:single\", to: \"{dst}:single\" }}]\n\
+         \x20   grants: {{ http: [\"http://{open}\"] }}\n",
+        open = e.open
+    );
+    let dir = workflow("mount", &steps);
+    let out = run(&dir, &["drill", "wf.yaml", "--keep", "--no-progress", "-v"]);
+    assert!(out.status.success(), "drill: {}", text(&out));
+    assert!(
+        text(&out).contains("0 blobs copied, 0 bytes; 0 there; 6 mounted"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        skopeo_digest(&e.open, &format!("{dst}:single"), None),
+        Some(digest_of(&images, "single"))
+    );
+    let run_id = run_id_of(&out);
+    let destroyed = run(&dir, &["destroy", &run_id, "--yes", "--no-progress"]);
+    assert!(destroyed.status.success(), "destroy: {}", text(&destroyed));
+    assert_eq!(skopeo_digest(&e.open, &format!("{dst}:single"), None), None);
+    assert_eq!(
+        skopeo_digest(&e.open, &format!("{src}:single"), None),
+        Some(digest_of(&images, "single")),
+        "destroy touched the source"
+    );
+}
+
+#[test]
+#[ignore = "needs docker-registry and skopeo (tests/servers/start)"]
+fn push_layout_makes_a_packed_image_runnable_from_the_registry() {
+    let e = env();
+    let dst = repo("layout", "site");
+    let dir = common::quickstart("registry-layout");
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("backups/images/site/index.json")).unwrap())
+            .unwrap();
+    let packed = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let steps = format!(
+        "respawn: 1\nname: layout\nversion: 1.0.0\nstores:\n  backups: file://backups\n\
+         plugins:\n  registry: builtin:registry@0.1\nsteps:\n\
+         \x20 - id: push\n    uses: registry/push-layout\n    with:\n\
+         \x20     store: backups\n\
+         \x20     target: {{ registry: \"{open}\", insecure: true }}\n\
+         \x20     images: [{{ prefix: images/site, tag: v1, to: \"{dst}\" }}]\n\
+         \x20     sample_percent: 100\n\
+         \x20   grants: {{ stores: {{ backups: read }}, http: [\"http://{open}\"] }}\n",
+        open = e.open
+    );
+    let verify =
+        steps[steps.find("  - id: push").unwrap()..].replacen("- id: push", "- id: check", 1);
+    std::fs::write(dir.join("layout.yaml"), format!("{steps}verify:\n{verify}")).unwrap();
+    let out = run(&dir, &["lock", "layout.yaml"]);
+    assert!(out.status.success(), "lock: {}", text(&out));
+    let out = run(&dir, &["drill", "layout.yaml", "--keep", "--no-progress"]);
+    assert!(out.status.success(), "drill: {}", text(&out));
+    assert_eq!(
+        skopeo_digest(&e.open, &format!("{dst}:v1"), None),
+        Some(packed.clone())
+    );
+    let run_id = run_id_of(&out);
+    let destroyed = run(&dir, &["destroy", &run_id, "--yes", "--no-progress"]);
+    assert!(destroyed.status.success(), "destroy: {}", text(&destroyed));
+    assert_eq!(skopeo_digest(&e.open, &format!("{dst}:v1"), None), None);
+}
+
+#[test]
+#[ignore = "needs docker-registry and skopeo (tests/servers/start)"]
+fn a_run_killed_in_the_middle_of_a_large_blob_resumes_to_the_right_digest() {
+    let e = env();
+    let (src, dst) = (repo("resume", "src"), repo("resume", "dr"));
+    let images =
+        common::push_test_images_salted(&e.open, &src, None, Some(48), Some(&salt("resume")));
+    let big = digest_of(&images, "big");
+    let dir = workflow(
+        "resume",
+        &replicate_step(
+            &[(&format!("{src}:big"), &format!("{dst}:big"))],
+            "      chunk_mib: 1\n",
+        ),
+    );
+    let state = dir.join("state");
+    let state_url = format!("file://{}", state.display());
+    let mut child = Command::new(bin())
+        .args([
+            "drill",
+            "wf.yaml",
+            "--keep",
+            "--no-progress",
+            "--state",
+            &state_url,
+        ])
+        .current_dir(&dir)
+        .env("REG_PW", &e.password)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill it once the journal holds an upload past its first chunk.
+    let started = Instant::now();
+    let journaled = loop {
+        if journal_mentions(&state, "\\\"offset\\\":") {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(60) || child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        journaled,
+        "no upload offset was journaled before the run ended"
+    );
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let run_id = run_id_of(&out);
+    assert_eq!(
+        at_auth(&format!("{dst}:big")),
+        None,
+        "the image was complete before the kill"
+    );
+
+    let resumed = run(
+        &dir,
+        &[
+            "resume",
+            &run_id,
+            "--takeover",
+            "--no-progress",
+            "--state",
+            &state_url,
+            "-v",
+        ],
+    );
+    let said = text(&resumed);
+    assert!(resumed.status.success(), "resume: {said}");
+    assert_eq!(at_auth(&format!("{dst}:big")), Some(big));
+    let continued = said.contains("continuing the upload at byte");
+    let restarted = said.contains("no longer holds the upload");
+    assert!(
+        continued || restarted,
+        "the resumed step did not find the journaled upload: {said}"
+    );
+    eprintln!(
+        "resume {}",
+        if continued {
+            "continued the upload"
+        } else {
+            "restarted the blob (the registry dropped it)"
+        }
+    );
+    let destroyed = run(
+        &dir,
+        &[
+            "destroy",
+            &run_id,
+            "--yes",
+            "--no-progress",
+            "--state",
+            &state_url,
+        ],
+    );
+    assert!(destroyed.status.success(), "destroy: {}", text(&destroyed));
+    assert_eq!(at_auth(&format!("{dst}:big")), None);
+}
+
+#[test]
+#[ignore = "needs docker-registry and skopeo (tests/servers/start)"]
+fn a_retried_step_continues_a_large_blob_where_the_registry_holds_it() {
+    let e = env();
+    let (src, dst) = (repo("continue", "src"), repo("continue", "dr"));
+    let images =
+        common::push_test_images_salted(&e.open, &src, None, Some(24), Some(&salt("continue")));
+    // Cut the source's largest layer of `big` at 2 MiB, a chunk boundary: the first two chunks go through and
+    // are journaled, then the source answers that the blob ends early, before the third chunk is sent.
+    let manifest = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", "--no-creds"])
+        .arg(format!("docker://{}/{src}:big", e.open))
+        .output()
+        .unwrap();
+    let manifest: Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    let layer = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|l| l["size"].as_u64())
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = registry_blob_path(&e.data_open, &layer);
+    let whole = std::fs::read(&path).unwrap();
+    assert!(
+        whole.len() > 3 << 20,
+        "the largest layer is only {} bytes",
+        whole.len()
+    );
+    std::fs::write(&path, &whole[..2 << 20]).unwrap();
+
+    let steps = replicate_step(
+        &[(&format!("{src}:big"), &format!("{dst}:big"))],
+        "      chunk_mib: 1\n",
+    )
+    .replace(
+        "    grants:",
+        "    retry: { attempts: 2, backoff: 3s }\n    grants:",
+    );
+    let dir = workflow("continue", &steps);
+    let state = dir.join("state");
+    let state_url = format!("file://{}", state.display());
+    let child = Command::new(bin())
+        .args([
+            "drill",
+            "wf.yaml",
+            "--keep",
+            "--no-progress",
+            "-v",
+            "--state",
+            &state_url,
+        ])
+        .current_dir(&dir)
+        .env("REG_PW", &e.password)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Put the blob back while the runner waits to try again.
+    let started = Instant::now();
+    while !journal_mentions(&state, "shorter than its manifest says") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first attempt never failed on the cut blob"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(&path, &whole).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = text(&out);
+    assert!(out.status.success(), "drill: {said}");
+    assert!(
+        said.contains(&format!(
+            "{layer}: continuing the upload at byte {}",
+            2 << 20
+        )),
+        "the second attempt did not continue the upload: {said}"
+    );
+    assert_eq!(
+        at_auth(&format!("{dst}:big")),
+        Some(digest_of(&images, "big"))
+    );
+    let run_id = run_id_of(&out);
+    let destroyed = run(
+        &dir,
+        &[
+            "destroy",
+            &run_id,
+            "--yes",
+            "--no-progress",
+            "--state",
+            &state_url,
+        ],
+    );
+    assert!(destroyed.status.success(), "destroy: {}", text(&destroyed));
+}
+
+fn journal_mentions(dir: &Path, needle: &str) -> bool {
+    fn walk(dir: &Path, needle: &str) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        entries.flatten().any(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, needle)
+            } else {
+                std::fs::read_to_string(&path).is_ok_and(|t| t.contains(needle))
+            }
+        })
+    }
+    walk(dir, needle)
+}

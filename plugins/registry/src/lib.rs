@@ -18,6 +18,9 @@ mod source;
 mod transfer;
 mod verify;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 
 use respawn_plugin_sdk::{
@@ -175,7 +178,12 @@ struct Reference {
 impl Reference {
     fn parse(text: &str, field: &str) -> Result<Reference, Failure> {
         let (name, digest) = match text.split_once('@') {
-            Some((n, d)) => (n, Some(digest::Digest::parse(d)?.to_string())),
+            Some((n, d)) => {
+                let digest = digest::Digest::parse(d).map_err(|f| {
+                    Failure::invalid_input(format!("{field} `{text}`: {}", f.message))
+                })?;
+                (n, Some(digest.to_string()))
+            }
             None => (text, None),
         };
         let (repo, tag) = match name.rsplit_once(':') {

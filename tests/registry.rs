@@ -108,7 +108,8 @@ fn replicate_copies_a_multi_arch_index_with_its_referrers_and_destroy_removes_on
     let e = env();
     let (src, dst) = (repo("replicate", "src"), repo("replicate", "dr"));
     let images = common::push_test_images(&e.open, &src, None, None);
-    // Already in the target before the run: an image of its own that destroy must leave alone.
+    // Already in the target before the run: images of its own, under the tag the run moves, and a referrers
+    // index for the source's `multi` that lists a referrer of the target's own.
     let before = common::push_test_images_salted(
         &e.auth,
         &dst,
@@ -116,11 +117,14 @@ fn replicate_copies_a_multi_arch_index_with_its_referrers_and_destroy_removes_on
         None,
         Some(&salt("there-before")),
     );
+    let referrers_tag = digest_of(&images, "referrers_tag");
+    let their_referrer = digest_of(&before, "referrer");
+    let their_index = put_index(&e, &dst, &referrers_tag, &their_referrer);
     let dir = workflow(
         "replicate",
         &replicate_step(
             &[
-                (&format!("{src}:multi"), &format!("{dst}:restored")),
+                (&format!("{src}:multi"), &format!("{dst}:multi")),
                 (&format!("{src}:single"), &format!("{dst}:restored-single")),
             ],
             "      sample_percent: 100\n",
@@ -133,9 +137,14 @@ fn replicate_copies_a_multi_arch_index_with_its_referrers_and_destroy_removes_on
         "plan: {}",
         text(&plan)
     );
+    assert!(
+        text(&plan).contains("move tag multi from"),
+        "plan: {}",
+        text(&plan)
+    );
     assert_eq!(
-        at_auth(&format!("{dst}:restored")),
-        None,
+        at_auth(&format!("{dst}:multi")),
+        Some(digest_of(&before, "multi")),
         "plan pushed something"
     );
 
@@ -146,7 +155,7 @@ fn replicate_copies_a_multi_arch_index_with_its_referrers_and_destroy_removes_on
     // skopeo sees at the target exactly the digests of the source.
     let multi = digest_of(&images, "multi");
     assert_eq!(
-        at_auth(&format!("{dst}:restored")).as_deref(),
+        at_auth(&format!("{dst}:multi")).as_deref(),
         Some(multi.as_str())
     );
     for platform in images["multi_platforms"].as_object().unwrap().values() {
@@ -162,11 +171,21 @@ fn replicate_copies_a_multi_arch_index_with_its_referrers_and_destroy_removes_on
         at_auth(&format!("{dst}@{referrer}")).as_deref(),
         Some(referrer.as_str())
     );
-    let referrers_tag = digest_of(&images, "referrers_tag");
-    assert_eq!(
-        at_auth(&format!("{dst}:{referrers_tag}")),
-        Some(digest_of(&images, "referrers_index"))
-    );
+    // The target's referrers index now lists both referrers.
+    let merged = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", "--creds"])
+        .arg(format!("{}:{}", e.user, e.password))
+        .arg(format!("docker://{}/{dst}:{referrers_tag}", e.auth))
+        .output()
+        .unwrap();
+    let merged: Value = serde_json::from_slice(&merged.stdout).unwrap();
+    let listed: Vec<&str> = merged["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [their_referrer.as_str(), referrer.as_str()]);
     let signature_tag = digest_of(&images, "signature_tag");
     assert_eq!(
         at_auth(&format!("{dst}:{signature_tag}")),
@@ -196,12 +215,15 @@ fn replicate_copies_a_multi_arch_index_with_its_referrers_and_destroy_removes_on
 
     let destroyed = run(&dir, &["destroy", &run_id, "--yes", "--no-progress"]);
     assert!(destroyed.status.success(), "destroy: {}", text(&destroyed));
-    assert_eq!(at_auth(&format!("{dst}:restored")), None);
     assert_eq!(at_auth(&format!("{dst}@{multi}")), None);
     assert_eq!(at_auth(&format!("{dst}@{referrer}")), None);
     assert_eq!(at_auth(&format!("{dst}:{signature_tag}")), None);
     assert_eq!(at_auth(&format!("{dst}:restored-single")), None);
-    // What was there before the run is still there.
+    // What was there before the run is still there, and the tags the run moved name it again.
+    assert_eq!(
+        at_auth(&format!("{dst}:{referrers_tag}")),
+        Some(their_index)
+    );
     assert_eq!(
         at_auth(&format!("{dst}:multi")),
         Some(digest_of(&before, "multi"))
@@ -568,6 +590,48 @@ fn journal_mentions(dir: &Path, needle: &str) -> bool {
     walk(dir, needle)
 }
 
+/// Puts under `tag` of `repo` in the auth registry an OCI index listing manifest `listed`; returns its digest.
+fn put_index(e: &RegistryEnv, repo: &str, tag: &str, listed: &str) -> String {
+    let size = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", "--creds"])
+        .arg(format!("{}:{}", e.user, e.password))
+        .arg(format!("docker://{}/{repo}@{listed}", e.auth))
+        .output()
+        .unwrap()
+        .stdout
+        .len();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{ "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": listed, "size": size }],
+    })
+    .to_string();
+    let put = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "PUT",
+            "-u",
+        ])
+        .arg(format!("{}:{}", e.user, e.password))
+        .args([
+            "-H",
+            "Content-Type: application/vnd.oci.image.index.v1+json",
+            "--data-binary",
+        ])
+        .arg(&index)
+        .arg(format!("http://{}/v2/{repo}/manifests/{tag}", e.auth))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&put.stdout), "201");
+    use sha2::Digest;
+    format!("sha256:{:x}", sha2::Sha256::digest(index.as_bytes()))
+}
+
 /// `skopeo inspect --raw` of `registry/reference` on the open registry.
 fn raw_manifest(registry: &str, reference: &str) -> Vec<u8> {
     let out = Command::new("skopeo")
@@ -648,7 +712,11 @@ fn a_manifest_that_does_not_hash_to_its_digest_is_refused_and_nothing_is_tagged(
     let key = b"\"size\":";
     let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
     let at = at + bytes[at..].iter().position(u8::is_ascii_digit).unwrap();
-    bytes[at] = if bytes[at] == b'9' { b'8' } else { bytes[at] + 1 };
+    bytes[at] = if bytes[at] == b'9' {
+        b'8'
+    } else {
+        bytes[at] + 1
+    };
     std::fs::write(&path, &bytes).unwrap();
     let dir = workflow(
         "badhash",

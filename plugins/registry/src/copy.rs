@@ -250,32 +250,83 @@ pub fn push(
     Ok(pushed)
 }
 
-/// Puts one manifest (by its tag when it has one, else by digest) unless it is there; true when it pushed.
+/// Puts one manifest (by its tag when it has one, else by digest) unless it is there; true when it pushed. A tag
+/// that named something else is recorded with what it named, for destroy to put back; a referrers index tag
+/// that the target already has gets the union of both lists, so the target's own referrers stay findable.
 fn ensure_manifest(target: &mut Registry, repo: &str, node: &Node) -> Result<bool, Failure> {
-    let digest = &node.fetched.digest;
-    let reference = node.tag.clone().unwrap_or_else(|| digest.to_string());
-    if target.manifest_exists(repo, &reference)?.as_ref() == Some(digest) {
+    let Some(tag) = &node.tag else {
+        let digest = &node.fetched.digest;
+        if target.manifest_exists(repo, digest.as_str())?.is_some() {
+            return Ok(false);
+        }
+        let items = vec![Item::manifest(repo, digest)];
+        record::announce(&items);
+        target.put_manifest(repo, digest.as_str(), &node.fetched)?;
+        record::created(items);
+        return Ok(true);
+    };
+    let now = target.manifest_exists(repo, tag)?;
+    let pushing = match &now {
+        Some(other) if is_referrers_tag(tag) && *other != node.fetched.digest => {
+            let theirs = target.manifest(repo, other.as_str())?.ok_or_else(|| {
+                Failure::conflict(format!(
+                    "{}/{repo}:{tag} changed while it was read",
+                    target.host
+                ))
+            })?;
+            merge_indexes(&theirs, &node.fetched)?
+        }
+        _ => node.fetched.clone(),
+    };
+    if now.as_ref() == Some(&pushing.digest) {
         return Ok(false);
     }
     let mut items = Vec::new();
-    if node.tag.is_none() || target.manifest_exists(repo, digest.as_str())?.is_none() {
-        items.push(Item {
-            repo: repo.to_string(),
-            digest: digest.clone(),
-            tag: None,
-        });
+    if target
+        .manifest_exists(repo, pushing.digest.as_str())?
+        .is_none()
+    {
+        items.push(Item::manifest(repo, &pushing.digest));
     }
-    if let Some(tag) = &node.tag {
-        items.push(Item {
-            repo: repo.to_string(),
-            digest: digest.clone(),
-            tag: Some(tag.clone()),
-        });
-    }
+    items.push(Item {
+        repo: repo.to_string(),
+        digest: pushing.digest.clone(),
+        tag: Some(tag.clone()),
+        replaced: now,
+    });
     record::announce(&items);
-    target.put_manifest(repo, &reference, &node.fetched)?;
+    target.put_manifest(repo, tag, &pushing)?;
     record::created(items);
     Ok(true)
+}
+
+/// `sha256-<64 hex>`: the tag under which the OCI tag-schema fallback keeps a manifest's referrers.
+fn is_referrers_tag(tag: &str) -> bool {
+    tag.strip_prefix("sha256-")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// An index listing what `theirs` lists, then what `ours` adds.
+fn merge_indexes(theirs: &Fetched, ours: &Fetched) -> Result<Fetched, Failure> {
+    let parse = |f: &Fetched| -> Result<serde_json::Value, Failure> {
+        serde_json::from_slice(&f.bytes)
+            .map_err(|e| Failure::invalid_input(format!("referrers index {}: {e}", f.digest)))
+    };
+    let (mut merged, ours_doc) = (parse(theirs)?, parse(ours)?);
+    let mut list = merged["manifests"].as_array().cloned().unwrap_or_default();
+    for entry in ours_doc["manifests"].as_array().into_iter().flatten() {
+        if !list.iter().any(|e| e["digest"] == entry["digest"]) {
+            list.push(entry.clone());
+        }
+    }
+    merged["manifests"] = serde_json::Value::Array(list);
+    let bytes = serde_json::to_vec(&merged)
+        .map_err(|e| Failure::internal(format!("merging referrers indexes: {e}")))?;
+    Ok(Fetched {
+        digest: crate::digest::sha256_digest(&bytes),
+        bytes,
+        media_type: manifest::OCI_INDEX.to_string(),
+    })
 }
 
 /// Settles what an interrupted attempt announced: what exists now is this run's.

@@ -1,5 +1,5 @@
-//! Removing what this run pushed and nothing else: manifests by digest, parents before children, then the tags
-//! it made point elsewhere. Blobs stay for the registry's garbage collector: one this run uploaded may by now
+//! Removing what this run pushed and nothing else: tags it moved are put back on what they named, its manifests
+//! are deleted by digest, parents before children, then the tags it made. Blobs stay for the registry's garbage collector: one this run uploaded may by now
 //! be a layer of an image someone else pushed, and a blob no manifest names is unreachable anyway.
 
 use respawn_plugin_sdk::{Failure, FailureKind, log};
@@ -13,8 +13,37 @@ pub fn destroy(target: &mut Registry) -> Result<Value, Failure> {
     copy::settle_pending(target)?;
     let items = record::all();
     let mut deleted = 0u64;
+    let mut restored = 0u64;
     let mut left: Vec<Item> = Vec::new();
     let mut refusals = Vec::new();
+    // Tags this run moved go back to what they named, while that is still there.
+    for item in items
+        .iter()
+        .filter(|i| i.tag.is_some() && i.replaced.is_some())
+    {
+        let (tag, old) = (
+            item.tag.as_deref().unwrap_or_default(),
+            item.replaced.as_ref(),
+        );
+        if target.manifest_exists(&item.repo, tag)?.as_ref() != Some(&item.digest) {
+            continue;
+        }
+        match old
+            .map(|d| target.manifest(&item.repo, d.as_str()))
+            .transpose()?
+            .flatten()
+        {
+            Some(before) => {
+                target.put_manifest(&item.repo, tag, &before)?;
+                restored += 1;
+            }
+            None => log::warn(&format!(
+                "{}:{tag} named {} before this run, which is gone; the tag goes with this run's manifest",
+                item.repo,
+                old.map(|d| d.as_str()).unwrap_or_default()
+            )),
+        }
+    }
     // Manifests: the record is in push order (children first), so undo it backwards.
     for item in items.iter().rev().filter(|i| i.tag.is_none()) {
         match target.delete_manifest(&item.repo, item.digest.as_str())? {
@@ -26,7 +55,10 @@ pub fn destroy(target: &mut Registry) -> Result<Value, Failure> {
             }
         }
     }
-    for item in items.iter().filter(|i| i.tag.is_some()) {
+    for item in items
+        .iter()
+        .filter(|i| i.tag.is_some() && i.replaced.is_none())
+    {
         let tag = item.tag.as_deref().unwrap_or_default();
         // Deleting its manifest took the tag with it, unless the tag has moved on since.
         match target.manifest_exists(&item.repo, tag)? {
@@ -60,5 +92,5 @@ pub fn destroy(target: &mut Registry) -> Result<Value, Failure> {
             ),
         ));
     }
-    Ok(json!({ "deleted": deleted }))
+    Ok(json!({ "deleted": deleted, "tags_restored": restored }))
 }

@@ -19,6 +19,20 @@ pub struct Item {
     /// Set when the item is a tag this run made point at `digest`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// What the tag named before, for destroy to put back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<Digest>,
+}
+
+impl Item {
+    pub fn manifest(repo: &str, digest: &Digest) -> Item {
+        Item {
+            repo: repo.to_string(),
+            digest: digest.clone(),
+            tag: None,
+            replaced: None,
+        }
+    }
 }
 
 /// Says what the next request will create, before it is sent.

@@ -18,10 +18,15 @@ fn repo() -> PathBuf {
 /// (file, line, body) of every ```yaml block of the docs.
 fn yaml_blocks() -> Vec<(String, usize, String)> {
     let mut files = vec![repo().join("README.md")];
-    for entry in std::fs::read_dir(repo().join("docs")).expect("read docs/") {
-        let path = entry.expect("docs entry").path();
-        if path.extension().is_some_and(|e| e == "md") {
-            files.push(path);
+    let mut dirs = vec![repo().join("docs")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read a docs directory") {
+            let path = entry.expect("docs entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                files.push(path);
+            }
         }
     }
     files.sort();

@@ -71,6 +71,11 @@ impl Source for RegistrySource {
         if let Some(index) = self.registry.referrers_api(&self.repo, digest)? {
             let parsed = manifest::parse(&index, OCI_INDEX, "referrers")?;
             found.digests = parsed.children.into_iter().map(|d| d.digest).collect();
+            // A target without the API finds referrers only under the fallback tag: write it there too.
+            if !found.digests.is_empty() {
+                found.fallback =
+                    Some((format!("sha256-{}", digest.hex()), fallback_index(&index)?));
+            }
         } else {
             let tag = format!("sha256-{}", digest.hex());
             if let Some(index) = self.registry.manifest(&self.repo, &tag)? {
@@ -260,6 +265,23 @@ impl Source for LayoutSource {
     fn mountable(&self) -> Option<(String, String)> {
         None
     }
+}
+
+/// The tag-schema index for a referrers API answer: the same descriptors, as an image index of its own.
+pub fn fallback_index(api_answer: &[u8]) -> Result<Fetched, Failure> {
+    let answer: serde_json::Value = serde_json::from_slice(api_answer)
+        .map_err(|e| Failure::unavailable(format!("a referrers answer that is not JSON: {e}")))?;
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": answer["manifests"].clone(),
+    });
+    let bytes = serde_json::to_vec(&index).map_err(|e| Failure::internal(e.to_string()))?;
+    Ok(Fetched {
+        digest: crate::digest::sha256_digest(&bytes),
+        bytes,
+        media_type: OCI_INDEX.to_string(),
+    })
 }
 
 fn checked(

@@ -189,3 +189,13 @@ fn references_parse_or_say_what_was_expected() {
         );
     }
 }
+
+#[test]
+fn referrers_found_through_the_api_also_get_the_fallback_tag() {
+    let answer = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":321,"artifactType":"application/spdx+json"}]}"#;
+    let index = crate::source::fallback_index(answer).unwrap();
+    let doc: Value = serde_json::from_slice(&index.bytes).unwrap();
+    assert_eq!(doc["mediaType"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(doc["manifests"][0]["artifactType"], "application/spdx+json");
+    assert_eq!(index.digest, sha256_digest(&index.bytes));
+}

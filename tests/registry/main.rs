@@ -202,6 +202,14 @@ fn replicate_copies_a_multi_arch_index_with_its_referrers_and_destroy_removes_on
         ),
         "no outputs mapping {src}:multi to {multi}"
     );
+    // Its recovery point is when the newest image it brought back was made (the fixtures' configs say 2024).
+    assert!(
+        journal_mentions(
+            &dir.join(".respawn/state"),
+            "\"recovery_point\":\"2024-01-01T00:00:00Z\""
+        ),
+        "no recovery_point in the outputs"
+    );
 
     // A second apply finds everything there and pushes nothing.
     let again = run(&dir, &["drill", "wf.yaml", "--keep", "--no-progress", "-v"]);

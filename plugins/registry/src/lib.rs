@@ -9,6 +9,7 @@
 //! removes what this run pushed and nothing that was there before. See docs/providers/registry.md.
 
 mod copy;
+mod created;
 mod destroy;
 mod digest;
 mod manifest;
@@ -23,9 +24,7 @@ mod tests;
 
 use std::collections::HashMap;
 
-use respawn_plugin_sdk::{
-    Context, Failure, Phase, Plugin, PluginInfo, export_plugin, operation, stores,
-};
+use respawn_plugin_sdk::{Context, Failure, Phase, Plugin, PluginInfo, export_plugin, operation};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -350,6 +349,7 @@ fn run(
             let mut digests = serde_json::Map::new();
             let mut images = Vec::new();
             let mut bytes = 0;
+            let mut recovery_point: Option<(i64, String)> = None;
             for job in &jobs {
                 let mut source = open(job);
                 let graph = copy::walk(
@@ -358,6 +358,11 @@ fn run(
                     job.tag.as_deref(),
                     referrers,
                 )?;
+                if let Some(created) = created::newest(source.as_mut(), &graph)
+                    && recovery_point.as_ref().is_none_or(|(s, _)| created.0 > *s)
+                {
+                    recovery_point = Some(created);
+                }
                 let pushed = copy::push(
                     &graph,
                     source.as_mut(),
@@ -387,7 +392,11 @@ fn run(
                     "pushed": pushed,
                 }));
             }
-            Ok(json!({ "digests": digests, "images": images, "bytes_copied": bytes }))
+            let mut out = json!({ "digests": digests, "images": images, "bytes_copied": bytes });
+            if let Some((_, when)) = recovery_point {
+                out["recovery_point"] = json!(when);
+            }
+            Ok(out)
         }
         Phase::Verify => {
             let mut verified = Vec::new();
@@ -450,12 +459,4 @@ fn plan_line(target: &mut Registry, job: &Job, graph: &Graph) -> Result<String, 
         graph.top,
         graph.nodes.len()
     ))
-}
-
-/// Reads a layout's config `created` times: not used by the registry itself, kept for `recovery_point`.
-#[allow(dead_code)]
-fn layout_created(store: &str, key: &str) -> Option<String> {
-    let bytes = stores::get(store, key).ok()?;
-    let config: Value = serde_json::from_slice(&bytes).ok()?;
-    config["created"].as_str().map(str::to_string)
 }

@@ -27,6 +27,7 @@ mod plan;
 mod plugin;
 mod run;
 mod setup;
+mod store;
 mod validate;
 
 use std::path::PathBuf;
@@ -96,6 +97,10 @@ pub enum Command {
     /// Inspect and scaffold plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Move single objects in and out of a store (e.g. WAL segments, as PostgreSQL's archive_command and
+    /// restore_command).
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 /// Options shared by commands that take a workflow and params.
@@ -274,6 +279,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Lock(args) => lock::run(args),
         Command::Image(command) => image::run(command),
         Command::Plugin(command) => plugin::run(command),
+        Command::Store(command) => store::run(command),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -2,6 +2,7 @@
 //! This is the one module that touches object_store.
 
 pub mod faults;
+pub mod objects;
 pub mod oci;
 pub mod retry;
 pub mod stores;

@@ -130,7 +130,14 @@ impl Retrier {
                         retrier.wait("list", &prefix, attempt, &e).await;
                         attempt += 1;
                     }
-                    first => return stream::iter(first).chain(listing),
+                    first => {
+                        // An ended listing is not polled again: S3's paginated stream panics if it is.
+                        let rest = match first {
+                            Some(_) => listing,
+                            None => stream::empty().boxed(),
+                        };
+                        return stream::iter(first).chain(rest);
+                    }
                 }
             }
         })
@@ -432,6 +439,20 @@ mod tests {
             ..Faults::default()
         };
         Arc::new(FaultInjectingStore::new(Arc::new(InMemory::new()), faults))
+    }
+
+    /// An empty listing ends, even from a stream that must not be polled after its end (S3's pagination).
+    #[tokio::test]
+    async fn an_empty_listing_is_not_polled_past_its_end() {
+        let retrier = retrying(Arc::new(InMemory::new()), 2).retrier;
+        let listing = retrier.list(None, || {
+            stream::unfold(false, |done| async move {
+                assert!(!done, "polled after the end");
+                None::<(Result<ObjectMeta>, bool)>
+            })
+            .boxed()
+        });
+        assert!(listing.collect::<Vec<_>>().await.is_empty());
     }
 
     #[tokio::test]

@@ -56,7 +56,15 @@ pub fn open_store_with(
     base_dir: &Path,
     create: bool,
 ) -> Result<Arc<dyn ObjectStore>, DataError> {
-    let store = open_raw(url, base_dir, create)?;
+    let store = open_raw(url, base_dir, create, false)?;
+    Ok(Arc::new(RetryingStore::new(store, retry_policy(url))))
+}
+
+/// Like [`open_store`], and a `file://` store fsyncs each object it writes, and its directory, before the write
+/// returns: what an archive needs, since PostgreSQL recycles a WAL segment as soon as `archive_command` succeeds.
+/// (Cloud stores acknowledge a write only once it is durable.)
+pub fn open_store_synced(url: &str, base_dir: &Path) -> Result<Arc<dyn ObjectStore>, DataError> {
+    let store = open_raw(url, base_dir, true, true)?;
     Ok(Arc::new(RetryingStore::new(store, retry_policy(url))))
 }
 
@@ -66,7 +74,7 @@ pub fn open_workflow_store(
     base_dir: &Path,
     create: bool,
 ) -> Result<Arc<dyn ObjectStore>, DataError> {
-    let store = open_raw(url, base_dir, create)?;
+    let store = open_raw(url, base_dir, create, false)?;
     let store = match std::env::var(FAULTS_ENV) {
         Ok(spec) if !spec.trim().is_empty() => {
             let faults = Faults::parse(&spec).map_err(|why| DataError::BadUrl {
@@ -106,7 +114,12 @@ fn cloud_request_retries() -> object_store::RetryConfig {
     }
 }
 
-fn open_raw(url: &str, base_dir: &Path, create: bool) -> Result<Arc<dyn ObjectStore>, DataError> {
+fn open_raw(
+    url: &str,
+    base_dir: &Path,
+    create: bool,
+    fsync: bool,
+) -> Result<Arc<dyn ObjectStore>, DataError> {
     let bad = |why: &str| DataError::BadUrl {
         url: url.to_string(),
         why: why.to_string(),
@@ -126,7 +139,7 @@ fn open_raw(url: &str, base_dir: &Path, create: bool) -> Result<Arc<dyn ObjectSt
         std::fs::create_dir_all(&dir)
             .map_err(|e| bad(&format!("cannot create {}: {e}", dir.display())))?;
         let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(&e.to_string()))?;
-        return Ok(Arc::new(fs.with_automatic_cleanup(true)));
+        return Ok(Arc::new(fs.with_automatic_cleanup(true).with_fsync(fsync)));
     }
     if url.starts_with("memory://") {
         return Ok(Arc::new(InMemory::new()));

@@ -131,6 +131,9 @@ fn a_passing_drill_report_matches_the_schema() {
     assert_eq!(json["outcome"], "passed");
     assert_eq!(json["steps"][0]["status"], "succeeded");
     assert!(json["rto_seconds"].is_number());
+    // hello restores no data: no source, no RPO.
+    assert_eq!(json["recovery_points"], json!([]));
+    assert!(json["rpo_seconds"].is_null());
 }
 
 #[test]
@@ -188,7 +191,13 @@ fn sample() -> Value {
         "started_at": "2026-05-01T12:00:00.000Z",
         "finished_at": "2026-05-01T12:00:01.250Z",
         "rto_seconds": null,
-        "rpo_seconds": null,
+        "rpo_seconds": 3600.0,
+        "recovery_points": [
+            {"step": "page-digest", "recovery_point": "2026-05-01T13:00:00+02:00", "rpo_seconds": 3600.0,
+             "from": "output"},
+            {"step": "restore-site", "recovery_point": "2026-05-01T11:30:00Z", "rpo_seconds": 1800.0,
+             "from": "image"}
+        ],
         "steps": [{
             "id": "page-digest", "uses": "check/digest", "plugin_digest": digest,
             "status": "failed", "attempts": 1,
@@ -208,6 +217,13 @@ fn sample() -> Value {
 fn the_schema_rejects_broken_reports() {
     let schema = Schema::load();
     schema.assert_valid(&sample());
+    // A report written before data sources were listed, or of a run that restored none.
+    let mut older = sample();
+    older.as_object_mut().unwrap().remove("recovery_points");
+    schema.assert_valid(&older);
+    older["recovery_points"] = json!([]);
+    older["rpo_seconds"] = Value::Null;
+    schema.assert_valid(&older);
 
     type Mutation = fn(&mut Value);
     let cases: &[(&str, Mutation)] = &[
@@ -271,6 +287,36 @@ fn the_schema_rejects_broken_reports() {
             r["teardown"]["status"] = json!("cancelled")
         }),
         ("params not an object", |r| r["params"] = json!([])),
+        ("recovery point of unknown origin", |r| {
+            r["recovery_points"][0]["from"] = json!("guess")
+        }),
+        ("recovery point not RFC 3339", |r| {
+            r["recovery_points"][1]["recovery_point"] = json!("2026-05-01 11:30")
+        }),
+        ("recovery point without its step", |r| {
+            r["recovery_points"][0]
+                .as_object_mut()
+                .unwrap()
+                .remove("step");
+        }),
+        ("recovery point without rpo", |r| {
+            r["recovery_points"][1]
+                .as_object_mut()
+                .unwrap()
+                .remove("rpo_seconds");
+        }),
+        ("negative source rpo", |r| {
+            r["recovery_points"][0]["rpo_seconds"] = json!(-5.0)
+        }),
+        ("null source rpo", |r| {
+            r["recovery_points"][0]["rpo_seconds"] = Value::Null
+        }),
+        ("unknown recovery point field", |r| {
+            r["recovery_points"][0]["image"] = json!("site:v1")
+        }),
+        ("recovery points not a list", |r| {
+            r["recovery_points"] = json!({"page-digest": 3600.0})
+        }),
     ];
     for (what, mutate) in cases {
         let mut r = sample();

@@ -281,7 +281,7 @@ pub fn drive(
     };
     out!("outcome   {:?}", report.outcome);
     out!("RTO       {}", report::seconds(report.rto_seconds));
-    out!("RPO       {}", report::seconds(report.rpo_seconds));
+    out!("RPO       {}", report.rpo_text());
     out!("teardown  {}", report.teardown.status);
     out!("report    {}", dir.join("report.md").display());
     for s in report

@@ -7,6 +7,7 @@ use std::time::Duration;
 use respawn_sandbox::limits::MAX_RETRY_DELAY;
 
 use super::Observer;
+use super::recovery;
 use super::{StepCall, StepError, StepExecutor, StepResult};
 use respawn_journal::{EventBody, Journal};
 use respawn_report::record::ErrorRecord;
@@ -51,7 +52,7 @@ pub async fn attempt_loop<E: StepExecutor>(
                 );
             }
         }
-        let result = exec.execute(call.clone()).await;
+        let result = recovery::check_outputs(&call, exec.execute(call.clone()).await);
         let again = matches!(&result.outcome, Err(e) if e.retryable()) && attempt < attempts;
         if !again {
             return (result, attempt);

@@ -2,20 +2,23 @@
 //!
 //! It heartbeats into the journal, probes it for a takeover, cancels the run when the journal is lost (taken over,
 //! or the state store failed) or the caller cancels it (a signal), settles the services the host started,
-//! measures RPO, journals `run-finished`, and writes the report with secrets redacted. The CLI only parses,
-//! wires a host and a signal to [`Drive`], prints what [`drive`] returns and maps it to an exit code.
+//! measures RPO per data source ([`recovery`](crate::recovery)), journals `run-finished`, and writes the report
+//! with secrets redacted. The CLI only parses, wires a host and a signal to [`Drive`], prints what [`drive`]
+//! returns and maps it to an exit code.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use respawn_journal::replay::ImageCreated;
 use respawn_journal::{EventBody, Journal};
 use respawn_report::record::Outcome;
 use respawn_report::{PluginInfo, Report};
 use tokio::sync::watch;
 
+use crate::recovery::{self, RestoredImage};
 use crate::run::{self, RunSpec};
 use crate::{Approver, Observer};
 use crate::{Mode, StepExecutor};
@@ -27,8 +30,9 @@ pub trait RunHost: StepExecutor {
     /// Forgets every service without stopping it: they outlive the runner (a failover's, a kept drill's), or
     /// another runner took the run over and adopts them.
     fn release_services(&self);
-    /// Creation times of the images this process restored, for RPO.
-    fn restored_images(&self) -> Vec<SystemTime>;
+    /// The images this process restored, each with the step that restored it: a step's recovery point when it
+    /// outputs none.
+    fn restored_images(&self) -> Vec<RestoredImage>;
 }
 
 /// A run ready to go: its journal already started (or resumed).
@@ -43,8 +47,8 @@ pub struct Drive<'a, H> {
     pub plugins: BTreeMap<String, PluginInfo>,
     /// Where report.json, report.md and junit.xml go.
     pub report_dir: PathBuf,
-    /// Creation times of images restored before a resume (RFC 3339), for RPO.
-    pub images_before: Vec<String>,
+    /// Images restored before a resume, as journaled: recovery points of the steps that restored them.
+    pub images_before: Vec<ImageCreated>,
     /// Turning true (SIGINT, SIGTERM) stops scheduling and goes to teardown with outcome `interrupted`.
     pub cancel: watch::Receiver<bool>,
 }
@@ -132,17 +136,16 @@ pub async fn drive<H: RunHost + 'static>(d: Drive<'_, H>) -> Result<Driven, Driv
     } else {
         host.stop_services().await;
     }
-    let mut restored = host.restored_images();
-    restored.extend(
-        images_before
-            .iter()
-            .filter_map(|t| humantime::parse_rfc3339_weak(t).ok()),
-    );
-    let rpo_seconds = rpo(&record.started_at, &restored);
+    // Steps finished before a resume are in `record.steps` with their journaled outputs.
+    let mut images = images_before;
+    images.extend(host.restored_images().iter().map(RestoredImage::journaled));
+    let recovery_points = recovery::points(&record.started_at, &record.steps, &images);
+    let rpo_seconds = recovery::worst(&recovery_points);
     let finished = EventBody::RunFinished {
         outcome: record.outcome,
         rto_seconds: record.rto_seconds,
         rpo_seconds,
+        recovery_points: recovery_points.clone(),
         teardown: record.teardown.status.clone(),
         report_dir: std::path::absolute(&report_dir)
             .ok()
@@ -160,6 +163,7 @@ pub async fn drive<H: RunHost + 'static>(d: Drive<'_, H>) -> Result<Driven, Driv
     }
     let mut report = Report::new(spec.loaded, spec.params.clone(), plugins, record);
     report.rpo_seconds = rpo_seconds;
+    report.recovery_points = recovery_points;
     report.journal_head = journal.head().await;
     // A plugin that echoes a secret in an output or error must not get it into the report either.
     let mut value = serde_json::to_value(&report)?;
@@ -214,17 +218,6 @@ fn heartbeats(
         }
     });
     (stop_tx, task)
-}
-
-/// RPO: the run's start minus the creation time of the newest image it restored (none restored: unknown).
-pub fn rpo(started_at: &str, restored: &[SystemTime]) -> Option<f64> {
-    let started = humantime::parse_rfc3339_weak(started_at).ok()?;
-    let newest = restored.iter().max().copied()?;
-    Some(
-        started
-            .duration_since(newest)
-            .map_or(0.0, |d| d.as_secs_f64()),
-    )
 }
 
 /// Plugin alias -> sha256, as the run record names each step's plugin.

@@ -8,17 +8,20 @@ use std::time::{Duration, SystemTime};
 
 use respawn_data::object_store::ObjectStore;
 use respawn_journal::chain;
-use respawn_journal::{EventBody, Journal, Redactor};
-use respawn_report::record::Outcome;
+use respawn_journal::{EventBody, Journal, Redactor, RunStarted, StepFinished, WorkflowSnapshot};
+use respawn_report::record::{Outcome, RecoveryFrom, StepStatus};
 use respawn_report::{PluginInfo, Report};
 use respawn_workflow::{LoadedWorkflow, load_str};
 use serde_json::json;
 use tokio::sync::watch;
 
 use super::driver::{Drive, Driven, RunHost, drive};
+use super::recovery::RestoredImage;
+use super::resume::{ResumeSeed, write_report};
 use super::run::RunSpec;
 use super::{Approver, Quiet};
 use super::{Mode, Phase, StepCall, StepError, StepExecutor, StepResult};
+use respawn_journal::replay::ImageCreated;
 
 const SECRET: &str = "hunter2-very-secret";
 
@@ -46,7 +49,9 @@ struct FakeHost {
     leaky: Vec<&'static str>,
     /// Steps whose apply takes this long.
     slow: Option<(&'static str, Duration)>,
-    restored: Vec<SystemTime>,
+    restored: Vec<RestoredImage>,
+    /// Steps whose apply outputs this `recovery_point`.
+    recovery: Vec<(&'static str, String)>,
     stopped: AtomicU32,
     released: AtomicU32,
 }
@@ -72,7 +77,13 @@ impl StepExecutor for FakeHost {
                 retryable: false,
             })
         } else {
-            Ok(json!({ "path": format!("/regions/{}", call.step_id) }))
+            let mut outputs = json!({ "path": format!("/regions/{}", call.step_id) });
+            if let Some((_, point)) = self.recovery.iter().find(|(id, _)| *id == call.step_id)
+                && call.phase == Phase::Apply
+            {
+                outputs["recovery_point"] = json!(point);
+            }
+            Ok(outputs)
         };
         StepResult {
             outcome,
@@ -90,7 +101,7 @@ impl RunHost for FakeHost {
         self.released.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn restored_images(&self) -> Vec<SystemTime> {
+    fn restored_images(&self) -> Vec<RestoredImage> {
         self.restored.clone()
     }
 }
@@ -133,6 +144,28 @@ async fn go(
     lease: Duration,
     cancel: watch::Receiver<bool>,
 ) -> Driven {
+    let fresh = Continue {
+        journal: f.journal.clone(),
+        resume: None,
+        images_before: Vec::new(),
+    };
+    go_on(f, host, lease, cancel, fresh).await
+}
+
+/// The journal a run goes on writing, and what an earlier runner did (a resume).
+struct Continue {
+    journal: Arc<Journal>,
+    resume: Option<ResumeSeed>,
+    images_before: Vec<ImageCreated>,
+}
+
+async fn go_on(
+    f: &Fixture,
+    host: Arc<FakeHost>,
+    lease: Duration,
+    cancel: watch::Receiver<bool>,
+    from: Continue,
+) -> Driven {
     let spec = RunSpec {
         loaded: &f.loaded,
         params: BTreeMap::new(),
@@ -140,30 +173,58 @@ async fn go(
         mode: Mode::Drill,
         keep: false,
         digests: BTreeMap::from([("p".into(), "abc".into())]),
-        journal: Some(f.journal.clone()),
-        resume: None,
+        journal: Some(from.journal.clone()),
+        resume: from.resume,
     };
-    let plugins = BTreeMap::from([(
+    drive(Drive {
+        spec,
+        host,
+        journal: from.journal,
+        lease,
+        observer: Arc::new(Quiet),
+        approver: &Never,
+        plugins: plugins(),
+        report_dir: f.report_dir.path().join("report"),
+        images_before: from.images_before,
+        cancel,
+    })
+    .await
+    .expect("the driver writes its report")
+}
+
+fn plugins() -> BTreeMap<String, PluginInfo> {
+    BTreeMap::from([(
         "p".to_string(),
         PluginInfo {
             source: "builtin:check@0.1".into(),
             sha256: "abc".into(),
         },
-    )]);
-    drive(Drive {
-        spec,
-        host,
-        journal: f.journal.clone(),
-        lease,
-        observer: Arc::new(Quiet),
-        approver: &Never,
-        plugins,
-        report_dir: f.report_dir.path().join("report"),
-        images_before: Vec::new(),
-        cancel,
-    })
-    .await
-    .expect("the driver writes its report")
+    )])
+}
+
+fn image(step: &str, created: SystemTime) -> RestoredImage {
+    RestoredImage {
+        step: step.into(),
+        created,
+    }
+}
+
+/// The journal's first event, as the CLI writes it before driving a run.
+fn run_started(f: &Fixture, at: SystemTime) -> EventBody {
+    EventBody::RunStarted(Box::new(RunStarted {
+        run_id: "run-1".into(),
+        mode: Mode::Drill,
+        keep: false,
+        workflow: WorkflowSnapshot::of(&f.loaded),
+        params: BTreeMap::new(),
+        plugins: plugins(),
+        lease_seconds: 30.0,
+        started_at: rfc3339(at),
+    }))
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[tokio::test]
@@ -171,7 +232,7 @@ async fn a_finished_drill_is_journaled_and_reported_with_the_chain_head_and_rpo(
     let f = fixture();
     let image_age = Duration::from_secs(3600);
     let host = Arc::new(FakeHost {
-        restored: vec![SystemTime::now() - image_age],
+        restored: vec![image("site", SystemTime::now() - image_age)],
         ..FakeHost::default()
     });
     let (_cancel, rx) = watch::channel(false);
@@ -311,4 +372,188 @@ async fn a_runner_whose_run_is_taken_over_stops_without_a_report_and_leaves_the_
         !f.report_dir.path().join("report").exists(),
         "no report written"
     );
+}
+
+/// Each step that restored data is a source: its own `recovery_point`, else its newest image; the run's RPO is
+/// the oldest source's. run-finished carries the sources, so a report written again from the journal lists them.
+#[tokio::test]
+async fn each_data_source_is_reported_and_the_oldest_is_the_runs_rpo() {
+    let f = fixture();
+    let now = SystemTime::now();
+    f.journal
+        .append(run_started(&f, now))
+        .await
+        .expect("journaled");
+    let minutes = |m: u64| now - Duration::from_secs(60 * m);
+    let host = Arc::new(FakeHost {
+        recovery: vec![("site", rfc3339(minutes(10)))],
+        restored: vec![
+            // The site's own output wins over the image it restored.
+            image("site", minutes(300)),
+            // The web's newest image is its recovery point.
+            image("web", minutes(120)),
+            image("web", minutes(60)),
+        ],
+        ..FakeHost::default()
+    });
+    let (_cancel, rx) = watch::channel(false);
+    let Driven::Finished { report, dir } = go(&f, host, Duration::from_secs(30), rx).await else {
+        panic!("the drill should finish");
+    };
+    assert_eq!(report.outcome, Outcome::Passed);
+    let sources: Vec<_> = report
+        .recovery_points
+        .iter()
+        .map(|p| (p.step.as_str(), p.from, p.recovery_point.clone()))
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            ("site", RecoveryFrom::Output, rfc3339(minutes(10))),
+            ("web", RecoveryFrom::Image, rfc3339(minutes(60))),
+        ]
+    );
+    let rpo = report.rpo_seconds.expect("two sources");
+    assert!((3599.0..3700.0).contains(&rpo), "RPO {rpo}");
+    assert_eq!(
+        rpo, report.recovery_points[1].rpo_seconds,
+        "the oldest wins"
+    );
+    assert!(report.recovery_points[0].rpo_seconds < 700.0);
+    assert_eq!(
+        report.worst_recovery_point().map(|p| p.step.as_str()),
+        Some("web")
+    );
+    assert!(
+        report.rpo_text().ends_with("s (web)"),
+        "{}",
+        report.rpo_text()
+    );
+
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("## Recovery points"), "{md}");
+    assert!(md.contains("s (web) |"), "{md}");
+    let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
+    assert!(
+        junit.contains(r#"<property name="rpo_source" value="web"/>"#),
+        "{junit}"
+    );
+    assert!(
+        junit.contains(r#"<property name="recovery_point.site""#),
+        "{junit}"
+    );
+
+    // The journal's run-finished holds the sources; a report rebuilt from it says the same.
+    let (stored, replayed) = respawn_journal::read_run(&f.store, "run-1").await.unwrap();
+    let finished = replayed.finished.as_ref().expect("run-finished journaled");
+    assert_eq!(finished.recovery_points, report.recovery_points);
+    let again = f.report_dir.path().join("again");
+    write_report(Some(&again), &stored, &replayed).unwrap();
+    let rebuilt = Report::read(&again).unwrap();
+    assert_eq!(rebuilt.recovery_points, report.recovery_points);
+    assert_eq!(rebuilt.rpo_seconds, report.rpo_seconds);
+}
+
+/// After a crash, the sources of steps that finished before it count: their outputs and their images come from
+/// the journal, and the RPO is measured from the original start.
+#[tokio::test]
+async fn a_resumed_run_keeps_the_sources_of_steps_finished_before_the_crash() {
+    let f = fixture();
+    let whole = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        );
+    let started = whole - Duration::from_secs(600);
+    let hours = |h: u64| started - Duration::from_secs(3600 * h);
+    // The dead runner's journal: `site` applied with a recovery point (and an older image), `web` restored an
+    // image and was cut off.
+    let events = [
+        run_started(&f, started),
+        EventBody::StepStarted {
+            step: "site".into(),
+            phase: Phase::Apply,
+            attempt: 1,
+            params: json!({}),
+        },
+        EventBody::ImageRestored {
+            step: "site".into(),
+            created: rfc3339(hours(5)),
+        },
+        EventBody::StepFinished(Box::new(StepFinished {
+            step: "site".into(),
+            phase: Phase::Apply,
+            status: StepStatus::Succeeded,
+            attempts: 1,
+            outputs: json!({
+                "params": {},
+                "outputs": { "path": "/regions/site", "recovery_point": rfc3339(hours(2)) }
+            }),
+            state: BTreeMap::new(),
+            error: None,
+            note: None,
+            started_at: Some(rfc3339(started)),
+            finished_at: Some(rfc3339(started)),
+            applied: true,
+        })),
+        EventBody::StepStarted {
+            step: "web".into(),
+            phase: Phase::Apply,
+            attempt: 1,
+            params: json!({}),
+        },
+        EventBody::ImageRestored {
+            step: "web".into(),
+            created: rfc3339(hours(3)),
+        },
+    ];
+    for event in events {
+        f.journal.append(event).await.expect("journaled");
+    }
+    let (stored, replayed) = respawn_journal::read_run(&f.store, "run-1").await.unwrap();
+    let journal = Arc::new(Journal::open(
+        f.store.clone(),
+        "run-1",
+        Redactor::new(&BTreeMap::new()),
+        stored.len() as u64,
+        stored.last().map(|e| e.sha256.clone()),
+    ));
+    // The resumed `web` finds its data already there and restores nothing in this process.
+    let host = Arc::new(FakeHost::default());
+    let (_cancel, rx) = watch::channel(false);
+    let resumed = Continue {
+        journal,
+        resume: Some(ResumeSeed::from_replay(&replayed)),
+        images_before: replayed.images_created.clone(),
+    };
+    let Driven::Finished { report, .. } =
+        go_on(&f, host.clone(), Duration::from_secs(30), rx, resumed).await
+    else {
+        panic!("the resumed drill should finish");
+    };
+    assert_eq!(report.outcome, Outcome::Passed);
+    let applied: Vec<String> = host
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, phase)| *phase == Phase::Apply)
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(applied, ["web"], "site finished before the crash");
+    let sources: Vec<_> = report
+        .recovery_points
+        .iter()
+        .map(|p| (p.step.as_str(), p.from, p.rpo_seconds))
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            ("site", RecoveryFrom::Output, 7200.0),
+            ("web", RecoveryFrom::Image, 10800.0),
+        ]
+    );
+    assert_eq!(report.rpo_seconds, Some(10800.0));
 }

@@ -15,6 +15,7 @@ pub mod after;
 mod attempts;
 pub mod driver;
 pub mod plan;
+pub mod recovery;
 pub mod resume;
 pub mod run;
 mod teardown;

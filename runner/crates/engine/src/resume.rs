@@ -93,6 +93,7 @@ pub fn write_report(
     };
     let mut report = Report::new(&loaded, start.params.clone(), start.plugins.clone(), record);
     report.rpo_seconds = finished.rpo_seconds;
+    report.recovery_points = finished.recovery_points.clone();
     report.reverifications = replayed.reverifications.clone();
     report.journal_head = stored.last().map(|e| e.sha256.clone());
     report.write(&dir).map_err(|source| ResumeError::Report {

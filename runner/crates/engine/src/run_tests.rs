@@ -24,6 +24,8 @@ struct Fake {
     slow: Vec<&'static str>,
     /// Steps whose apply panics inside the executor (a bug in a host, not a plugin failure).
     panics: Vec<&'static str>,
+    /// Steps whose apply outputs this `recovery_point` besides `path`.
+    recovery: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl StepExecutor for Fake {
@@ -54,7 +56,13 @@ impl StepExecutor for Fake {
         } else if self.fail.contains(&call.step_id.as_str()) && call.phase == Phase::Apply {
             Err(fail(false))
         } else {
-            Ok(json!({ "path": format!("/regions/{}", call.step_id) }))
+            let mut outputs = json!({ "path": format!("/regions/{}", call.step_id) });
+            if let Some((_, point)) = self.recovery.iter().find(|(id, _)| *id == call.step_id)
+                && call.phase == Phase::Apply
+            {
+                outputs["recovery_point"] = point.clone();
+            }
+            Ok(outputs)
         };
         StepResult { outcome, state }
     }
@@ -322,4 +330,61 @@ async fn an_interrupt_cancels_running_steps_and_tears_down() {
         vec!["web", "site"],
         "an interrupted drill still tears down"
     );
+}
+
+/// A `recovery_point` that is not an RFC 3339 time with an offset, or lies in the future, fails its step (not
+/// retried: the plugin would say the same again) with a message naming the step, the output and the value; a
+/// good one, or `null`, passes.
+#[tokio::test]
+async fn a_bad_recovery_point_fails_its_step_naming_the_output_and_value() {
+    let future =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(3600))
+            .to_string();
+    let skewed =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(20))
+            .to_string();
+    for (value, why) in [
+        (json!("yesterday"), "not of the form"),
+        (json!("2026-05-01T12:00:00"), "no UTC offset"),
+        (json!(1714564800), "not a string"),
+        (json!(future), "in the future"),
+    ] {
+        let fake = Arc::new(Fake {
+            recovery: vec![("site", value.clone())],
+            ..Fake::default()
+        });
+        let (_tx, rx) = watch::channel(false);
+        let record = go(fake.clone(), Mode::Drill, Answer(Ok("yes".into())), rx).await;
+        assert_eq!(record.outcome, Outcome::Failed, "{value}");
+        let site = &record.steps[0];
+        assert_eq!(site.status, StepStatus::Failed, "{value}");
+        assert_eq!(site.attempts, 1, "a broken contract is not retried");
+        let error = site.error.as_ref().unwrap();
+        assert_eq!(error.kind, "contract");
+        for part in ["`site`", "`recovery_point`", &value.to_string(), why] {
+            assert!(
+                error.message.contains(part),
+                "{part:?} in {}",
+                error.message
+            );
+        }
+        assert_eq!(
+            phases(&fake, Phase::Destroy),
+            vec!["site"],
+            "the step ran, so it is torn down"
+        );
+    }
+    for value in [
+        json!(skewed),
+        json!(null),
+        json!("2026-05-01T14:00:00.5+02:00"),
+    ] {
+        let fake = Arc::new(Fake {
+            recovery: vec![("site", value.clone())],
+            ..Fake::default()
+        });
+        let (_tx, rx) = watch::channel(false);
+        let record = go(fake, Mode::Drill, Answer(Ok("yes".into())), rx).await;
+        assert_eq!(record.steps[0].status, StepStatus::Succeeded, "{value}");
+    }
 }

@@ -358,7 +358,7 @@ impl RunHost for Host {
         self.caps.exec.release_all();
     }
 
-    fn restored_images(&self) -> Vec<std::time::SystemTime> {
+    fn restored_images(&self) -> Vec<respawn_engine::recovery::RestoredImage> {
         self.caps
             .images
             .lock()

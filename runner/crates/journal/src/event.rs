@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use respawn_report::PluginInfo;
-use respawn_report::record::{ErrorRecord, Outcome, StepRecord, StepStatus};
+use respawn_report::record::{ErrorRecord, Outcome, RecoveryPoint, StepRecord, StepStatus};
 use respawn_workflow::{Mode, Phase};
 
 /// One journal entry: the envelope every event shares, and what happened.
@@ -82,7 +82,7 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         logs: Option<ServiceLogs>,
     },
-    /// An image was restored; its creation time feeds RPO.
+    /// An image was restored; its creation time is the recovery point of `step` when the step outputs none.
     ImageRestored {
         step: String,
         created: String,
@@ -92,6 +92,9 @@ pub enum EventBody {
         outcome: Outcome,
         rto_seconds: Option<f64>,
         rpo_seconds: Option<f64>,
+        /// Each data source the RPO was measured from; absent in journals written before sources were listed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        recovery_points: Vec<RecoveryPoint>,
         teardown: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         report_dir: Option<String>,

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::event::{Event, EventBody, RunStarted, ServiceLogs, StepFinished};
 use respawn_report::Reverification;
-use respawn_report::record::Outcome;
+use respawn_report::record::{Outcome, RecoveryPoint};
 use respawn_workflow::Phase;
 
 /// A step's progress in one phase.
@@ -32,11 +32,20 @@ pub struct ServiceRecord {
     pub logs: Option<ServiceLogs>,
 }
 
+/// An image a step restored (an `image-restored` event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageCreated {
+    pub step: String,
+    /// The image's `created` time (RFC 3339, UTC).
+    pub created: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Finished {
     pub outcome: Outcome,
     pub rto_seconds: Option<f64>,
     pub rpo_seconds: Option<f64>,
+    pub recovery_points: Vec<RecoveryPoint>,
     pub teardown: String,
     pub at: String,
     /// Where the runner wrote the report (absolute), as it recorded.
@@ -58,8 +67,8 @@ pub struct Replayed {
     pub destroyed_order: Vec<String>,
     pub approvals: BTreeMap<String, String>,
     pub services: Vec<ServiceRecord>,
-    /// Creation times of restored images (RFC 3339).
-    pub images_created: Vec<String>,
+    /// The images restored, by step, in the order they were.
+    pub images_created: Vec<ImageCreated>,
     pub finished: Option<Finished>,
     /// When `respawn destroy` finished tearing the run down, successfully.
     pub destroyed_at: Option<String>,
@@ -182,13 +191,17 @@ impl Replayed {
                     detached: *detached,
                     logs: logs.clone(),
                 }),
-                EventBody::ImageRestored { created, .. } => {
-                    r.images_created.push(created.clone());
+                EventBody::ImageRestored { step, created } => {
+                    r.images_created.push(ImageCreated {
+                        step: step.clone(),
+                        created: created.clone(),
+                    });
                 }
                 EventBody::RunFinished {
                     outcome,
                     rto_seconds,
                     rpo_seconds,
+                    recovery_points,
                     teardown,
                     report_dir,
                     started_at,
@@ -198,6 +211,7 @@ impl Replayed {
                         outcome: *outcome,
                         rto_seconds: *rto_seconds,
                         rpo_seconds: *rpo_seconds,
+                        recovery_points: recovery_points.clone(),
                         teardown: teardown.clone(),
                         at: event.at.clone(),
                         report_dir: report_dir.clone(),
@@ -228,6 +242,7 @@ impl Replayed {
                         outcome: Outcome::Interrupted,
                         rto_seconds: None,
                         rpo_seconds: None,
+                        recovery_points: Vec::new(),
                         teardown: String::new(),
                         at: event.at.clone(),
                         report_dir: None,
@@ -339,6 +354,7 @@ mod tests {
                 outcome: Outcome::Passed,
                 rto_seconds: Some(1.0),
                 rpo_seconds: None,
+                recovery_points: Vec::new(),
                 teardown: "skipped".into(),
                 report_dir: None,
                 started_at: None,

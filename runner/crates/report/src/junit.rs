@@ -1,4 +1,5 @@
-//! `junit.xml`: one test suite per section, one test case per step, for CI systems.
+//! `junit.xml`: one test suite per section, one test case per step, for CI systems. The run's measurements (RTO,
+//! RPO and each data source's recovery point) are properties of the `steps` suite, where CI systems show them.
 
 use std::fmt::Write;
 
@@ -19,18 +20,48 @@ pub fn render(r: &Report) -> String {
         "<testsuites name=\"respawn {}\">",
         esc(&r.workflow.name)
     );
-    for (name, steps) in [
-        ("steps", &r.steps),
-        ("verify", &r.verifications),
-        ("teardown", &r.teardown.steps),
+    let measured = measurements(r);
+    for (name, steps, props) in [
+        ("steps", &r.steps, measured.as_slice()),
+        ("verify", &r.verifications, &[]),
+        ("teardown", &r.teardown.steps, &[]),
     ] {
-        suite(&mut out, &r.run_id, name, steps);
+        suite(&mut out, &r.run_id, name, steps, props);
     }
     out.push_str("</testsuites>\n");
     out
 }
 
-fn suite(out: &mut String, run: &str, name: &str, steps: &[StepRecord]) {
+/// `rto_seconds`, `rpo_seconds` and `rpo_source` when known, then `recovery_point.STEP` and `rpo_seconds.STEP` for
+/// each data source.
+fn measurements(r: &Report) -> Vec<(String, String)> {
+    let mut props = Vec::new();
+    if let Some(rto) = r.rto_seconds {
+        props.push(("rto_seconds".to_string(), rto.to_string()));
+    }
+    if let Some(rpo) = r.rpo_seconds {
+        props.push(("rpo_seconds".to_string(), rpo.to_string()));
+    }
+    if let Some(worst) = r.worst_recovery_point() {
+        props.push(("rpo_source".to_string(), worst.step.clone()));
+    }
+    for p in &r.recovery_points {
+        props.push((
+            format!("recovery_point.{}", p.step),
+            p.recovery_point.clone(),
+        ));
+        props.push((format!("rpo_seconds.{}", p.step), p.rpo_seconds.to_string()));
+    }
+    props
+}
+
+fn suite(
+    out: &mut String,
+    run: &str,
+    name: &str,
+    steps: &[StepRecord],
+    props: &[(String, String)],
+) {
     let failures = steps
         .iter()
         .filter(|s| matches!(s.status, StepStatus::Failed | StepStatus::Cancelled))
@@ -45,6 +76,18 @@ fn suite(out: &mut String, run: &str, name: &str, steps: &[StepRecord]) {
         esc(&format!("{run}.{name}")),
         steps.len()
     );
+    if !props.is_empty() {
+        out.push_str("    <properties>\n");
+        for (k, v) in props {
+            let _ = writeln!(
+                out,
+                "      <property name=\"{}\" value=\"{}\"/>",
+                esc(k),
+                esc(v)
+            );
+        }
+        out.push_str("    </properties>\n");
+    }
     for s in steps {
         let _ = write!(
             out,

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::{Report, seconds};
-use crate::record::StepRecord;
+use crate::record::{RecoveryFrom, StepRecord};
 
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
@@ -20,12 +20,31 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(out, "| started | {} |", r.started_at);
     let _ = writeln!(out, "| finished | {} |", r.finished_at);
     let _ = writeln!(out, "| RTO | {} |", seconds(r.rto_seconds));
-    let _ = writeln!(out, "| RPO | {} |", seconds(r.rpo_seconds));
+    let _ = writeln!(out, "| RPO | {} |", r.rpo_text());
     let _ = writeln!(
         out,
         "| journal head | {} |",
         r.journal_head.as_deref().unwrap_or("-")
     );
+    if !r.recovery_points.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Recovery points\n\n| source | recovery point | RPO | from |\n|---|---|---|---|"
+        );
+        for p in &r.recovery_points {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                p.step,
+                p.recovery_point,
+                seconds(Some(p.rpo_seconds)),
+                match p.from {
+                    RecoveryFrom::Output => "output `recovery_point`",
+                    RecoveryFrom::Image => "image `created`",
+                }
+            );
+        }
+    }
     if !r.params.is_empty() {
         let _ = writeln!(out, "\n## Params\n\n| name | value |\n|---|---|");
         for (k, v) in &r.params {

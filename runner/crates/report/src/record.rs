@@ -85,6 +85,29 @@ pub struct Teardown {
     pub steps: Vec<StepRecord>,
 }
 
+/// Where a data source's recovery point came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryFrom {
+    /// The step's own `recovery_point` output.
+    Output,
+    /// The newest `created` time of the images the step restored through the host (`images.unpack`).
+    Image,
+}
+
+/// One data source of a run: a step that restored data, the moment its data is from, and how old that was when
+/// the run started (DESIGN.md §6). The run's RPO is the worst (largest) of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryPoint {
+    /// The step that restored the data.
+    pub step: String,
+    /// RFC 3339, as the step output it, or the image's `created` in UTC.
+    pub recovery_point: String,
+    /// The run's start minus `recovery_point`; 0 when the data is newer than the start.
+    pub rpo_seconds: f64,
+    pub from: RecoveryFrom,
+}
+
 /// Everything a run produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {

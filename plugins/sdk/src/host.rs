@@ -22,7 +22,9 @@ pub use abi::stores::{CopyResult, ObjectMeta};
 mod wasm {
     use super::abi::{exec, images, log as logs, net, secrets, state, stores};
     pub use exec::{run as exec, spawn_service, stop_service};
-    pub use images::{compare as image_compare, unpack as image_unpack};
+    pub use images::{
+        compare as image_compare, unpack as image_unpack, unpack_as as image_unpack_as,
+    };
     pub use logs::{log, progress};
     pub use net::tcp_probe;
     pub use secrets::get as secret;
@@ -196,6 +198,19 @@ pub mod images {
         dir: &str,
     ) -> Result<UnpackResult, Failure> {
         imp::image_unpack(store, prefix, tag, dir)
+    }
+
+    /// [`unpack`], then everything restored belongs to `user` and `dir` gets mode 0700 (a server such as
+    /// PostgreSQL refuses a data directory it does not own). `user` must be one the step's `exec` grant runs a
+    /// program as.
+    pub fn unpack_as(
+        store: &str,
+        prefix: &str,
+        tag: &str,
+        dir: &str,
+        user: &str,
+    ) -> Result<UnpackResult, Failure> {
+        imp::image_unpack_as(store, prefix, tag, dir, user)
     }
 
     /// Re-hashes every regular file of the image against `dir`.

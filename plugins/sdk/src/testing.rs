@@ -224,10 +224,22 @@ impl MockHost {
         self
     }
 
-    fn grant(list: &mut Vec<String>, entry: String) {
+    fn grant<T: PartialEq>(list: &mut Vec<T>, entry: T) {
         if !list.contains(&entry) {
             list.push(entry);
         }
+    }
+
+    /// Makes the exec grant of `program` (given with [`MockHost::exec`] or a sibling) run it as `user`, like the
+    /// grant entry `{ program, user }`.
+    pub fn run_as(mut self, program: &str, user: &str) -> MockHost {
+        use respawn_sandbox::exec::{ExecGrant, ProgramAs};
+        self.grants.exec.retain(|e| e.program() != program);
+        self.grants.exec.push(ExecGrant::As(ProgramAs {
+            program: program.into(),
+            user: user.into(),
+        }));
+        self
     }
 
     /// Puts an object into a store granted with [`MockHost::store`] (panics if it was not).
@@ -924,6 +936,24 @@ pub mod imports {
                 "MockHost does not model images ({store}:{prefix})"
             )))
         })
+    }
+
+    /// `images.unpack-as`: the user check the runner makes, then what [`image_unpack`] says.
+    pub fn image_unpack_as(
+        store: &str,
+        prefix: &str,
+        tag: &str,
+        dir: &str,
+        user: &str,
+    ) -> Result<crate::bindings::respawn::plugin::images::UnpackResult, Failure> {
+        with_mock("images.unpack-as", |m| {
+            let read_only = m.read_only();
+            match respawn_sandbox::exec::check_user(&m.grants.exec, user, read_only) {
+                Ok(()) => Ok(()),
+                Err(denial) => Err(m.deny(denial)),
+            }
+        })?;
+        image_unpack(store, prefix, tag, dir)
     }
 
     pub fn image_compare(

@@ -34,6 +34,16 @@ impl Plugin for Echo {
                 "GET {url} and return the status and body length",
                 "{}",
             ))
+            .operation(operation(
+                "run",
+                "Run {program} with {args} and return its status and stdout",
+                "{}",
+            ))
+            .operation(operation(
+                "unpack-as",
+                "Restore {store}:{prefix}:{tag} into {dir} owned by {user}",
+                "{}",
+            ))
     }
 
     fn invoke(ctx: Context, params: &str) -> Result<String, Failure> {
@@ -82,6 +92,25 @@ impl Plugin for Echo {
                 let url = params["url"].as_str().unwrap_or_default();
                 let response = respawn_plugin_sdk::http::get(url)?;
                 json!({ "status": response.status, "len": response.body.len() })
+            }
+            "run" => {
+                let program = params["program"].as_str().unwrap_or_default();
+                let args = params["args"].as_array().cloned().unwrap_or_default();
+                let out = respawn_plugin_sdk::exec::Command::new(program)
+                    .args(args.iter().map(|a| a.as_str().unwrap_or_default()))
+                    .output()?;
+                json!({ "status": out.status, "stdout": String::from_utf8_lossy(&out.stdout) })
+            }
+            "unpack-as" => {
+                let text = |k: &str| params[k].as_str().unwrap_or_default().to_string();
+                let restored = respawn_plugin_sdk::images::unpack_as(
+                    &text("store"),
+                    &text("prefix"),
+                    &text("tag"),
+                    &text("dir"),
+                    &text("user"),
+                )?;
+                json!({ "files": restored.files })
             }
             _ => return Err(respawn_plugin_sdk::unknown_operation(&ctx)),
         };

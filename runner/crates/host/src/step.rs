@@ -98,6 +98,7 @@ pub(crate) fn link_all(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
         stores: &s.run_caps.stores,
         dirs: &s.caps.files,
         restored: &s.run_caps.images,
+        exec_grant: &s.caps.exec.grant,
     })?;
     http::link(linker, |s| http::NetView {
         ctx: &mut s.ctx,

@@ -544,3 +544,98 @@ async fn stores_get_range_reads_chunks_under_the_get_grant() {
         assert_eq!(capability, "stores");
     }
 }
+
+fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A program runs as the user its grant entry names, and what `unpack-as` restores belongs to that user; a user
+/// no grant entry names is denied.
+#[tokio::test]
+async fn programs_and_restored_files_belong_to_the_user_the_grant_names() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = scratch("run-as");
+    let source = dir.join("src");
+    std::fs::create_dir_all(source.join("base")).unwrap();
+    std::fs::write(source.join("PG_VERSION"), "15\n").unwrap();
+    std::fs::write(source.join("base/1"), "rows").unwrap();
+    let store_dir = dir.join("backups");
+    std::fs::create_dir_all(&store_dir).unwrap();
+    let store =
+        respawn_data::object_store::local::LocalFileSystem::new_with_prefix(&store_dir).unwrap();
+    respawn_data::oci::pack::pack(&store, "db", &source, "v1")
+        .await
+        .unwrap();
+
+    let mut run = RunResources::new(dir.clone());
+    let urls = BTreeMap::from([(
+        "backups".to_string(),
+        format!("file://{}", store_dir.display()),
+    )]);
+    run.stores = respawn_data::StoreSet::open(&urls, &dir).unwrap();
+    let host = Host::with_cache_dir(run, Some(dir.join("cache"))).unwrap();
+    host.load("echo", &plugin("respawn_testing_echo.wasm"))
+        .await
+        .unwrap();
+    let as_nobody = grants(
+        "{ exec: [{ program: id, user: nobody }], stores: { backups: read }, files: { out: rw } }",
+    );
+    let id = host
+        .execute(call(
+            "echo",
+            "run",
+            json!({"program": "id", "args": ["-u"]}),
+            as_nobody.clone(),
+        ))
+        .await
+        .outcome;
+    if !running_as_root() {
+        let err = id.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("only root can run a program as another user"),
+            "{err}"
+        );
+        return;
+    }
+    assert_eq!(id.unwrap()["stdout"], "65534\n");
+    let as_runner = grants("exec: [id]");
+    let id = host
+        .execute(call(
+            "echo",
+            "run",
+            json!({"program": "id", "args": ["-u"]}),
+            as_runner,
+        ))
+        .await
+        .outcome
+        .unwrap();
+    assert_eq!(id["stdout"], "0\n");
+
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    let unpack = |user: &str| {
+        let params = json!({"store": "backups", "prefix": "db", "tag": "v1", "dir": "out/data", "user": user});
+        host.execute(call("echo", "unpack-as", params, as_nobody.clone()))
+    };
+    unpack("nobody").await.outcome.unwrap();
+    let data = dir.join("out/data");
+    for path in [
+        data.clone(),
+        data.join("PG_VERSION"),
+        data.join("base"),
+        data.join("base/1"),
+    ] {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(meta.uid(), 65534, "{}", path.display());
+    }
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let err = unpack("root").await.outcome.unwrap_err();
+    assert!(
+        err.to_string().contains("exec") && err.to_string().contains("user `root`"),
+        "{err}"
+    );
+}

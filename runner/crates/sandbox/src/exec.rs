@@ -1,43 +1,161 @@
 //! The exec capability: only programs the step's `exec` grant names, exactly; never in the plan phase. Services
-//! are started through it too, and a step may stop only services its run started.
+//! are started through it too, and a step may stop only services its run started. A grant entry may name the OS
+//! user a program runs as (`{ program: postgres, user: postgres }`): the host switches to it, so a plugin never
+//! chooses a user and a workflow never needs `su` or `sudo`.
+
+use serde::{Deserialize, Serialize};
 
 use crate::{Capability, Declared, Denial, Problem};
 
 pub struct Exec;
 
+/// One entry of an `exec` grant: a program, written as its name alone or with the user it runs as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ExecGrant {
+    Program(String),
+    As(ProgramAs),
+}
+
+impl<'de> Deserialize<'de> for ExecGrant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ExecGrant, D::Error> {
+        struct Entry;
+        impl<'de> serde::de::Visitor<'de> for Entry {
+            type Value = ExecGrant;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a program name, or { program: NAME, user: USER }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ExecGrant, E> {
+                Ok(ExecGrant::Program(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ExecGrant, A::Error> {
+                let entry =
+                    ProgramAs::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(ExecGrant::As(entry))
+            }
+        }
+        d.deserialize_any(Entry)
+    }
+}
+
+/// `{ program, user }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgramAs {
+    pub program: String,
+    /// An OS user name the program runs as (the runner must be root to switch to another user).
+    pub user: String,
+}
+
+impl ExecGrant {
+    pub fn program(&self) -> &str {
+        match self {
+            ExecGrant::Program(p) => p,
+            ExecGrant::As(a) => &a.program,
+        }
+    }
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            ExecGrant::Program(_) => None,
+            ExecGrant::As(a) => Some(&a.user),
+        }
+    }
+}
+
+impl From<String> for ExecGrant {
+    fn from(program: String) -> ExecGrant {
+        ExecGrant::Program(program)
+    }
+}
+
+impl From<&str> for ExecGrant {
+    fn from(program: &str) -> ExecGrant {
+        ExecGrant::Program(program.to_string())
+    }
+}
+
 impl Capability for Exec {
     const NAME: &'static str = "exec";
-    type Grant = Vec<String>;
+    type Grant = Vec<ExecGrant>;
 
     fn validate(grant: &Self::Grant, _: &Declared<'_>) -> Vec<Problem> {
-        grant
-            .iter()
-            .enumerate()
-            .filter(|(_, program)| {
-                let bare = !program.is_empty() && !program.contains('/');
-                !bare && !program.starts_with('/')
-            })
-            .map(|(i, program)| {
-                Problem::at(
+        let mut problems = Vec::new();
+        for (i, entry) in grant.iter().enumerate() {
+            let program = entry.program();
+            let bare = !program.is_empty() && !program.contains('/');
+            if !bare && !program.starts_with('/') {
+                problems.push(Problem::at(
                     format!("exec[{i}]"),
-                    format!(
-                        "exec grant `{program}` must be a program name found on PATH or an absolute path"
-                    ),
-                )
-            })
-            .collect()
+                    format!("exec grant `{program}` must be a program name found on PATH or an absolute path"),
+                ));
+            }
+            if let Some(user) = entry.user()
+                && !valid_user(user)
+            {
+                problems.push(Problem::at(
+                    format!("exec[{i}].user"),
+                    format!("`{user}` is not a user name (letters, digits, `_`, `-`, starting with a letter or `_`)"),
+                ));
+            }
+            if grant[..i].iter().any(|e| e.program() == program) {
+                problems.push(Problem::at(
+                    format!("exec[{i}]"),
+                    format!("program `{program}` is granted twice; give it once, with the user it runs as"),
+                ));
+            }
+        }
+        problems
+    }
+}
+
+fn valid_user(user: &str) -> bool {
+    let mut chars = user.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && user.len() <= 32
+}
+
+/// The user the grant runs `program` as, when it names one.
+pub fn user_of<'a>(grant: &'a [ExecGrant], program: &str) -> Option<&'a str> {
+    grant
+        .iter()
+        .find(|e| e.program() == program)
+        .and_then(ExecGrant::user)
+}
+
+/// Whether the step may act as `user` outside exec (e.g. own what it unpacks): only as a user its exec grant runs
+/// a program as.
+pub fn check_user(grant: &[ExecGrant], user: &str, read_only: bool) -> Result<(), Denial> {
+    if read_only {
+        return Err(Denial::new(
+            Exec::NAME,
+            format!("user `{user}`: the plan phase may not write"),
+        ));
+    }
+    if grant.iter().any(|e| e.user() == Some(user)) {
+        Ok(())
+    } else {
+        Err(Denial::new(
+            Exec::NAME,
+            format!("user `{user}` is not a user the step's exec grant runs a program as"),
+        ))
     }
 }
 
 /// Whether a step with `grant` may run (or start as a service) `program`; `read_only` in the plan phase.
-pub fn check(grant: &[String], program: &str, read_only: bool) -> Result<(), Denial> {
+pub fn check(grant: &[ExecGrant], program: &str, read_only: bool) -> Result<(), Denial> {
     if read_only {
         return Err(Denial::new(
             Exec::NAME,
             format!("`{program}`: the plan phase may not run programs"),
         ));
     }
-    if !grant.iter().any(|g| g == program) {
+    if !grant.iter().any(|g| g.program() == program) {
         return Err(Denial::new(
             Exec::NAME,
             format!("program `{program}` is not in the step's exec grant"),
@@ -109,5 +227,34 @@ mod tests {
             assert!(denial.asked.contains(key), "{denial}");
         }
         assert!(check_env(["PGPASSFILE", "HOME", "LANG", "MY_LD_FLAG"]).is_ok());
+    }
+
+    #[test]
+    fn a_grant_entry_may_name_the_user_a_program_runs_as() {
+        let grant: Vec<ExecGrant> = serde_json::from_str(
+            r#"["psql", { "program": "/usr/lib/postgresql/15/bin/postgres", "user": "postgres" }]"#,
+        )
+        .unwrap();
+        assert!(check(&grant, "/usr/lib/postgresql/15/bin/postgres", false).is_ok());
+        assert_eq!(
+            user_of(&grant, "/usr/lib/postgresql/15/bin/postgres"),
+            Some("postgres")
+        );
+        assert_eq!(user_of(&grant, "psql"), None);
+        assert!(check_user(&grant, "postgres", false).is_ok());
+        let denial = check_user(&grant, "root", false).unwrap_err();
+        assert!(denial.asked.contains("user `root`"), "{denial}");
+        let twice: Vec<ExecGrant> =
+            serde_json::from_str(r#"["psql", { "program": "psql", "user": "postgres" }, { "program": "x", "user": "Bad User" }]"#)
+                .unwrap();
+        let problems = Exec::validate(
+            &twice,
+            &Declared {
+                stores: &[],
+                secrets: &[],
+            },
+        );
+        let at: Vec<&str> = problems.iter().map(|p| p.at.as_str()).collect();
+        assert_eq!(at, ["exec[1]", "exec[2].user"]);
     }
 }

@@ -257,11 +257,15 @@ pub fn describe_grants(g: &Grants) -> String {
             .collect();
         parts.push(format!("stores {}", s.join(" ")));
     }
-    for (label, list) in [
-        ("secrets", &g.secrets),
-        ("exec", &g.exec),
-        ("http", &g.http),
-    ] {
+    let exec: Vec<String> = g
+        .exec
+        .iter()
+        .map(|e| match e.user() {
+            Some(user) => format!("{}(as {user})", e.program()),
+            None => e.program().to_string(),
+        })
+        .collect();
+    for (label, list) in [("secrets", &g.secrets), ("exec", &exec), ("http", &g.http)] {
         if !list.is_empty() {
             parts.push(format!("{label} {}", list.join(" ")));
         }

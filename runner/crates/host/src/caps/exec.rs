@@ -12,7 +12,7 @@ use super::super::bindings::abi::exec::{self as api, ExecOutput, ExecRequest};
 use super::super::bindings::abi::types::{Failure, FailureKind};
 use super::super::context::{RunResources, StepContext};
 use super::files::{self, GrantedDir};
-use super::process::{ExecError, Request, locate, run_capped};
+use super::process::{ExecError, Request, RunAs, locate, run_capped};
 use super::services::{Services, Started};
 use super::{Answer, Capability};
 
@@ -21,7 +21,7 @@ pub struct Exec;
 /// What exec keeps for one attempt.
 pub struct ExecStep {
     /// The step's `exec` grant.
-    pub grant: Vec<String>,
+    pub grant: Vec<respawn_sandbox::exec::ExecGrant>,
     /// Where a program runs when the request names no directory.
     pub scratch_dir: PathBuf,
 }
@@ -97,8 +97,11 @@ impl api::Host for ExecView<'_> {
     }
 }
 
-/// Resolves program and working directory for a plugin's request, recording a denial when not granted.
-fn resolve(v: &mut ExecView<'_>, request: &ExecRequest) -> Result<(PathBuf, PathBuf), Failure> {
+/// Resolves program, working directory and user for a plugin's request, recording a denial when not granted.
+fn resolve(
+    v: &mut ExecView<'_>,
+    request: &ExecRequest,
+) -> Result<(PathBuf, PathBuf, Option<RunAs>), Failure> {
     let read_only = v.ctx.read_only();
     let keys = request.env.iter().map(|(k, _)| k.as_str());
     let checked = respawn_sandbox::exec::check(&v.exec.grant, &request.program, read_only)
@@ -108,6 +111,10 @@ fn resolve(v: &mut ExecView<'_>, request: &ExecRequest) -> Result<(PathBuf, Path
     }
     let program = locate(&request.program)
         .map_err(|e| super::failure(FailureKind::NotFound, e.to_string()))?;
+    let user = respawn_sandbox::exec::user_of(&v.exec.grant, &request.program)
+        .map(RunAs::lookup)
+        .transpose()
+        .map_err(|e| super::failure(FailureKind::InvalidInput, e.to_string()))?;
     let cwd = match &request.cwd {
         Some(dir) => {
             let cwd = files::host_path(&v.ctx.run.base_dir, dir);
@@ -123,11 +130,11 @@ fn resolve(v: &mut ExecView<'_>, request: &ExecRequest) -> Result<(PathBuf, Path
             scratch
         }
     };
-    Ok((program, cwd))
+    Ok((program, cwd, user))
 }
 
 async fn run(v: &mut ExecView<'_>, request: ExecRequest) -> Result<ExecOutput, Failure> {
-    let (program, cwd) = resolve(v, &request)?;
+    let (program, cwd, user) = resolve(v, &request)?;
     let left = v
         .ctx
         .deadline
@@ -141,6 +148,7 @@ async fn run(v: &mut ExecView<'_>, request: ExecRequest) -> Result<ExecOutput, F
         args: &request.args,
         cwd: &cwd,
         env: &request.env,
+        user: user.as_ref(),
     };
     match run_capped(req, deadline, v.ctx.limits.log as usize).await {
         Ok(f) => Ok(ExecOutput {
@@ -157,7 +165,7 @@ async fn run(v: &mut ExecView<'_>, request: ExecRequest) -> Result<ExecOutput, F
 }
 
 fn spawn_service(v: &mut ExecView<'_>, request: ExecRequest) -> Result<Started, Failure> {
-    let (program, cwd) = resolve(v, &request)?;
+    let (program, cwd, user) = resolve(v, &request)?;
     // A detached service's logs go into the granted directory it runs in (its scratch directory without one),
     // under `.respawn-logs/RUN_ID`. The plugin may write that directory too, so the log directory must still
     // resolve inside the grant once made (a planted symlink must not send the host's writes elsewhere), and the
@@ -188,6 +196,7 @@ fn spawn_service(v: &mut ExecView<'_>, request: ExecRequest) -> Result<Started, 
         args: &request.args,
         cwd: &cwd,
         env: &request.env,
+        user: user.as_ref(),
     };
     let (run_id, step) = (v.ctx.run_id.clone(), v.ctx.step_id.clone());
     v.services

@@ -9,6 +9,7 @@ use respawn_data::StoreSet;
 use respawn_data::object_store::ObjectStore;
 use respawn_data::oci::OciError;
 use respawn_engine::StepCall;
+use respawn_engine::recovery::RestoredImage;
 use respawn_sandbox::Denial;
 use respawn_sandbox::stores::{Need, StoreGrant};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -21,11 +22,11 @@ use super::{Answer, Capability, failure, stores};
 
 pub struct Images;
 
-/// Creation times of the images a run restored.
-pub type RestoredImages = std::sync::Arc<std::sync::Mutex<Vec<std::time::SystemTime>>>;
+/// The images a run restored, with the steps that restored them.
+pub type RestoredImages = std::sync::Arc<std::sync::Mutex<Vec<RestoredImage>>>;
 
 impl Capability for Images {
-    /// Creation times of the images this run restored: RPO is measured against the newest.
+    /// The images this run restored: a step's newest is its recovery point unless it outputs one.
     type Run = RestoredImages;
 
     fn configure(_: &RunResources) -> RestoredImages {
@@ -48,6 +49,8 @@ pub struct ImagesView<'a> {
     pub stores: &'a StoreSet,
     pub dirs: &'a [GrantedDir],
     pub restored: &'a RestoredImages,
+    /// The step's `exec` grant: the users it runs programs as are the users restored files may belong to.
+    pub exec_grant: &'a [respawn_sandbox::exec::ExecGrant],
 }
 
 linked_through!(ImagesView, api);
@@ -61,6 +64,17 @@ impl api::Host for ImagesView<'_> {
         dir: String,
     ) -> Answer<UnpackResult> {
         Ok(unpack(self, &store, &prefix, &tag, &dir).await)
+    }
+
+    async fn unpack_as(
+        &mut self,
+        store: String,
+        prefix: String,
+        tag: String,
+        dir: String,
+        user: String,
+    ) -> Answer<UnpackResult> {
+        Ok(unpack_as(self, &store, &prefix, &tag, &dir, &user).await)
     }
 
     async fn compare(
@@ -132,7 +146,10 @@ async fn unpack(
         v.restored
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(created);
+            .push(RestoredImage {
+                step: v.ctx.step_id.clone(),
+                created,
+            });
         if let Some(journal) = v.ctx.run.journal.clone() {
             let restored = respawn_journal::EventBody::ImageRestored {
                 step: v.ctx.step_id.clone(),
@@ -153,6 +170,48 @@ async fn unpack(
         bytes: report.bytes,
         created,
     })
+}
+
+async fn unpack_as(
+    v: &mut ImagesView<'_>,
+    store: &str,
+    prefix: &str,
+    tag: &str,
+    dir: &str,
+    user: &str,
+) -> Result<UnpackResult, Failure> {
+    if let Err(denial) = respawn_sandbox::exec::check_user(v.exec_grant, user, v.ctx.read_only()) {
+        return Err(v.ctx.deny(denial));
+    }
+    let owner = super::process::RunAs::lookup(user)
+        .map_err(|e| failure(FailureKind::InvalidInput, e.to_string()))?;
+    let result = unpack(v, store, prefix, tag, dir).await?;
+    let target = files::host_path(&v.ctx.run.base_dir, dir);
+    let chowned = tokio::task::spawn_blocking(move || give_away(&target, owner.uid, owner.gid))
+        .await
+        .map_err(|e| failure(FailureKind::Internal, e.to_string()))?;
+    chowned.map_err(|e| {
+        failure(
+            FailureKind::Internal,
+            format!("giving {dir} to user `{user}`: {e}"),
+        )
+    })?;
+    Ok(result)
+}
+
+/// Makes `uid:gid` own everything under `root` (links themselves, never what they point at) and `root` private.
+fn give_away(root: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+        if std::fs::symlink_metadata(&path)?.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
 }
 
 async fn compare(

@@ -17,6 +17,8 @@ pub enum ExecError {
     TimedOut { program: String, seconds: f64 },
     #[error("`{program}`: {message}")]
     Io { program: String, message: String },
+    #[error("user `{user}`: {message}")]
+    User { user: String, message: String },
 }
 
 /// Finds a (granted) program: an absolute path as is, a bare name on the runner's PATH.
@@ -47,6 +49,69 @@ pub struct Request<'a> {
     pub args: &'a [String],
     pub cwd: &'a Path,
     pub env: &'a [(String, String)],
+    /// The OS user the step's exec grant runs this program as; the runner's own user when `None`.
+    pub user: Option<&'a RunAs>,
+}
+
+/// An OS user a program runs as, looked up when the step asks to run it.
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+impl RunAs {
+    /// Looks `name` up in the user database. Switching to another user needs the runner to be root; running as
+    /// the runner's own user needs nothing.
+    pub fn lookup(name: &str) -> Result<RunAs, ExecError> {
+        let c_name = std::ffi::CString::new(name).map_err(|_| ExecError::User {
+            user: name.to_string(),
+            message: "not a user name".into(),
+        })?;
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        // SAFETY: getpwnam_r writes into `pwd` and `buf` (whose length it is given) and sets `result` to `pwd`
+        // or null; nothing is read from them unless it returned 0 with a non-null result.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = unsafe {
+            libc::getpwnam_r(
+                c_name.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc != 0 || result.is_null() {
+            return Err(ExecError::User {
+                user: name.to_string(),
+                message: "no such user on this machine".into(),
+            });
+        }
+        // SAFETY: pw_dir points into `buf`, NUL-terminated by getpwnam_r.
+        let home = unsafe { std::ffi::CStr::from_ptr(pwd.pw_dir) }
+            .to_string_lossy()
+            .into_owned();
+        let user = RunAs {
+            name: name.to_string(),
+            uid: pwd.pw_uid,
+            gid: pwd.pw_gid,
+            home: PathBuf::from(home),
+        };
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if me != 0 && me != user.uid {
+            return Err(ExecError::User {
+                user: name.to_string(),
+                message: format!(
+                    "the runner runs as uid {me}, and only root can run a program as another user"
+                ),
+            });
+        }
+        Ok(user)
+    }
 }
 
 pub(crate) fn command(req: &Request<'_>) -> Command {
@@ -57,6 +122,13 @@ pub(crate) fn command(req: &Request<'_>) -> Command {
         .kill_on_drop(true);
     // A minimal PATH so that interpreters can find their own helpers; nothing else leaks from the runner.
     cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    if let Some(user) = req.user {
+        // std drops the supplementary groups when a root parent switches uid.
+        cmd.uid(user.uid).gid(user.gid);
+        cmd.env("HOME", &user.home)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name);
+    }
     for (k, v) in req.env {
         cmd.env(k, v);
     }

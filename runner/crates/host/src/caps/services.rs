@@ -566,6 +566,7 @@ mod tests {
             args: &["-c".into(), "echo started; sleep 30 & sleep 30".into()],
             cwd: dir.path(),
             env: &[],
+            user: None,
         };
         std::fs::create_dir_all(dir.path().join("logs")).unwrap();
         let started = services
@@ -630,6 +631,7 @@ mod tests {
             args: &["-c".into(), "sleep 30 & wait".into()],
             cwd: dir.path(),
             env: &[],
+            user: None,
         };
         let started = services
             .spawn(&run, "web", req, &dir.path().join("logs"))

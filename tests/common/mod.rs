@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests that drive the binary on copies of the sample workflows.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

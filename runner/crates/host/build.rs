@@ -13,6 +13,7 @@ use std::process::Command;
 const BUILTIN: &[(&str, &str)] = &[
     ("check", "respawn_plugin_check"),
     ("local", "respawn_plugin_local"),
+    ("postgres", "respawn_plugin_postgres"),
     ("registry", "respawn_plugin_registry"),
 ];
 /// Plugins used only by tests: built, never embedded; their directory is exported as RESPAWN_TEST_PLUGINS.

@@ -197,6 +197,20 @@ fn a_point_in_time_restore_brings_back_exactly_the_rows_committed_before_the_tar
         "the journaled recovery_point is not the last replayed commit ({last})"
     );
 
+    // The report's RPO is measured from it: run start minus the last replayed commit.
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join(format!(".respawn/runs/{run_id}/report.json"))).unwrap(),
+    )
+    .unwrap();
+    let point = &report["recovery_points"][0];
+    assert_eq!(point["step"], "db", "{report}");
+    assert!(
+        point["recovery_point"].as_str().unwrap().starts_with(&last),
+        "{point}"
+    );
+    assert_eq!(report["rpo_seconds"], point["rpo_seconds"]);
+    assert!(point["rpo_seconds"].as_f64().unwrap() > 0.0);
+
     let destroyed = run(&dir, &["destroy", &run_id, "--yes", "--no-progress"]);
     assert!(destroyed.status.success(), "destroy: {}", text(&destroyed));
     assert!(!pg::ready(&e, port), "the restored server still runs");

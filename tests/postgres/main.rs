@@ -124,19 +124,40 @@ fn database_of(dir: &Path) -> String {
         .replace(['-', '.'], "_")
 }
 
+/// A test's database in the shared source cluster, dropped when the test ends however it ends: every base
+/// backup copies the whole cluster, so leftovers would slow every later test.
+struct TestDb {
+    env: PgEnv,
+    name: String,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = self
+            .env
+            .client("psql")
+            .args(["-X", "-q", "-d", &self.env.conninfo("postgres"), "-c"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}
+
 /// A database with rows 1..=`n` in table `t`, each with the time it was committed.
-fn seed(e: &PgEnv, db: &str, n: u32) {
+fn seed(e: &PgEnv, db: &str, n: u32) -> TestDb {
     pg::create_db(e, db);
     pg::psql(
         e,
         db,
         "create table t (id int primary key, at timestamptz default clock_timestamp())",
     );
-    pg::psql(
-        e,
-        db,
-        &format!("insert into t (id) select generate_series(1, {n})"),
-    );
+    insert(e, db, 1, n);
+    TestDb {
+        env: e.clone(),
+        name: db.to_string(),
+    }
 }
 
 fn insert(e: &PgEnv, db: &str, from: u32, to: u32) {
@@ -153,7 +174,7 @@ fn a_point_in_time_restore_brings_back_exactly_the_rows_committed_before_the_tar
     let e = env();
     let dir = workdir("pitr");
     let db = database_of(&dir);
-    seed(&e, &db, 3);
+    let _db = seed(&e, &db, 3);
     let backup = pg::base_backup(&e, &dir.join("basebackup"));
     pack(&dir, &backup.dir);
     insert(&e, &db, 4, 6);
@@ -239,7 +260,7 @@ fn a_runner_killed_during_replay_resumes_and_finishes_the_restore() {
     let e = env();
     let dir = workdir("crash");
     let db = database_of(&dir);
-    seed(&e, &db, 3);
+    let _db = seed(&e, &db, 3);
     let backup = pg::base_backup(&e, &dir.join("basebackup"));
     pack(&dir, &backup.dir);
     // Enough WAL after the backup that replaying it takes a moment.
@@ -247,7 +268,7 @@ fn a_runner_killed_during_replay_resumes_and_finishes_the_restore() {
     pg::psql(
         &e,
         &db,
-        "insert into filler select g, repeat('x', 200) from generate_series(1, 300000) g",
+        "insert into filler select g, repeat('x', 200) from generate_series(1, 100000) g",
     );
     insert(&e, &db, 4, 6);
     pg::switch_wal(&e);
@@ -295,7 +316,7 @@ fn promote_makes_a_standby_writable_and_fences_the_old_primary_until_destroy() {
     let e = env();
     let dir = workdir("promote");
     let db = database_of(&dir);
-    seed(&e, &db, 3);
+    let _db = seed(&e, &db, 3);
     let standby = pg::standby(&e, &dir.join("standby"), free_port());
     // The old primary to fence: a server of the test's own (the shared source must stay writable for the
     // others), made a primary by promoting a second standby by hand.

@@ -365,7 +365,17 @@ fn wait_until_promoted(
 ) -> Result<Duration, Failure> {
     let started = Instant::now();
     let log_path = format!("{}/{LOG}", p.data_dir.trim_end_matches('/'));
+    // A server accepts TCP connections from its start, recovery included: one that stops answering has gone, even
+    // when it could log nothing (a postmaster killed outright).
+    let (mut answered, mut silent_since) = (false, None::<Instant>);
     loop {
+        let up = listening(p.port);
+        if up {
+            answered = true;
+            silent_since = None;
+        } else if answered {
+            silent_since.get_or_insert_with(Instant::now);
+        }
         match psql.value("select pg_is_in_recovery()") {
             Ok(Some(v)) if v == "f" => {
                 log::info(&format!(
@@ -382,6 +392,20 @@ fn wait_until_promoted(
         let text = whole.get(since..).unwrap_or_default();
         if let Some(failure) = stopped(text, p, gap) {
             return Err(failure);
+        }
+        let gone = silent_since.is_some_and(|t| t.elapsed() > Duration::from_secs(3))
+            || (!answered && started.elapsed() > Duration::from_secs(30));
+        if gone {
+            return Err(Failure::unavailable(format!(
+                "the server on port {} {} during recovery; its log ends: {}",
+                p.port,
+                if answered {
+                    "stopped answering"
+                } else {
+                    "never answered"
+                },
+                tail(text)
+            )));
         }
         if started.elapsed() > Duration::from_secs(p.wait_s) {
             return Err(Failure::unavailable(format!(

@@ -1,5 +1,7 @@
-//! End-to-end through the binary: a plugin scaffolded by `respawn plugin new` builds, is pinned by `respawn
-//! lock`, runs its plan phase in a workflow as `file://…`, and is refused once a single byte changes.
+//! End-to-end through the binary: a plugin scaffolded by `respawn plugin new` carries its SDK (no path into this
+//! checkout), passes its unit tests with `cargo test`, builds with its `build.sh`, is pinned by `respawn lock`,
+//! runs its plan phase in a workflow as `file://…`, and is refused once a single byte changes. The Python
+//! scaffold is tests/python_plugin.rs.
 
 mod common;
 
@@ -15,37 +17,75 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// `program args` in `dir` as an author would run it, without the variables of the cargo running this test; a
+/// target dir inside the repository keeps reruns fast.
+fn author(dir: &Path, program: &str, args: &[&str]) -> std::process::Output {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold-test");
+    let mut command = Command::new(program);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "RUSTFLAGS" {
+            command.env_remove(key);
+        }
+    }
+    command
+        .args(args)
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn scaffolded_plugin_runs_after_lock_and_a_changed_byte_is_refused() {
     let dir = scratch("scaffold");
     let out = respawn(&dir, &["plugin", "new", "hello-plugin"]);
     assert!(out.status.success(), "{}", text(&out));
+    let plugin = dir.join("hello-plugin");
 
-    // Build it like an author would; a target dir inside the repository keeps reruns fast.
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold-test");
-    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "RUSTFLAGS" {
-            cargo.env_remove(key);
-        }
+    // Standalone: the SDK, the sandbox checks its mock host uses and the WIT are vendored, and nothing names a
+    // path of this checkout.
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string();
+    for manifest in [
+        "Cargo.toml",
+        "vendor/respawn-plugin-sdk/Cargo.toml",
+        "vendor/respawn-sandbox/Cargo.toml",
+    ] {
+        let body = std::fs::read_to_string(plugin.join(manifest)).unwrap();
+        assert!(!body.contains(&checkout), "{manifest} names the checkout");
+        assert!(!body.contains("workspace = true"), "{manifest}: {body}");
     }
-    let built = cargo
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .env("CARGO_TARGET_DIR", &target)
-        .current_dir(dir.join("hello-plugin"))
-        .output()
-        .unwrap();
+    assert!(plugin.join("vendor/wit/deps/http.wit").is_file());
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let tested = author(&plugin, &cargo, &["test"]);
+    assert!(
+        tested.status.success(),
+        "the scaffold's unit tests pass natively against the vendored MockHost:\n{}",
+        text(&tested)
+    );
+    let built = author(&plugin, "sh", &["build.sh"]);
     assert!(
         built.status.success(),
         "scaffold must build:\n{}",
         text(&built)
     );
     let wasm = dir.join("hello.wasm");
-    std::fs::copy(
-        target.join("wasm32-wasip2/release/hello_plugin.wasm"),
-        &wasm,
-    )
-    .unwrap();
+    std::fs::copy(plugin.join("hello-plugin.wasm"), &wasm).unwrap();
+
+    // Its own workflow runs it as it is.
+    let lock = respawn(&plugin, &["lock", "recover.yaml"]);
+    assert!(lock.status.success(), "{}", text(&lock));
+    let planned = respawn(&plugin, &["plan", "recover.yaml"]);
+    assert!(
+        text(&planned).contains("would greet world"),
+        "{}",
+        text(&planned)
+    );
 
     std::fs::write(
         dir.join("wf.yaml"),
@@ -115,4 +155,27 @@ fn plugin_new_refuses_bad_names_and_existing_directories() {
     let taken = respawn(&dir, &["plugin", "new", "taken"]);
     assert_eq!(taken.status.code(), Some(2));
     assert!(text(&taken).contains("already exists"), "{}", text(&taken));
+    let lang = respawn(&dir, &["plugin", "new", "x", "--lang", "cobol"]);
+    assert_eq!(lang.status.code(), Some(2), "{}", text(&lang));
+    let sdk = respawn(&dir, &["plugin", "new", "x", "--sdk", "no/such/dir"]);
+    assert_eq!(sdk.status.code(), Some(2), "{}", text(&sdk));
+    assert!(!dir.join("x").exists(), "nothing written on bad usage");
+}
+
+#[test]
+fn plugin_new_with_sdk_depends_on_that_checkout_instead_of_vendoring() {
+    let dir = scratch("with-sdk");
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk");
+    let out = respawn(
+        &dir,
+        &["plugin", "new", "dev", "--sdk", sdk.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let manifest = std::fs::read_to_string(dir.join("dev/Cargo.toml")).unwrap();
+    let sdk = sdk.canonicalize().unwrap();
+    assert!(
+        manifest.contains(&format!("path = \"{}\"", sdk.display())),
+        "{manifest}"
+    );
+    assert!(!dir.join("dev/vendor").exists());
 }

@@ -21,6 +21,7 @@ const TESTING: &[&str] = &[
     "respawn_testing_echo",
     "respawn_testing_hostile",
     "respawn_testing_liar",
+    "respawn_testing_old_abi",
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -19,6 +19,7 @@ macro_rules! out_raw {
     }};
 }
 
+mod cache;
 mod durable;
 mod image;
 mod kept;
@@ -26,6 +27,7 @@ mod lock;
 mod plan;
 mod plugin;
 mod run;
+mod scaffold;
 mod setup;
 mod store;
 mod validate;
@@ -101,6 +103,9 @@ pub enum Command {
     /// restore_command).
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// List and prune the compile cache of precompiled plugins.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
 }
 
 /// Options shared by commands that take a workflow and params.
@@ -250,10 +255,14 @@ pub enum PluginCommand {
         /// builtin:NAME@VERSION, file://PATH or a path to a .wasm component.
         plugin: String,
     },
-    /// Scaffold a new plugin crate in ./NAME.
+    /// Scaffold a new plugin in ./NAME: a sample operation, a unit test, build.sh and a workflow using it.
     New {
         name: String,
-        /// Path of plugins/sdk (default: the SDK of the source tree this binary was built from).
+        /// The plugin's language. The scaffold carries the SDK and the WIT it needs, so it builds with only the
+        /// language's toolchain.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: scaffold::Lang,
+        /// Rust only: depend on this SDK directory (plugins/sdk of a respawn checkout) instead of a vendored copy.
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -280,6 +289,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Image(command) => image::run(command),
         Command::Plugin(command) => plugin::run(command),
         Command::Store(command) => store::run(command),
+        Command::Cache(command) => cache::run(command),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -3,13 +3,14 @@ use std::path::{Path, PathBuf};
 use respawn::host::sources::{self, BUILTIN_PLUGINS, PluginBytes};
 use respawn::host::{Host, LoadedPlugin, RunResources};
 
+use super::scaffold::{self, Lang};
 use super::{PluginCommand, Usage, exit, setup};
 
 pub fn run(command: PluginCommand) -> anyhow::Result<u8> {
     match command {
         PluginCommand::List => list(),
         PluginCommand::Inspect { plugin } => inspect(&plugin),
-        PluginCommand::New { name, sdk } => new(&name, sdk),
+        PluginCommand::New { name, lang, sdk } => new(&name, lang, sdk),
     }
 }
 
@@ -79,12 +80,7 @@ fn inspect(source: &str) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-/// Where the SDK lives in this source tree (used when the binary runs from a checkout).
-fn default_sdk() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk")
-}
-
-fn new(name: &str, sdk: Option<PathBuf>) -> anyhow::Result<u8> {
+fn new(name: &str, lang: Lang, sdk: Option<PathBuf>) -> anyhow::Result<u8> {
     let valid = !name.is_empty()
         && name
             .chars()
@@ -96,13 +92,22 @@ fn new(name: &str, sdk: Option<PathBuf>) -> anyhow::Result<u8> {
         ))
         .into());
     }
-    let sdk = sdk.unwrap_or_else(default_sdk);
-    let sdk = std::fs::canonicalize(&sdk).map_err(|e| {
-        Usage(format!(
-            "SDK not found at {} ({e}); pass --sdk PATH to plugins/sdk",
-            sdk.display()
-        ))
-    })?;
+    let sdk = match (lang, sdk) {
+        (_, None) => None,
+        (Lang::Rust, Some(sdk)) => Some(std::fs::canonicalize(&sdk).map_err(|e| {
+            Usage(format!(
+                "--sdk {}: {e}; give the plugins/sdk directory of a respawn checkout, or leave --sdk out to \
+                 vendor the SDK",
+                sdk.display()
+            ))
+        })?),
+        (Lang::Python, Some(_)) => {
+            return Err(Usage(
+                "--sdk is for Rust plugins; a Python scaffold always carries its SDK (respawn_plugin/)".into(),
+            )
+            .into());
+        }
+    };
     let dir = PathBuf::from(name);
     if dir.exists() {
         return Err(Usage(format!(
@@ -111,95 +116,34 @@ fn new(name: &str, sdk: Option<PathBuf>) -> anyhow::Result<u8> {
         ))
         .into());
     }
-    std::fs::create_dir_all(dir.join("src"))?;
+    scaffold::write(lang, name, &dir, sdk.as_deref())
+        .map_err(|e| anyhow::anyhow!("writing the scaffold into {}: {e}", dir.display()))?;
     let ident = name.replace('-', "_");
-    std::fs::write(dir.join("Cargo.toml"), scaffold_manifest(name, &sdk))?;
-    std::fs::write(dir.join("src/lib.rs"), scaffold_lib(name))?;
-    std::fs::write(dir.join(".gitignore"), "/target\n")?;
-    out!("created plugin crate {}/", dir.display());
-    out!("build it:   cd {name} && cargo build --release --target wasm32-wasip2");
+    match lang {
+        Lang::Rust => {
+            let vendored = if sdk.is_some() {
+                "depends on the SDK at --sdk"
+            } else {
+                "SDK vendored in vendor/"
+            };
+            out!("created Rust plugin {name}/ ({vendored})");
+            out!("test it:    cd {name} && cargo test");
+            out!(
+                "build it:   ./build.sh     (cargo build --release --target wasm32-wasip2 -> {name}.wasm)"
+            );
+        }
+        Lang::Python => {
+            out!("created Python plugin {name}/ (SDK in respawn_plugin/, WIT in wit/)");
+            out!("test it:    cd {name} && python3 -m unittest");
+            out!(
+                "build it:   ./build.sh     (componentize-py {} -> {name}.wasm)",
+                scaffold::componentize_py_version()
+            );
+        }
+    }
+    out!("run it:     respawn lock recover.yaml && respawn drill recover.yaml");
     out!(
-        "use it:     plugins: {{ {ident}: file://{name}/target/wasm32-wasip2/release/{ident}.wasm }}"
+        "use it:     plugins: {{ {ident}: file://{name}/{name}.wasm }}   (relative to the workflow)"
     );
-    out!("then:       respawn lock WORKFLOW");
     Ok(exit::OK)
-}
-
-fn scaffold_manifest(name: &str, sdk: &Path) -> String {
-    format!(
-        r#"[package]
-name = "{name}"
-version = "0.1.0"
-edition = "2024"
-publish = false
-
-[lib]
-crate-type = ["cdylib"]
-
-[dependencies]
-respawn-plugin-sdk = {{ path = "{sdk}" }}
-serde = {{ version = "1", features = ["derive"] }}
-serde_json = "1"
-
-# A standalone crate, not part of any enclosing workspace.
-[workspace]
-
-[profile.release]
-opt-level = "s"
-lto = true
-panic = "abort"
-"#,
-        sdk = sdk.display()
-    )
-}
-
-fn scaffold_lib(name: &str) -> String {
-    format!(
-        r##"//! The `{name}` respawn plugin. Build with `cargo build --release --target wasm32-wasip2`.
-
-use respawn_plugin_sdk::{{Context, Failure, Phase, Plugin, PluginInfo, export_plugin, operation}};
-use serde::{{Deserialize, Serialize}};
-
-struct Provider;
-
-/// Params of `{name}/greet`, from the step's `with:`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GreetParams {{
-    who: String,
-}}
-
-#[derive(Serialize)]
-struct GreetOutputs {{
-    greeting: String,
-}}
-
-const GREET_SCHEMA: &str = r#"{{"type":"object","required":["who"],"properties":{{"who":{{"type":"string"}}}},"additionalProperties":false}}"#;
-
-impl Plugin for Provider {{
-    fn describe() -> PluginInfo {{
-        PluginInfo::new("{name}", env!("CARGO_PKG_VERSION")).operation(operation("greet", "Say hello", GREET_SCHEMA))
-    }}
-
-    fn invoke(ctx: Context, params: &str) -> Result<String, Failure> {{
-        match ctx.operation.as_str() {{
-            "greet" => {{
-                let p: GreetParams = respawn_plugin_sdk::params(params)?;
-                let greeting = match ctx.phase {{
-                    // Plan must have no side effects: say what apply would do.
-                    Phase::Plan => format!("would greet {{}}", p.who),
-                    // Apply is idempotent; destroy must succeed when there is nothing to undo.
-                    Phase::Apply | Phase::Verify | Phase::Destroy => format!("hello, {{}}", p.who),
-                }};
-                respawn_plugin_sdk::log::info(&greeting);
-                respawn_plugin_sdk::outputs(&GreetOutputs {{ greeting }})
-            }}
-            _ => Err(respawn_plugin_sdk::unknown_operation(&ctx)),
-        }}
-    }}
-}}
-
-export_plugin!(Provider);
-"##
-    )
 }

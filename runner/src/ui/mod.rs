@@ -12,10 +12,11 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber. `RUST_LOG` wins over `-v`; without either, only warnings and errors show,
-/// so that the CLI's own output stays readable.
+/// so that the CLI's own output stays readable, and the line announcing a plugin's first compile (it can take a
+/// minute, and would otherwise look like a hang).
 pub fn init_logging(verbosity: u8, format: LogFormat) {
     let default = match verbosity {
-        0 => "warn",
+        0 => "warn,respawn::compile=info",
         1 => "info,respawn=debug",
         _ => "debug,respawn=trace",
     };

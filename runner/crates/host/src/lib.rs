@@ -152,7 +152,7 @@ impl Host {
         };
         let (component, compile) = self
             .cache
-            .load(&self.engine, &plugin.bytes, &plugin.sha256)
+            .load(&self.engine, &plugin.bytes, &plugin.sha256, &plugin.source)
             .map_err(|e| compile_err(format!("{e:#}")))?;
         let abi = |message: String| HostError::Abi {
             alias: alias.into(),

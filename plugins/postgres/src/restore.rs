@@ -479,10 +479,20 @@ fn stopped(log_text: &str, p: &Params, gap: Option<&str>) -> Option<Failure> {
     Some(Failure::new(
         FailureKind::Unavailable,
         format!(
-            "the server stopped during recovery; its log ends: {}",
+            "the server stopped during recovery: {}; its log ends: {}",
+            why_it_stopped(log_text, &fatals),
             tail(log_text)
         ),
     ))
+}
+
+/// The line that says why a server stopped: the tail alone may be the restart that followed it.
+fn why_it_stopped<'a>(log_text: &'a str, fatals: &[&'a str]) -> &'a str {
+    log_text
+        .lines()
+        .find(|l| l.contains("terminated by signal") || l.contains("PANIC:"))
+        .or(fatals.last().copied())
+        .map_or("no reason logged", str::trim)
 }
 
 fn verify(p: &Params) -> Result<Value, Failure> {

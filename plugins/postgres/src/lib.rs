@@ -21,6 +21,8 @@ mod tests;
 use respawn_plugin_sdk::{Context, Failure, Plugin, PluginInfo, export_plugin, operation};
 use serde::Deserialize;
 
+pub(crate) use respawn_plugin_sdk::time::rfc3339_seconds;
+
 struct Postgres;
 
 impl Plugin for Postgres {
@@ -198,53 +200,4 @@ pub(crate) fn server_time_to_rfc3339(text: &str) -> String {
         }
     }
     out
-}
-
-/// Seconds since the Unix epoch of an RFC 3339 time (fractions and offsets allowed).
-pub(crate) fn rfc3339_seconds(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = &text[19..];
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        rest = &fraction[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
-            let h: i64 = rest.get(1..3)?.parse().ok()?;
-            let m: i64 = rest.get(4..6)?.parse().ok()?;
-            if rest.starts_with('-') {
-                -(h * 3600 + m * 60)
-            } else {
-                h * 3600 + m * 60
-            }
-        }
-        _ => return None,
-    };
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some((era * 146_097 + doe - 719_468) * 86_400 + hour * 3600 + minute * 60 + second - offset)
 }

@@ -40,6 +40,7 @@ pub mod host;
 pub mod http;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
+pub mod time;
 
 pub use bindings::respawn::plugin::types::{
     Context, Failure, FailureKind, Mode, OperationInfo, Phase, PluginInfo,

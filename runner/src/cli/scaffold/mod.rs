@@ -46,6 +46,7 @@ const RUST_SDK: Embedded = embed!("../../../../plugins/sdk/":
     "src/testing.rs",
     "src/http/mod.rs",
     "src/http/wasi.rs",
+    "src/time.rs",
 );
 
 /// `runner/crates/sandbox`: the grant checks and limits the Rust SDK's mock host shares with the runner.

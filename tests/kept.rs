@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    free_port, listening, process_running, quickstart, region_dir, respawn, text,
+    free_port, listening, process_running, quickstart, region_dir, respawn, run_id_of, text,
     wait_for_site_restored,
 };
 use sha2::{Digest, Sha256};
@@ -33,16 +33,6 @@ fn get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
 
 fn state_arg(dir: &Path) -> String {
     format!("file://{}", dir.join("state").display())
-}
-
-/// The run id printed by `respawn drill` or `failover` (`... (run ID)` on stderr).
-fn run_id_of(out: &std::process::Output) -> String {
-    let t = text(out);
-    t.split("(run ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .unwrap_or_else(|| panic!("no run id in: {t}"))
-        .to_string()
 }
 
 fn report(dir: &Path) -> serde_json::Value {

@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{RegistryEnv, bin, registry_env, skopeo_digest, text};
+use common::{RegistryEnv, bin, registry_env, run_id_of, skopeo_digest, text};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -35,15 +35,6 @@ fn run_script(scratch: &Path, name: &str, extra: &[&str]) -> Output {
 fn report(scratch: &Path, name: &str) -> Value {
     let path = scratch.join(name).join("report.json");
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-fn run_id_of(out: &Output) -> String {
-    let t = text(out);
-    t.split("(run ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .unwrap_or_else(|| panic!("no run id in: {t}"))
-        .to_string()
 }
 
 fn statuses(r: &Value, key: &str) -> Vec<String> {

@@ -12,6 +12,16 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_respawn")
 }
 
+/// The run id a `respawn` command printed (`… (run ID)`).
+pub fn run_id_of(out: &Output) -> String {
+    let t = text(out);
+    t.split("(run ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no run id in: {t}"))
+        .to_string()
+}
+
 /// stdout then stderr, for assertion messages.
 pub fn text(out: &Output) -> String {
     format!(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use common::pg::{self, PgEnv};
-use common::{bin, free_port, text};
+use common::{bin, free_port, run_id_of, text};
 
 fn env() -> PgEnv {
     pg::pg_env()
@@ -34,15 +34,6 @@ fn run(dir: &Path, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn run_id_of(out: &Output) -> String {
-    let t = text(out);
-    t.split("(run ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .unwrap_or_else(|| panic!("no run id in: {t}"))
-        .to_string()
 }
 
 /// Packs a base backup as the OCI layout `backups/pg` tagged `v1` in `dir`.

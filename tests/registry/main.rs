@@ -10,7 +10,7 @@ mod resume;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{RegistryEnv, bin, registry_env, skopeo_digest, text};
+use common::{RegistryEnv, bin, registry_env, run_id_of, skopeo_digest, text};
 use serde_json::Value;
 
 fn env() -> RegistryEnv {
@@ -78,15 +78,6 @@ fn replicate_step(images: &[(&str, &str)], extra: &str) -> String {
         auth = e.auth,
         user = e.user,
     )
-}
-
-fn run_id_of(out: &Output) -> String {
-    let t = text(out);
-    t.split("(run ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .unwrap_or_else(|| panic!("no run id in: {t}"))
-        .to_string()
 }
 
 fn at_auth(reference: &str) -> Option<String> {

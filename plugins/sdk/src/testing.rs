@@ -237,7 +237,8 @@ impl MockHost {
         self.grants.exec.retain(|e| e.program() != program);
         self.grants.exec.push(ExecGrant::As(ProgramAs {
             program: program.into(),
-            user: user.into(),
+            user: Some(user.into()),
+            ..ProgramAs::default()
         }));
         self
     }
@@ -679,8 +680,13 @@ impl MockHost {
     fn program(&mut self, request: &ExecRequest) -> Result<ExecHandler, Failure> {
         let read_only = self.read_only();
         let keys = request.env.iter().map(|(k, _)| k.as_str());
-        let checked = exec_policy::check(&self.grants.exec, &request.program, read_only)
-            .and_then(|()| exec_policy::check_env(keys));
+        let checked = exec_policy::check(
+            &self.grants.exec,
+            &request.program,
+            &request.args,
+            keys,
+            read_only,
+        );
         if let Err(denial) = checked {
             return Err(self.deny(denial));
         }

@@ -104,8 +104,13 @@ fn resolve(
 ) -> Result<(PathBuf, PathBuf, Option<RunAs>), Failure> {
     let read_only = v.ctx.read_only();
     let keys = request.env.iter().map(|(k, _)| k.as_str());
-    let checked = respawn_sandbox::exec::check(&v.exec.grant, &request.program, read_only)
-        .and_then(|()| respawn_sandbox::exec::check_env(keys));
+    let checked = respawn_sandbox::exec::check(
+        &v.exec.grant,
+        &request.program,
+        &request.args,
+        keys,
+        read_only,
+    );
     if let Err(denial) = checked {
         return Err(v.ctx.deny(denial));
     }

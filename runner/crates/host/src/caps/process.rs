@@ -135,7 +135,11 @@ pub(crate) fn command(req: &Request<'_>) -> Command {
     cmd
 }
 
-/// Runs to completion within `deadline`, keeping at most `cap` bytes of each output stream.
+/// Runs to completion within `deadline`, keeping at most `cap` bytes of each output stream. The program runs in
+/// a process group of its own: at the deadline the whole group is killed, and reading its output is under the
+/// same deadline, so a grandchild that inherited a pipe cannot hold the step past it. Whatever of the group is
+/// still running when the program exits is killed too: a program run to completion leaves nothing behind
+/// (long-running processes are services).
 pub async fn run_capped(
     req: Request<'_>,
     deadline: Duration,
@@ -145,32 +149,57 @@ pub async fn run_capped(
         program: req.name.to_string(),
         message: e.to_string(),
     };
+    let timed_out = || ExecError::TimedOut {
+        program: req.name.to_string(),
+        seconds: deadline.as_secs_f64(),
+    };
+    let until = tokio::time::Instant::now() + deadline;
     let mut child = command(&req)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(io)?;
+    // The group id is the leader's pid; it stays reserved while any member lives, so signalling it cannot reach
+    // an unrelated process.
+    let group = child.id();
     let out = tokio::spawn(read_capped(child.stdout.take(), cap));
     let err = tokio::spawn(read_capped(child.stderr.take(), cap));
-    let status = match tokio::time::timeout(deadline, child.wait()).await {
+    let status = match tokio::time::timeout_at(until, child.wait()).await {
         Ok(status) => status.map_err(io)?,
         Err(_) => {
+            // Before reaping the leader, so its pid (the group id) cannot have been reused.
+            kill_group(group);
             let _ = child.kill().await;
-            return Err(ExecError::TimedOut {
-                program: req.name.to_string(),
-                seconds: deadline.as_secs_f64(),
-            });
+            out.abort();
+            err.abort();
+            return Err(timed_out());
         }
     };
-    let (stdout, t1) = out.await.unwrap_or_default();
-    let (stderr, t2) = err.await.unwrap_or_default();
+    kill_group(group);
+    let outputs = tokio::time::timeout_at(until, async { (out.await, err.await) }).await;
+    let Ok((out, err)) = outputs else {
+        return Err(timed_out());
+    };
+    let (stdout, t1) = out.unwrap_or_default();
+    let (stderr, t2) = err.unwrap_or_default();
     Ok(Finished {
         status: status.code().unwrap_or(-1),
         stdout,
         stderr,
         truncated: t1 || t2,
     })
+}
+
+/// SIGKILL to every process of the group `leader` leads (nothing when it has none left).
+fn kill_group(leader: Option<u32>) {
+    if let Some(pid) = leader.and_then(|p| libc::pid_t::try_from(p).ok()) {
+        // SAFETY: killpg(2) with a process group id and a signal number has no memory-safety preconditions.
+        unsafe {
+            libc::killpg(pid, libc::SIGKILL);
+        }
+    }
 }
 
 /// Reads a whole stream but keeps only the first `cap` bytes, so a chatty program cannot exhaust memory and
@@ -193,4 +222,78 @@ async fn read_capped<R: AsyncRead + Unpin>(stream: Option<R>, cap: usize) -> (Ve
         }
     }
     (kept, truncated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str, dir: &Path) -> (PathBuf, Vec<String>, PathBuf) {
+        let args = vec!["-c".to_string(), script.to_string()];
+        (locate("sh").unwrap(), args, dir.to_path_buf())
+    }
+
+    /// Running, as opposed to gone or a zombie nobody reaped yet (an orphan's reaper may be slow).
+    fn alive(pid_file: &Path) -> bool {
+        let pid = std::fs::read_to_string(pid_file).unwrap();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        let state = stat
+            .rsplit(") ")
+            .next()
+            .and_then(|rest| rest.chars().next());
+        state.is_some_and(|s| s != 'Z' && s != 'X')
+    }
+
+    #[tokio::test]
+    async fn a_background_grandchild_holding_the_pipe_neither_hangs_the_call_nor_outlives_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (program, args, cwd) = sh("sleep 30 & echo $! > bg.pid; echo done", dir.path());
+        let req = Request {
+            program,
+            name: "sh",
+            args: &args,
+            cwd: &cwd,
+            env: &[],
+            user: None,
+        };
+        let started = std::time::Instant::now();
+        let finished = run_capped(req, Duration::from_secs(20), 1024)
+            .await
+            .unwrap();
+        assert_eq!(finished.stdout, b"done\n");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !alive(&dir.path().join("bg.pid")),
+            "the grandchild outlived exec"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let (program, args, cwd) = sh("sleep 30 & echo $! > bg.pid; sleep 30", dir.path());
+        let req = Request {
+            program,
+            name: "sh",
+            args: &args,
+            cwd: &cwd,
+            env: &[],
+            user: None,
+        };
+        let err = run_capped(req, Duration::from_millis(500), 1024)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ExecError::TimedOut { .. }), "{err}");
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !alive(&dir.path().join("bg.pid")),
+            "the grandchild survived the timeout"
+        );
+    }
 }

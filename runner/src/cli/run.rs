@@ -9,7 +9,7 @@ use std::time::Duration;
 use respawn::engine::Mode;
 use respawn::engine::driver::{self, Drive, Driven};
 use respawn::engine::run::RunSpec;
-use respawn::engine::{Approver, Observer, Quiet};
+use respawn::engine::{Approval, Approver, Observer, Quiet};
 use respawn::host::Host;
 use respawn::host::workflow_plugins::LockPolicy;
 use respawn::journal::{EventBody, Journal, Redactor, RunStarted, WorkflowSnapshot};
@@ -56,29 +56,43 @@ pub struct TerminalApprover {
 }
 
 impl Approver for TerminalApprover {
-    fn approve(&self, step: &str, question: &str) -> Result<String, String> {
+    fn approve(&self, step: &str, question: &str) -> Approval {
         if self.yes {
-            return Ok("--yes".into());
+            return Box::pin(std::future::ready(Ok("--yes".into())));
         }
         if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
-            return Err(format!(
+            return Box::pin(std::future::ready(Err(format!(
                 "approval gate `{step}` needs confirmation: \"{question}\"; there is no terminal to ask on, so \
                  rerun on a terminal or pass --yes"
-            ));
+            ))));
         }
-        eprint!("{question} [y/N] ");
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .map_err(|e| format!("reading the answer: {e}"))?;
-        match answer.trim() {
-            "y" | "Y" | "yes" => Ok("confirmed on the terminal".into()),
-            _ => Err(format!(
-                "approval gate `{step}` was declined on the terminal"
-            )),
-        }
+        // The answer is read on a thread of its own, not a runtime worker: heartbeats go on while a person thinks,
+        // and an interrupt ends the wait at once (the thread, blocked in read(2), ends with the process).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (step, question) = (step.to_string(), question.to_string());
+        std::thread::spawn(move || {
+            let _ = tx.send(ask_on_terminal(&step, &question));
+        });
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err("the terminal prompt ended without an answer".into()))
+        })
+    }
+}
+
+fn ask_on_terminal(step: &str, question: &str) -> Result<String, String> {
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    match answer.trim() {
+        "y" | "Y" | "yes" => Ok("confirmed on the terminal".into()),
+        _ => Err(format!(
+            "approval gate `{step}` was declined on the terminal"
+        )),
     }
 }
 

@@ -31,10 +31,9 @@ pub struct Reverified {
 /// Verification has no approval gates; a verify step with one is refused, not asked.
 struct NoGates;
 impl Approver for NoGates {
-    fn approve(&self, step: &str, _: &str) -> Result<String, String> {
-        Err(format!(
-            "`{step}` is an approval gate; `respawn verify` asks nobody"
-        ))
+    fn approve(&self, step: &str, _: &str) -> crate::Approval {
+        let why = format!("`{step}` is an approval gate; `respawn verify` asks nobody");
+        Box::pin(std::future::ready(Err(why)))
     }
 }
 
@@ -89,6 +88,7 @@ pub async fn reverify<E: StepExecutor + 'static>(
         applied_order: Vec::new(),
         started_params: Default::default(),
         tasks: Default::default(),
+        cancel: cancel.clone(),
     };
     let verify: Vec<&Step> = fresh.loaded.workflow.verify.iter().collect();
     let mut verifications = runner
@@ -156,6 +156,8 @@ pub async fn destroy<E: StepExecutor + 'static>(
         applied_order,
         started_params: Default::default(),
         tasks: Default::default(),
+        // Teardown has no gates to interrupt: it runs to its end.
+        cancel: watch::channel(false).1,
     };
     runner.teardown(&mut steps).await
 }

@@ -108,8 +108,9 @@ impl RunHost for FakeHost {
 
 struct Never;
 impl Approver for Never {
-    fn approve(&self, step: &str, _: &str) -> Result<String, String> {
-        Err(format!("no gate in this workflow, yet `{step}` asked"))
+    fn approve(&self, step: &str, _: &str) -> crate::Approval {
+        let why = format!("no gate in this workflow, yet `{step}` asked");
+        Box::pin(std::future::ready(Err(why)))
     }
 }
 

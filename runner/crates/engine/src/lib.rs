@@ -138,10 +138,14 @@ impl From<&StepError> for respawn_report::record::ErrorRecord {
     }
 }
 
+/// An approval gate's answer: `Ok(how)` to pass the gate (e.g. "confirmed on the terminal"), `Err(why)` to stop
+/// the run. A future, so that waiting for a person blocks neither the runtime (heartbeats go on) nor an interrupt.
+pub type Approval =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>;
+
 /// Decides approval gates in a failover. The CLI asks on the terminal, or passes them with `--yes`.
 pub trait Approver: Send + Sync {
-    /// `Ok(how)` to pass the gate (e.g. "confirmed on the terminal"), `Err(why)` to stop the run.
-    fn approve(&self, step: &str, question: &str) -> Result<String, String>;
+    fn approve(&self, step: &str, question: &str) -> Approval;
 }
 
 /// Sees the run as it happens (the progress bars).

@@ -85,6 +85,7 @@ pub async fn run<E: StepExecutor + 'static>(
             .unwrap_or_default(),
         started_params: HashMap::new(),
         tasks: HashMap::new(),
+        cancel: cancel.clone(),
     };
     let w = &spec.loaded.workflow;
     let main: Vec<&Step> = w.steps.iter().collect();
@@ -185,6 +186,8 @@ pub(crate) struct Runner<'a, 'b, E> {
     pub(crate) started_params: HashMap<String, serde_json::Value>,
     /// Which step each running task runs, to name the step whose task panicked.
     pub(crate) tasks: HashMap<tokio::task::Id, String>,
+    /// The run's interrupt, for what waits outside `run_section`'s own select (an approval gate).
+    pub(crate) cancel: watch::Receiver<bool>,
 }
 
 /// How long running steps may go on after an interrupt before they are cancelled.
@@ -361,7 +364,16 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
                     true,
                 );
             } else {
-                match self.approver.approve(&step.id, &question) {
+                // An interrupt while the gate waits for a person ends the wait at once.
+                let mut cancel = self.cancel.clone();
+                let answer = tokio::select! {
+                    answer = self.approver.approve(&step.id, &question) => answer,
+                    // A closed channel is no interrupt: then only the answer ends the wait.
+                    Ok(_) = cancel.wait_for(|stop| *stop) => Err(format!(
+                        "interrupted while approval gate `{}` waited for an answer", step.id
+                    )),
+                };
+                match answer {
                     Ok(how) => {
                         if let Some(journal) = &self.spec.journal {
                             let given = EventBody::ApprovalGiven {

@@ -68,10 +68,14 @@ impl StepExecutor for Fake {
     }
 }
 
-struct Answer(Result<String, String>);
+/// Answers every gate with its result; `None` never answers (a person who walked away).
+struct Answer(Option<Result<String, String>>);
 impl Approver for Answer {
-    fn approve(&self, _: &str, _: &str) -> Result<String, String> {
-        self.0.clone()
+    fn approve(&self, _: &str, _: &str) -> crate::Approval {
+        match self.0.clone() {
+            Some(answer) => Box::pin(std::future::ready(answer)),
+            None => Box::pin(std::future::pending()),
+        }
     }
 }
 
@@ -146,7 +150,7 @@ async fn drill_applies_in_order_verifies_and_tears_down_in_reverse() {
     let record = go(
         fake.clone(),
         Mode::Drill,
-        Answer(Err("never asked in a drill".into())),
+        Answer(Some(Err("never asked in a drill".into()))),
         rx,
     )
     .await;
@@ -220,7 +224,13 @@ async fn a_failed_step_skips_dependents_and_the_drill_still_tears_down() {
         ..Fake::default()
     });
     let (_tx, rx) = watch::channel(false);
-    let record = go(fake.clone(), Mode::Drill, Answer(Ok("yes".into())), rx).await;
+    let record = go(
+        fake.clone(),
+        Mode::Drill,
+        Answer(Some(Ok("yes".into()))),
+        rx,
+    )
+    .await;
     assert_eq!(record.outcome, Outcome::Failed);
     let web = record.steps.iter().find(|s| s.id == "web").unwrap();
     assert_eq!(web.status, StepStatus::Failed);
@@ -256,7 +266,13 @@ async fn a_panicking_step_task_is_an_internal_failure_of_that_step() {
         ..Fake::default()
     });
     let (_tx, rx) = watch::channel(false);
-    let record = go(fake.clone(), Mode::Drill, Answer(Ok("yes".into())), rx).await;
+    let record = go(
+        fake.clone(),
+        Mode::Drill,
+        Answer(Some(Ok("yes".into()))),
+        rx,
+    )
+    .await;
     assert_eq!(record.outcome, Outcome::Failed, "not interrupted");
     let web = record.steps.iter().find(|s| s.id == "web").unwrap();
     assert_eq!(web.status, StepStatus::Failed);
@@ -278,7 +294,7 @@ async fn failover_gate_refused_stops_the_run_without_teardown() {
     let record = go(
         fake.clone(),
         Mode::Failover,
-        Answer(Err("no TTY and no --yes".into())),
+        Answer(Some(Err("no TTY and no --yes".into()))),
         rx,
     )
     .await;
@@ -295,12 +311,45 @@ async fn failover_gate_refused_stops_the_run_without_teardown() {
 
     let fake = Arc::new(Fake::default());
     let (_tx, rx) = watch::channel(false);
-    let record = go(fake.clone(), Mode::Failover, Answer(Ok("--yes".into())), rx).await;
+    let record = go(
+        fake.clone(),
+        Mode::Failover,
+        Answer(Some(Ok("--yes".into()))),
+        rx,
+    )
+    .await;
     assert_eq!(record.outcome, Outcome::Passed);
     assert!(
         phases(&fake, Phase::Apply).contains(&"optional".to_string()),
         "when true in failover"
     );
+}
+
+#[tokio::test]
+async fn an_interrupt_at_a_gate_nobody_answers_ends_the_wait_at_once() {
+    let fake = Arc::new(Fake::default());
+    let (tx, rx) = watch::channel(false);
+    let handle = tokio::spawn({
+        let fake = fake.clone();
+        async move { go(fake, Mode::Failover, Answer(None), rx).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!handle.is_finished(), "the gate waits for its answer");
+    tx.send(true).unwrap();
+    let record = tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .expect("the interrupt ended the gate's wait")
+        .unwrap();
+    assert_eq!(record.outcome, Outcome::Interrupted);
+    let gate = record.steps.iter().find(|s| s.id == "gate").unwrap();
+    assert!(
+        gate.error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("interrupted while approval gate `gate`")
+    );
+    assert!(!phases(&fake, Phase::Apply).contains(&"dns".to_string()));
 }
 
 #[tokio::test]
@@ -312,7 +361,7 @@ async fn an_interrupt_cancels_running_steps_and_tears_down() {
     let (tx, rx) = watch::channel(false);
     let handle = tokio::spawn({
         let fake = fake.clone();
-        async move { go(fake, Mode::Drill, Answer(Ok("y".into())), rx).await }
+        async move { go(fake, Mode::Drill, Answer(Some(Ok("y".into()))), rx).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     tx.send(true).unwrap();
@@ -354,7 +403,13 @@ async fn a_bad_recovery_point_fails_its_step_naming_the_output_and_value() {
             ..Fake::default()
         });
         let (_tx, rx) = watch::channel(false);
-        let record = go(fake.clone(), Mode::Drill, Answer(Ok("yes".into())), rx).await;
+        let record = go(
+            fake.clone(),
+            Mode::Drill,
+            Answer(Some(Ok("yes".into()))),
+            rx,
+        )
+        .await;
         assert_eq!(record.outcome, Outcome::Failed, "{value}");
         let site = &record.steps[0];
         assert_eq!(site.status, StepStatus::Failed, "{value}");
@@ -384,7 +439,7 @@ async fn a_bad_recovery_point_fails_its_step_naming_the_output_and_value() {
             ..Fake::default()
         });
         let (_tx, rx) = watch::channel(false);
-        let record = go(fake, Mode::Drill, Answer(Ok("yes".into())), rx).await;
+        let record = go(fake, Mode::Drill, Answer(Some(Ok("yes".into()))), rx).await;
         assert_eq!(record.steps[0].status, StepStatus::Succeeded, "{value}");
     }
 }

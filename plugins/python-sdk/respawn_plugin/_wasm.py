@@ -187,6 +187,9 @@ class WasmHost:
     def state_list(self) -> List[Tuple[str, str]]:
         return [(k, v) for k, v in self._state.list()]
 
+    def fencing_token(self) -> int:
+        return self._state.fencing_token()
+
     # secrets --------------------------------------------------------------------------------------------------
     def secret(self, name: str) -> str:
         try:

@@ -28,3 +28,10 @@ def delete(key: str) -> None:
 def list() -> Dict[str, str]:  # noqa: A001 - the ABI's name
     """Every pair, sorted by key."""
     return dict(sorted(_backend.current().state_list()))
+
+
+def fencing_token() -> int:
+    """The run's fencing token (its lease epoch): 1 for the runner that started the run, one more for each runner
+    that resumed or took it over since, 0 in `respawn plan`. Pass it to systems that accept one, so a runner that
+    lost the run cannot overwrite its successor's work."""
+    return _backend.current().fencing_token()

@@ -213,6 +213,7 @@ class MockHost:
         self._store_grants: Dict[str, _StoreGrant] = {}
         self._stores: Dict[str, Dict[str, _Object]] = {}
         self._state: Dict[str, str] = {}
+        self._fencing_token = 1
         self._secrets: Dict[str, Optional[str]] = {}
         self._programs: Dict[str, Callable[[ExecRequest], ExecOutput]] = {}
         self._users: Dict[str, str] = {}
@@ -237,6 +238,11 @@ class MockHost:
     def with_object(self, store: str, key: str, data: Union[bytes, str]) -> "MockHost":
         """Puts an object into a store granted with `store`."""
         self.put_object(store, key, data)
+        return self
+
+    def fencing_token(self, token: int) -> "MockHost":
+        """The fencing token the plugin sees (1 by default), as for a run resumed by its `token`th runner."""
+        self._fencing_token = token
         return self
 
     def with_state(self, key: str, value: str) -> "MockHost":
@@ -511,6 +517,9 @@ class MockHost:
     def _host_state_delete(self, key: str) -> None:
         if not self._read_only():
             self._state.pop(key, None)
+
+    def _host_fencing_token(self) -> int:
+        return self._fencing_token
 
     def _host_state_list(self) -> List[Tuple[str, str]]:
         return sorted(self._state.items())

@@ -333,6 +333,12 @@ class StateTest(unittest.TestCase):
                 state.set("big", "x" * (64 * 1024 + 1))
         self.assertEqual(host.state_map(), {})
 
+    def test_fencing_token_is_the_mocks_epoch(self):
+        with MockHost().enter():
+            self.assertEqual(state.fencing_token(), 1)
+        with MockHost().fencing_token(4).enter():
+            self.assertEqual(state.fencing_token(), 4)
+
 
 class SecretsExecNetImagesTest(unittest.TestCase):
     def test_secrets(self):

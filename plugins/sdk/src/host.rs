@@ -29,7 +29,8 @@ mod wasm {
     pub use net::tcp_probe;
     pub use secrets::get as secret;
     pub use state::{
-        delete as state_delete, get as state_get, list as state_list, set as state_set,
+        delete as state_delete, fencing_token, get as state_get, list as state_list,
+        set as state_set,
     };
     pub use stores::{
         copy as store_copy, delete as store_delete, get as store_get, get_range as store_get_range,
@@ -76,6 +77,12 @@ pub mod state {
     }
     pub fn list() -> Vec<(String, String)> {
         imp::state_list()
+    }
+    /// The run's fencing token (its lease epoch): grows each time another runner resumes or takes over the
+    /// run. Pass it to systems that accept one, so a runner that lost the run cannot overwrite its successor's
+    /// work; 0 in `respawn plan`.
+    pub fn fencing_token() -> u64 {
+        imp::fencing_token()
     }
 }
 

@@ -114,6 +114,8 @@ struct Store {
 pub struct MockHost {
     run_id: String,
     step_id: String,
+    /// What `state::fencing_token` answers: 1, as for the runner that started the run.
+    fencing_token: u64,
     mode: Mode,
     attempt: u32,
     /// The phase of the call in progress.
@@ -163,6 +165,7 @@ impl MockHost {
     pub fn new() -> MockHost {
         MockHost {
             run_id: "test-run".into(),
+            fencing_token: 1,
             step_id: "test-step".into(),
             mode: Mode::Drill,
             attempt: 1,
@@ -183,6 +186,12 @@ impl MockHost {
             http_calls: Vec::new(),
             denials: Vec::new(),
         }
+    }
+
+    /// The fencing token the plugin sees, as for a run resumed by its `token`th runner.
+    pub fn fencing_token(mut self, token: u64) -> MockHost {
+        self.fencing_token = token;
+        self
     }
 
     pub fn run_id(mut self, run_id: &str) -> MockHost {
@@ -895,6 +904,10 @@ pub mod imports {
 
     pub fn state_delete(key: &str) {
         with_mock("state.delete", |m| m.state_delete(key))
+    }
+
+    pub fn fencing_token() -> u64 {
+        with_mock("state.fencing-token", |m| m.fencing_token)
     }
 
     pub fn state_list() -> Vec<(String, String)> {

@@ -60,7 +60,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
         }
         return Ok(exit::OK);
     }
-    check_lease(&replayed, args.takeover)?;
+    check_lease(&runtime, &store, &replayed, args.takeover)?;
     let start = replayed.start.clone();
     let Reopened {
         loaded,
@@ -168,13 +168,16 @@ pub(super) fn reopen(
     );
     let secrets = setup::read_secrets(&loaded);
     setup::check_secrets(&loaded, &secrets)?;
-    let journal = Arc::new(Journal::open(
-        store,
-        &start.run_id,
-        Redactor::new(&secrets),
-        stored.len() as u64,
-        stored.last().map(|e| e.sha256.clone()),
-    ));
+    let journal = Arc::new(
+        Journal::open(
+            store,
+            &start.run_id,
+            Redactor::new(&secrets),
+            stored.len() as u64,
+            stored.last().map(|e| e.sha256.clone()),
+        )
+        .with_epoch(replayed.epoch + 1),
+    );
     let bars = runs::new_bars(&loaded, mode, keep, no_progress);
     let host = Arc::new(setup::host_for_run(
         &loaded,
@@ -215,11 +218,22 @@ pub(super) fn spec_of<'a>(
     }
 }
 
-/// Refuses a run whose runner still holds its lease, unless `takeover`.
-pub(super) fn check_lease(replayed: &Replayed, takeover: bool) -> anyhow::Result<()> {
-    let silence = replayed.silence();
+/// Refuses a run whose runner still holds its lease, unless `takeover`. The silence since the newest event is
+/// measured on the state store's clock alone (its time now against its time of that write), so a runner with
+/// a skewed clock can neither make a live run look stale nor keep a dead one looking alive.
+pub(super) fn check_lease(
+    runtime: &tokio::runtime::Runtime,
+    store: &Arc<dyn respawn::data::object_store::ObjectStore>,
+    replayed: &Replayed,
+    takeover: bool,
+) -> anyhow::Result<()> {
     let live = replayed.finished.is_none() || (replayed.destroying && !replayed.destroy_failed);
-    if live && silence < replayed.lease() && !takeover {
+    if !live || takeover {
+        return Ok(());
+    }
+    let now = runtime.block_on(journal::store_now(store, &replayed.start.run_id))?;
+    let silence = replayed.silence_at(now);
+    if silence < replayed.lease() {
         return Err(Usage(format!(
             "run `{}` is held by runner {}: its last event was {:.1}s ago, within its lease of {:.0}s. \
              If that runner is gone, pass --takeover (it will be stopped at its next write)",

@@ -181,7 +181,7 @@ pub fn destroy(args: DestroyArgs) -> anyhow::Result<u8> {
         );
         return Ok(exit::OK);
     }
-    check_lease(&replayed, args.takeover)?;
+    check_lease(&runtime, &store, &replayed, args.takeover)?;
     let start = replayed.start.clone();
     if start.mode == Mode::Failover {
         confirm_destroy(&run_id, args.yes)?;

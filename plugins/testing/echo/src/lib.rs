@@ -50,7 +50,12 @@ impl Plugin for Echo {
         let params: Value = respawn_plugin_sdk::params(params)?;
         let out = match ctx.operation.as_str() {
             "echo" => {
-                json!({ "params": params, "phase": format!("{:?}", ctx.phase), "attempt": ctx.attempt })
+                json!({
+                    "params": params,
+                    "phase": format!("{:?}", ctx.phase),
+                    "attempt": ctx.attempt,
+                    "fencing_token": respawn_plugin_sdk::state::fencing_token(),
+                })
             }
             "state" => {
                 let n: u64 = respawn_plugin_sdk::state::get("count")

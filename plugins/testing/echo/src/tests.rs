@@ -8,14 +8,14 @@ use super::Echo;
 
 #[test]
 fn echo_returns_params_phase_and_attempt() {
-    let mut host = MockHost::new().attempt(2);
+    let mut host = MockHost::new().attempt(2).fencing_token(5);
     let params = json!({ "a": 1, "nested": { "list": [true, null, "x"] } });
     let out = host
         .invoke::<Echo>("echo", Phase::Apply, params.clone())
         .unwrap();
     assert_eq!(
         out,
-        json!({ "params": params, "phase": "Phase::Apply", "attempt": 2 })
+        json!({ "params": params, "phase": "Phase::Apply", "attempt": 2, "fencing_token": 5 })
     );
     assert!(host.state_map().is_empty(), "echo keeps no state");
     assert!(host.denials().is_empty());

@@ -191,7 +191,9 @@ impl Driven {
     }
 }
 
-/// Writes a heartbeat every third of the lease until told to stop; the stop waits for a write in progress.
+/// Writes a heartbeat every third of the lease until told to stop; the stop waits for a write in progress. Each
+/// tick also checks the lease: a runner whose journal writes have not succeeded for most of it stops acting
+/// ([`Journal::lease_lapsed`]), so a write or probe that hangs on a slow store is awaited only for a bounded time.
 fn heartbeats(
     journal: Arc<Journal>,
     lease: Duration,
@@ -204,12 +206,16 @@ fn heartbeats(
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(probe_every) => {
+                    if journal.lease_lapsed(lease) {
+                        return;
+                    }
                     if last_beat.elapsed() >= lease / 3 {
                         last_beat = tokio::time::Instant::now();
-                        if journal.append(EventBody::Heartbeat).await.is_err() {
+                        let beat = tokio::time::timeout(probe_every, journal.append(EventBody::Heartbeat));
+                        if let Ok(Err(_)) = beat.await {
                             return;
                         }
-                    } else if journal.probe().await {
+                    } else if let Ok(true) = tokio::time::timeout(probe_every, journal.probe()).await {
                         return;
                     }
                 }

@@ -1,4 +1,4 @@
-//! Host-side bindings of the `respawn:plugin@0.2.1` world (plugins/wit): one interface per capability.
+//! Host-side bindings of the `respawn:plugin@0.2.2` world (plugins/wit): one interface per capability.
 
 wasmtime::component::bindgen!({
     world: "provider",

@@ -85,6 +85,19 @@ impl StepContext {
         }
     }
 
+    /// Refuses an action with a side effect once this runner no longer holds the run (taken over, its lease
+    /// lapsed, or its journal lost): another runner may own it now, so nothing more may be written or run.
+    pub fn still_owner(&self) -> Result<(), Failure> {
+        match self.run.journal.as_ref().and_then(|j| j.lost()) {
+            None => Ok(()),
+            Some(why) => Err(Failure {
+                kind: FailureKind::Unavailable,
+                message: format!("this runner no longer holds the run, so it acts no more: {why}"),
+                retryable: false,
+            }),
+        }
+    }
+
     /// True in the plan phase, which must have no side effects.
     pub fn read_only(&self) -> bool {
         self.phase == Phase::Plan

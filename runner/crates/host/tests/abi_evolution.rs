@@ -134,11 +134,11 @@ async fn a_plugin_built_against_an_older_0_2_describes_and_runs() {
 async fn imports_link_across_0_2_patch_releases_and_never_across_minors() {
     let host = host("restamped");
 
-    // A plugin built against a later 0.2.x (with nothing this host lacks) links to the host's 0.2.1.
+    // A plugin built against a later 0.2.x (with nothing this host lacks) links to the host's 0.2.2.
     let later_patch = restamped("0.2.9");
     host.load("old", &later_patch)
         .await
-        .expect("0.2.9 imports are served by the host's 0.2.1");
+        .expect("0.2.9 imports are served by the host's 0.2.2");
     let out = host.execute(call("state", json!({}), "{}")).await;
     assert_eq!(out.outcome.unwrap()["count"], 1);
 

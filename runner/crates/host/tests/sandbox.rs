@@ -639,3 +639,39 @@ async fn programs_and_restored_files_belong_to_the_user_the_grant_names() {
         "{err}"
     );
 }
+
+/// The fencing token a plugin sees is the run's lease epoch as this runner holds it (0 without a journal, as in
+/// `respawn plan`), so a provider can hand it to systems that refuse writes from a runner that lost the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_see_the_runs_lease_epoch_as_their_fencing_token() {
+    let no_journal = host("fencing-none");
+    no_journal
+        .load("echo", &plugin("respawn_testing_echo.wasm"))
+        .await
+        .unwrap();
+    let out = no_journal
+        .execute(call("echo", "echo", json!({}), Grants::default()))
+        .await
+        .outcome
+        .unwrap();
+    assert_eq!(out["fencing_token"], 0);
+
+    let dir = scratch("fencing-third");
+    let store: Arc<dyn respawn_data::object_store::ObjectStore> =
+        Arc::new(respawn_data::object_store::memory::InMemory::new());
+    let journal = respawn_journal::Journal::open(store, "test-run", Default::default(), 0, None)
+        .with_epoch(3);
+    let mut run = RunResources::new(dir.clone());
+    run.journal = Some(Arc::new(journal));
+    let third = Host::with_cache_dir(run, Some(dir.join("cache"))).unwrap();
+    third
+        .load("echo", &plugin("respawn_testing_echo.wasm"))
+        .await
+        .unwrap();
+    let out = third
+        .execute(call("echo", "echo", json!({}), Grants::default()))
+        .await
+        .outcome
+        .unwrap();
+    assert_eq!(out["fencing_token"], 3, "{out}");
+}

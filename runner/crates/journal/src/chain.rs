@@ -15,6 +15,8 @@ pub struct StoredEvent {
     pub key_seq: u64,
     pub bytes: bytes::Bytes,
     pub sha256: String,
+    /// When the store says it was written (its own clock, not the writer's): staleness is judged by this.
+    pub stored_at: Option<std::time::SystemTime>,
 }
 
 /// Every stored event of a run, in key order. Fails when the run has none.
@@ -41,16 +43,16 @@ pub async fn read_all(
                 message: format!("unexpected object {} among the events", meta.location),
             });
         };
-        keyed.push((seq, meta.location));
+        keyed.push((seq, meta.location, meta.last_modified));
     }
     if keyed.is_empty() {
         return Err(JournalError::NoSuchRun {
             run_id: run_id.to_string(),
         });
     }
-    keyed.sort_by_key(|(seq, _)| *seq);
+    keyed.sort_by_key(|(seq, _, _)| *seq);
     let mut out = Vec::with_capacity(keyed.len());
-    for (key_seq, location) in keyed {
+    for (key_seq, location, modified) in keyed {
         let bytes = store
             .get(&location)
             .await
@@ -63,6 +65,7 @@ pub async fn read_all(
             key_seq,
             bytes,
             sha256,
+            stored_at: Some(modified.into()),
         });
     }
     Ok(out)
@@ -170,6 +173,7 @@ mod tests {
                 key_seq: seq,
                 sha256: hex::encode(Sha256::digest(&bytes)),
                 bytes,
+                stored_at: None,
             });
         }
         out

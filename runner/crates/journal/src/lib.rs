@@ -90,12 +90,39 @@ pub async fn read_run(
         run_id: run_id.to_string(),
         source,
     })?;
-    let replayed =
+    let mut replayed =
         replay::Replayed::from_events(&events).map_err(|message| JournalError::Corrupt {
             run_id: run_id.to_string(),
             message,
         })?;
+    replayed.last_stored_at = stored.last().and_then(|e| e.stored_at);
     Ok((stored, replayed))
+}
+
+/// The state store's own time now: it writes a small clock object beside the run's events and reads back when
+/// the store says it was written. Comparing that with the store's time of the newest event judges a lease by one
+/// clock, so neither runner's skew can make a live run look stale. Falls back to this machine's clock for a
+/// store that reports no time.
+pub async fn store_now(
+    store: &Arc<dyn ObjectStore>,
+    run_id: &str,
+) -> Result<std::time::SystemTime, JournalError> {
+    use respawn_data::object_store::ObjectStoreExt;
+    check_run_id(run_id).map_err(JournalError::BadRunId)?;
+    let store_err = |source| JournalError::Store {
+        run_id: run_id.to_string(),
+        source,
+    };
+    let key = respawn_data::object_store::path::Path::from(format!("runs/{run_id}/clock"));
+    store
+        .put(
+            &key,
+            respawn_data::object_store::PutPayload::from_static(b"clock"),
+        )
+        .await
+        .map_err(store_err)?;
+    let meta = store.head(&key).await.map_err(store_err)?;
+    Ok(meta.last_modified.into())
 }
 
 /// Refuses run ids that could address keys outside the run's own prefix.

@@ -79,7 +79,13 @@ pub struct Replayed {
     /// Each `respawn verify` of the environment the run left, oldest first.
     pub reverifications: Vec<Reverification>,
     pub last_at: String,
+    /// When the store wrote the newest event, by its own clock (set by [`crate::read_run`]).
+    pub last_stored_at: Option<SystemTime>,
     pub last_runner: String,
+    /// How many runners have held the run so far: 1, plus one each time the writer of an event differs from the
+    /// writer of the one before (a resume or a takeover). The next runner holds epoch `epoch + 1`; plugins get
+    /// it as a fencing token.
+    pub epoch: u64,
     /// Apply phases that ran to success more than once: must stay empty (the crash test asserts it).
     pub applies_succeeded: BTreeMap<String, u32>,
     pub events: usize,
@@ -109,11 +115,16 @@ impl Replayed {
             destroy_failed: false,
             reverifications: Vec::new(),
             last_at: first.at.clone(),
+            last_stored_at: None,
             last_runner: first.runner.clone(),
+            epoch: 1,
             applies_succeeded: BTreeMap::new(),
             events: events.len(),
         };
         for event in &events[1..] {
+            if event.runner != r.last_runner {
+                r.epoch += 1;
+            }
             r.last_at = event.at.clone();
             r.last_runner = event.runner.clone();
             match &event.body {
@@ -256,11 +267,18 @@ impl Replayed {
         Ok(r)
     }
 
-    /// How long ago the newest event was written.
+    /// How long ago the newest event was written, by this machine's clock.
     pub fn silence(&self) -> Duration {
-        humantime::parse_rfc3339_weak(&self.last_at)
-            .ok()
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
+        self.silence_at(SystemTime::now())
+    }
+
+    /// How long before `now` the newest event was written. Judged by the store's own time of the write when it
+    /// is known, never by the clock of the runner that wrote it (which may be skewed); so `now` should be the
+    /// store's time too ([`crate::store_now`]) when it matters, as when deciding whether a lease lapsed.
+    pub fn silence_at(&self, now: SystemTime) -> Duration {
+        self.last_stored_at
+            .or_else(|| humantime::parse_rfc3339_weak(&self.last_at).ok())
+            .and_then(|t| now.duration_since(t).ok())
             .unwrap_or_default()
     }
 
@@ -397,5 +415,40 @@ mod tests {
         assert!(r.destroyed_at.is_some());
         assert_eq!(r.status(), "destroyed");
         assert_eq!(r.finished.unwrap().teardown, "succeeded");
+    }
+
+    /// A writer whose clock runs an hour slow stamps its events an hour old; the store's time of the write is
+    /// what counts, so the run is live, not stale.
+    #[test]
+    fn silence_is_judged_by_the_stores_time_of_the_write_not_the_writers_clock() {
+        let mut bodies = failover_up();
+        bodies.pop();
+        bodies.push(EventBody::Heartbeat);
+        let mut r = Replayed::from_events(&events(bodies)).unwrap();
+        let now = humantime::parse_rfc3339("2026-12-02T07:00:10Z").unwrap();
+        assert!(
+            r.silence_at(now) > Duration::from_secs(3000),
+            "by the writer's stamp"
+        );
+        r.last_stored_at = Some(humantime::parse_rfc3339("2026-12-02T07:00:05Z").unwrap());
+        assert_eq!(r.silence_at(now), Duration::from_secs(5));
+        assert!(r.silence_at(now) < r.lease());
+    }
+
+    /// Every change of writer is a new holder of the run: the epoch a fencing token is made of.
+    #[test]
+    fn the_epoch_counts_the_runners_that_held_the_run() {
+        let mut evs = events(vec![
+            failover_up().remove(0),
+            EventBody::Heartbeat,
+            EventBody::Heartbeat,
+            EventBody::Heartbeat,
+            EventBody::Heartbeat,
+        ]);
+        assert_eq!(Replayed::from_events(&evs).unwrap().epoch, 1);
+        evs[2].runner = "second".into();
+        evs[3].runner = "second".into();
+        evs[4].runner = "third".into();
+        assert_eq!(Replayed::from_events(&evs).unwrap().epoch, 3);
     }
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use respawn_data::object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use sha2::{Digest, Sha256};
@@ -80,7 +81,16 @@ struct Inner {
     /// Set once a write failed; every later write fails at once, and the run stops.
     lost: watch::Sender<Option<String>>,
     fenced: AtomicBool,
+    /// How many runners have held the run, this one included: the fencing token plugins get.
+    epoch: u64,
+    /// When the newest write that succeeded was sent: the store stamped the event no earlier, so the lease this
+    /// runner holds in another runner's eyes runs from here at the earliest.
+    last_write_sent: std::sync::Mutex<Instant>,
 }
+
+/// The share of the lease a runner keeps in hand: it stops acting once `lease - lease / LEASE_MARGIN_DIVISOR` has
+/// passed since its last successful journal write, before another runner may take over at `lease`.
+pub const LEASE_MARGIN_DIVISOR: u32 = 6;
 
 impl Journal {
     /// A journal whose next event is `next_seq`, chained to `prev` (a new run: 0 and `None`).
@@ -100,12 +110,27 @@ impl Journal {
                 head: Mutex::new(Head { next_seq, prev }),
                 lost: watch::channel(None).0,
                 fenced: false.into(),
+                epoch: 1,
+                last_write_sent: std::sync::Mutex::new(Instant::now()),
             }),
         }
     }
 
     pub fn run_id(&self) -> &str {
         &self.inner.run_id
+    }
+
+    /// The journal of a runner that holds the run as its `epoch`th holder (a resume: the replayed epoch plus one).
+    pub fn with_epoch(mut self, epoch: u64) -> Journal {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.epoch = epoch;
+        }
+        self
+    }
+
+    /// The run's lease epoch as this runner holds it; plugins get it as their fencing token.
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch
     }
 
     pub fn runner(&self) -> &str {
@@ -160,6 +185,37 @@ impl Journal {
         self.inner.head.lock().await.prev.clone()
     }
 
+    /// Stops this runner acting for the run (the journal counts as lost, so the run stops and nothing more is
+    /// written) when no journal write has succeeded within the lease minus its margin: past the lease another
+    /// runner may take over, judging by the store's time, and this one must be quiet by then. Returns whether
+    /// the lease lapsed (now or earlier).
+    pub fn lease_lapsed(&self, lease: Duration) -> bool {
+        let inner = &self.inner;
+        if inner.lost.borrow().is_some() {
+            return true;
+        }
+        let since = inner
+            .last_write_sent
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        let hold = lease.saturating_sub(lease / LEASE_MARGIN_DIVISOR);
+        if since < hold {
+            return false;
+        }
+        let why = format!(
+            "run `{}`: no journal write succeeded for {:.1}s, past {:.1}s of the {:.0}s lease; this runner stops \
+             acting before another may take the run over",
+            inner.run_id,
+            since.as_secs_f64(),
+            hold.as_secs_f64(),
+            lease.as_secs_f64()
+        );
+        tracing::error!("{why}");
+        inner.lost.send_replace(Some(why));
+        true
+    }
+
     /// True once another runner took the run over.
     pub fn is_fenced(&self) -> bool {
         self.inner.fenced.load(Ordering::SeqCst)
@@ -212,6 +268,7 @@ impl Inner {
             mode: PutMode::Create,
             ..Default::default()
         };
+        let sent = Instant::now();
         match self
             .store
             .put_opts(&key, PutPayload::from(bytes), options)
@@ -221,6 +278,9 @@ impl Inner {
                 tracing::trace!(run = %self.run_id, seq = event.seq, kind, "journaled");
                 head.next_seq += 1;
                 head.prev = Some(hash.clone());
+                if let Ok(mut last) = self.last_write_sent.lock() {
+                    *last = sent;
+                }
                 Ok(hash)
             }
             Err(respawn_data::object_store::Error::AlreadyExists { .. }) => {
@@ -259,6 +319,23 @@ fn runner_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_runner_whose_writes_stop_succeeding_stops_acting_before_its_lease_ends() {
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(respawn_data::object_store::memory::InMemory::new());
+        let journal = Journal::open(store, "run-1", Redactor::default(), 0, None);
+        let lease = Duration::from_millis(600);
+        journal.append(EventBody::Heartbeat).await.unwrap();
+        assert!(!journal.lease_lapsed(lease), "a write just succeeded");
+        // 5/6 of the lease is 500 ms: the runner must have stopped by then, not at 600.
+        tokio::time::sleep(Duration::from_millis(520)).await;
+        assert!(journal.lease_lapsed(lease));
+        let why = journal.lost().expect("the journal counts as lost");
+        assert!(why.contains("lease"), "{why}");
+        let err = journal.append(EventBody::Heartbeat).await.unwrap_err();
+        assert!(err.to_string().contains("lease"), "{err}");
+    }
 
     #[test]
     fn every_occurrence_of_a_secret_is_redacted_anywhere_in_an_event() {

@@ -114,6 +114,7 @@ fn resolve(
     if let Err(denial) = checked {
         return Err(v.ctx.deny(denial));
     }
+    v.ctx.still_owner()?;
     let program = locate(&request.program)
         .map_err(|e| super::failure(FailureKind::NotFound, e.to_string()))?;
     let user = respawn_sandbox::exec::user_of(&v.exec.grant, &request.program)

@@ -131,6 +131,7 @@ async fn unpack(
             format!("restore into {dir}: the plan phase is read-only"),
         )));
     }
+    v.ctx.still_owner()?;
     let st = v.open(store, prefix)?;
     let target = files::host_path(&v.ctx.run.base_dir, dir);
     if !files::inside_rw(v.dirs, &target) {

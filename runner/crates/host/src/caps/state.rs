@@ -42,6 +42,10 @@ pub struct StateView<'a> {
 linked_through!(StateView, api);
 
 impl api::Host for StateView<'_> {
+    async fn fencing_token(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.ctx.run.journal.as_ref().map_or(0, |j| j.epoch()))
+    }
+
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         Ok(self.map.get(&key).cloned())
     }

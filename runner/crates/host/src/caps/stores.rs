@@ -114,6 +114,9 @@ pub(crate) fn open(
     if let Err(denial) = respawn_sandbox::stores::check(grant, store, key, need, read_only) {
         return Err(ctx.deny(denial));
     }
+    if need != Need::Read {
+        ctx.still_owner()?;
+    }
     stores.get(store).cloned().ok_or_else(|| {
         failure(
             FailureKind::Internal,

@@ -2,8 +2,10 @@
 //!
 //! The key is the component's sha256 plus the engine's compatibility hash. Deserializing precompiled code is
 //! unsafe (it is trusted machine code), so only files this cache wrote are loaded: each file carries a magic
-//! header and the sha256 of its payload, checked before deserializing. A missing, truncated or corrupt entry
-//! is recompiled and rewritten; the cache can never break a run.
+//! header and an HMAC of its name and payload under a per-user key, checked before deserializing, and the cache
+//! is used only when it and the key belong to the runner's user and are closed to others (`cache_trust`). A
+//! missing, truncated, corrupt or unauthenticated entry is recompiled and rewritten; the cache can never break
+//! a run.
 //!
 //! Compiling is the one slow part of loading a plugin (an 18.5 MiB Python component takes about 10 s in a
 //! release build, most of a minute in a debug one), so a compile is announced on stderr at info level (target
@@ -19,14 +21,16 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// Entries without the plugin's source (written before it was recorded); still loaded.
-const MAGIC_V1: &[u8; 16] = b"respawn-cwasm-1\n";
-/// Entries with the plugin's source after the magic: `u16` length (little endian), then UTF-8.
-const MAGIC: &[u8; 16] = b"respawn-cwasm-2\n";
+use crate::cache_trust::{self, CacheKey, MAC_LEN};
+
+/// Entries with the plugin's source after the magic (`u16` length, little endian, then UTF-8) and a sha256 of
+/// the payload: no longer loaded (anyone could write one), but still listed and pruned.
+const MAGIC_V2: &[u8; 16] = b"respawn-cwasm-2\n";
+/// As v2, with an HMAC of the entry's name and payload in place of the sha256.
+const MAGIC: &[u8; 16] = b"respawn-cwasm-3\n";
 /// Longest source recorded in an entry: enough for any URL a person would type; a longer one is cut.
 const MAX_SOURCE_BYTES: usize = 1024;
 
@@ -80,7 +84,8 @@ pub enum CacheOutcome {
 }
 
 pub struct CompileCache {
-    dir: Option<PathBuf>,
+    /// The cache's root and its key: `None` when there is no cache or it cannot be trusted.
+    dir: Option<(PathBuf, CacheKey)>,
     engine_key: String,
     max_bytes: u64,
 }
@@ -91,6 +96,17 @@ impl CompileCache {
     pub fn new(engine: &Engine, dir: Option<PathBuf>) -> CompileCache {
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
+        let dir = dir.and_then(|dir| match cache_trust::open(&dir, &entries_dir(&dir)) {
+            Ok(key) => Some((dir, key)),
+            Err(e) => {
+                tracing::warn!(
+                    target: COMPILE_LOG_TARGET,
+                    "compile cache {} not used, so every run compiles its plugins: {e}",
+                    dir.display()
+                );
+                None
+            }
+        });
         CompileCache {
             dir,
             engine_key: format!("{:016x}", h.finish()),
@@ -113,7 +129,12 @@ impl CompileCache {
     fn entry(&self, sha256: &str) -> Option<PathBuf> {
         self.dir
             .as_ref()
-            .map(|d| entries_dir(d).join(format!("{sha256}-{}.cwasm", self.engine_key)))
+            .map(|(d, _)| entries_dir(d).join(format!("{sha256}-{}.cwasm", self.engine_key)))
+    }
+
+    /// Whether a trusted cache is in use (`false`: none was given, or it failed the ownership checks).
+    pub fn enabled(&self) -> bool {
+        self.dir.is_some()
     }
 
     /// Returns the compiled component for `bytes` (whose sha256 is `sha256`), fetched from `source`.
@@ -124,8 +145,8 @@ impl CompileCache {
         sha256: &str,
         source: &str,
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
-        if let Some(path) = self.entry(sha256)
-            && let Some(component) = read_entry(engine, &path)
+        if let (Some(path), Some((_, key))) = (self.entry(sha256), &self.dir)
+            && let Some(component) = read_entry(engine, &path, key)
         {
             touch(&path);
             return Ok((component, CacheOutcome::Hit));
@@ -161,7 +182,8 @@ impl CompileCache {
             );
             return;
         }
-        if let Err(e) = write_entry(path, compiled, source) {
+        let Some((_, key)) = &self.dir else { return };
+        if let Err(e) = write_entry(path, compiled, source, key) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write the compile cache; continuing without it");
             return;
         }
@@ -300,7 +322,10 @@ fn read_source(path: &Path) -> Option<String> {
         .take((MAGIC.len() + 2 + MAX_SOURCE_BYTES) as u64)
         .read_to_end(&mut head)
         .ok()?;
-    let (source, _) = split_source(head.strip_prefix(MAGIC.as_slice())?)?;
+    let rest = head
+        .strip_prefix(MAGIC.as_slice())
+        .or_else(|| head.strip_prefix(MAGIC_V2.as_slice()))?;
+    let (source, _) = split_source(rest)?;
     Some(String::from_utf8_lossy(source).into_owned())
 }
 
@@ -323,16 +348,16 @@ fn touch(path: &Path) {
         .and_then(|f| f.set_times(times));
 }
 
-fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
+fn read_entry(engine: &Engine, path: &Path, key: &CacheKey) -> Option<Component> {
     let data = std::fs::read(path).ok()?;
-    let payload = verified_payload(&data);
+    let payload = verified_payload(&data, &entry_name(path), key);
     let Some(payload) = payload else {
-        tracing::warn!(path = %path.display(), "compile cache entry is corrupt; recompiling");
+        tracing::warn!(path = %path.display(), "compile cache entry is corrupt, or not authenticated by this user's key; recompiling");
         let _ = std::fs::remove_file(path);
         return None;
     };
-    // SAFETY: the payload carries our magic and its sha256 matches, so this cache wrote it from
-    // `precompile_component` of an engine with the same compatibility hash (part of the file name).
+    // SAFETY: the payload's MAC verifies under this user's key, which only this user can read, so this cache
+    // wrote it from `precompile_component` of an engine with the same compatibility hash (part of the name).
     match unsafe { Component::deserialize(engine, payload) } {
         Ok(c) => Some(c),
         Err(e) => {
@@ -343,17 +368,21 @@ fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
     }
 }
 
-fn verified_payload(data: &[u8]) -> Option<&[u8]> {
-    let rest = match data.strip_prefix(MAGIC.as_slice()) {
-        Some(rest) => split_source(rest)?.1,
-        None => data.strip_prefix(MAGIC_V1.as_slice())?,
-    };
-    let (digest, payload) = rest.split_first_chunk::<32>()?;
-    (Sha256::digest(payload).as_slice() == digest).then_some(payload)
+/// An entry's name: its file name without `.cwasm` (`SHA256-ENGINEKEY`), which its MAC covers.
+fn entry_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn verified_payload<'a>(data: &'a [u8], name: &str, key: &CacheKey) -> Option<&'a [u8]> {
+    let rest = split_source(data.strip_prefix(MAGIC.as_slice())?)?.1;
+    let (mac, payload) = rest.split_first_chunk::<MAC_LEN>()?;
+    key.verifies(name, payload, mac).then_some(payload)
 }
 
 /// Writes via a temp file and rename, so a concurrent reader never sees half an entry.
-fn write_entry(path: &Path, compiled: &[u8], source: &str) -> std::io::Result<()> {
+fn write_entry(path: &Path, compiled: &[u8], source: &str, key: &CacheKey) -> std::io::Result<()> {
     let dir = path.parent().expect("cache entries live in a directory");
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -366,7 +395,7 @@ fn write_entry(path: &Path, compiled: &[u8], source: &str) -> std::io::Result<()
     data.extend_from_slice(MAGIC);
     data.extend_from_slice(&(source.len() as u16).to_le_bytes());
     data.extend_from_slice(source);
-    data.extend_from_slice(&Sha256::digest(compiled));
+    data.extend_from_slice(&key.mac(&entry_name(path), compiled));
     data.extend_from_slice(compiled);
     std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, path)
@@ -417,26 +446,60 @@ pub fn format_size(bytes: u64) -> String {
 mod tests {
     use super::*;
 
+    fn test_key(root: &Path) -> CacheKey {
+        cache_trust::open(root, &entries_dir(root)).unwrap()
+    }
+
     #[test]
-    fn payload_check_rejects_truncation_and_foreign_files() {
+    fn payload_check_rejects_truncation_forgery_and_foreign_files() {
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().unwrap();
+        let key = test_key(dir.path());
         let mut data = MAGIC.to_vec();
         data.extend_from_slice(&3u16.to_le_bytes());
         data.extend_from_slice(b"src");
-        data.extend_from_slice(&Sha256::digest(b"code"));
+        data.extend_from_slice(&key.mac("name", b"code"));
         data.extend_from_slice(b"code");
-        assert_eq!(verified_payload(&data), Some(&b"code"[..]));
-        assert_eq!(verified_payload(&data[..data.len() - 1]), None);
-        assert_eq!(verified_payload(b"\x7fELF not ours"), None);
-        assert_eq!(verified_payload(&data[..MAGIC.len() + 1]), None);
-
-        let mut v1 = MAGIC_V1.to_vec();
-        v1.extend_from_slice(&Sha256::digest(b"code"));
-        v1.extend_from_slice(b"code");
+        assert_eq!(verified_payload(&data, "name", &key), Some(&b"code"[..]));
+        assert_eq!(verified_payload(&data, "other", &key), None);
         assert_eq!(
-            verified_payload(&v1),
-            Some(&b"code"[..]),
-            "entries written before sources were recorded still load"
+            verified_payload(&data[..data.len() - 1], "name", &key),
+            None
         );
+        assert_eq!(verified_payload(b"\x7fELF not ours", "name", &key), None);
+        assert_eq!(
+            verified_payload(&data[..MAGIC.len() + 1], "name", &key),
+            None
+        );
+
+        // What anyone could write without the key: an earlier entry format, whose check was a plain sha256.
+        let mut v2 = MAGIC_V2.to_vec();
+        v2.extend_from_slice(&0u16.to_le_bytes());
+        v2.extend_from_slice(&Sha256::digest(b"code"));
+        v2.extend_from_slice(b"code");
+        assert_eq!(verified_payload(&v2, "name", &key), None);
+        let mut forged = MAGIC.to_vec();
+        forged.extend_from_slice(&0u16.to_le_bytes());
+        forged.extend_from_slice(&Sha256::digest(b"code"));
+        forged.extend_from_slice(b"code");
+        assert_eq!(verified_payload(&forged, "name", &key), None);
+    }
+
+    #[test]
+    fn a_cache_directory_others_can_write_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("shared");
+        std::fs::create_dir_all(entries_dir(&root)).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let cache = CompileCache::new(&Engine::default(), Some(root.clone()));
+        assert!(!cache.enabled());
+        assert!(
+            cache.entry(&"07".repeat(32)).is_none(),
+            "nothing is read or written there"
+        );
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(CompileCache::new(&Engine::default(), Some(root)).enabled());
     }
 
     fn key(n: u8) -> String {
@@ -446,7 +509,7 @@ mod tests {
     /// An entry of `size` bytes recording `source`, last used `age` ago.
     fn fake_entry(dir: &Path, n: u8, size: usize, age: Duration, source: &str) -> PathBuf {
         let path = entries_dir(dir).join(format!("{}.cwasm", key(n)));
-        write_entry(&path, &vec![n; size], source).unwrap();
+        write_entry(&path, &vec![n; size], source, &test_key(dir)).unwrap();
         let when = SystemTime::now() - age;
         std::fs::File::options()
             .write(true)

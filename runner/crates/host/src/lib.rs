@@ -5,6 +5,7 @@
 
 mod bindings;
 pub mod cache;
+mod cache_trust;
 pub mod caps;
 pub mod context;
 pub mod limits;

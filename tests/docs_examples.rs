@@ -1,5 +1,6 @@
-//! Every YAML example in README.md and docs/ stays true: a whole workflow passes `respawn validate`, a fragment
-//! is valid YAML, and a `grants:` line parses as a step's grants.
+//! Every YAML example in README.md and docs/ stays true: a whole workflow passes `respawn validate` (which checks
+//! each step's literal params against its plugin's schema) and `respawn plan` (which renders every expression and
+//! asks each plugin what it would do), a fragment is valid YAML, and a `grants:` line parses as a step's grants.
 
 mod common;
 
@@ -57,11 +58,34 @@ fn yaml_blocks() -> Vec<(String, usize, String)> {
     blocks
 }
 
-/// Whole workflows whose plugins are all builtin validate as they are written.
+/// A value for each required param without a default, by its type, as a reader trying the example would give.
+fn required_params(body: &str) -> Vec<String> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(body).expect("a workflow example is YAML");
+    let Some(params) = doc.get("params").and_then(|p| p.as_mapping()) else {
+        return Vec::new();
+    };
+    params
+        .iter()
+        .filter(|(_, spec)| {
+            spec.get("required").and_then(|r| r.as_bool()) == Some(true)
+                && spec.get("default").is_none()
+        })
+        .map(|(name, spec)| {
+            let value = match spec.get("type").and_then(|t| t.as_str()) {
+                Some("integer") => "1",
+                Some("boolean") => "true",
+                _ => "example",
+            };
+            format!("{}={value}", name.as_str().unwrap_or_default())
+        })
+        .collect()
+}
+
+/// Whole workflows whose plugins are all builtin validate as they are written, and plan once locked.
 #[test]
-fn workflow_examples_validate() {
+fn workflow_examples_validate_and_plan() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut validated = 0;
+    let (mut checked, mut planned) = (0, 0);
     for (file, line, body) in yaml_blocks() {
         if !body.lines().any(|l| l.starts_with("respawn: 1")) {
             continue;
@@ -70,22 +94,64 @@ fn workflow_examples_validate() {
         if body.contains("file://") && body.contains(".wasm") {
             continue;
         }
-        let path = dir.path().join(format!("example-{validated}.yaml"));
+        // Each in a directory of its own: `lock` writes respawn.lock beside the workflow.
+        let example_dir = dir.path().join(format!("example-{checked}"));
+        std::fs::create_dir_all(&example_dir).expect("example dir");
+        let path = example_dir.join("workflow.yaml");
         std::fs::write(&path, &body).expect("write the example");
-        let out = Command::new(bin())
-            .arg("validate")
-            .arg(&path)
-            .output()
-            .expect("run respawn validate");
+        let respawn = |args: &[&str]| {
+            Command::new(bin())
+                .args(args)
+                .current_dir(&example_dir)
+                .env("RESPAWN_STATE", "file://state")
+                .output()
+                .expect("run respawn")
+        };
+        let out = respawn(&["validate", "workflow.yaml"]);
         assert_eq!(
             out.status.code(),
             Some(0),
             "{file}:{line}: the example does not validate:\n{}",
             text(&out)
         );
-        validated += 1;
+        checked += 1;
+        // These providers' plans ask their servers (a registry, PostgreSQL, AWS) what is there; the provider's
+        // end-to-end tests plan their workflows against the test servers. Here they are validated, which checks
+        // every literal param against the provider's schema.
+        let plans_offline = ["builtin:registry", "builtin:postgres", "builtin:aws"]
+            .iter()
+            .all(|p| !body.contains(p));
+        if !plans_offline {
+            continue;
+        }
+        planned += 1;
+        let out = respawn(&["lock", "workflow.yaml"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{file}:{line}: lock:\n{}",
+            text(&out)
+        );
+        let mut plan = vec!["plan".to_string(), "workflow.yaml".to_string()];
+        for param in required_params(&body) {
+            plan.extend(["--param".to_string(), param]);
+        }
+        let plan: Vec<&str> = plan.iter().map(String::as_str).collect();
+        let out = respawn(&plan);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{file}:{line}: the example does not plan:\n{}",
+            text(&out)
+        );
+        assert!(
+            text(&out).contains("layer 1"),
+            "{file}:{line}: {}",
+            text(&out)
+        );
     }
-    assert!(validated > 0, "no workflow example found in the docs");
+    assert!(checked > 0, "no workflow example found in the docs");
+    assert!(planned > 0, "no workflow example was planned");
 }
 
 /// Fragments are valid YAML, and every one-line `grants:` example is a step's grants.

@@ -98,6 +98,7 @@ pub fn checked_plugins(
     let plugins = runtime.block_on(load_plugins(host, loaded, policy));
     let mut diagnostics = respawn::workflow::validate::validate(loaded, Some(&plugins));
     diagnostics.extend(plugins.diagnostics(loaded));
+    diagnostics.extend(respawn::host::params_check::diagnostics(&plugins, loaded));
     if diagnostics.is_empty() {
         return Ok(plugins);
     }

@@ -352,7 +352,11 @@ fn read_entry(engine: &Engine, path: &Path, key: &CacheKey) -> Option<Component>
     let data = std::fs::read(path).ok()?;
     let payload = verified_payload(&data, &entry_name(path), key);
     let Some(payload) = payload else {
-        tracing::warn!(path = %path.display(), "compile cache entry is corrupt, or not authenticated by this user's key; recompiling");
+        if data.starts_with(MAGIC_V2) {
+            tracing::info!(target: COMPILE_LOG_TARGET, path = %path.display(), "compile cache entry from an earlier respawn, which did not authenticate entries; recompiling");
+        } else {
+            tracing::warn!(path = %path.display(), "compile cache entry is corrupt, or not authenticated by this user's key; recompiling");
+        }
         let _ = std::fs::remove_file(path);
         return None;
     };

@@ -9,6 +9,7 @@ mod cache_trust;
 pub mod caps;
 pub mod context;
 pub mod limits;
+pub mod params_check;
 pub mod sources;
 pub mod step;
 pub mod wasm_engine;

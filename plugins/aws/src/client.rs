@@ -78,6 +78,8 @@ pub struct Aws {
     credentials: Credentials,
     pub region: String,
     endpoint: Option<String>,
+    /// Send read-only Query actions as GET (plan: the runner allows a plan only GET and HEAD).
+    reads_as_get: bool,
 }
 
 impl Aws {
@@ -116,7 +118,15 @@ impl Aws {
             credentials,
             region: region.to_string(),
             endpoint: endpoint.map(|e| e.trim_end_matches('/').to_string()),
+            reads_as_get: false,
         })
+    }
+
+    /// Read-only Query actions go as GET from now on: what plan needs. Other phases POST every action, as AWS's
+    /// SDKs do (moto's signature check, for one, only understands a Query call as a form POST).
+    pub fn reading_with_get(mut self, yes: bool) -> Aws {
+        self.reads_as_get = yes;
+        self
     }
 
     /// The same credentials and endpoint, another region (the source of a cross-region copy).
@@ -125,6 +135,7 @@ impl Aws {
             credentials: self.credentials.clone(),
             region: region.to_string(),
             endpoint: self.endpoint.clone(),
+            reads_as_get: self.reads_as_get,
         }
     }
 
@@ -137,9 +148,9 @@ impl Aws {
         }
     }
 
-    /// A Query-protocol action (EC2, RDS) with its parameters; the answer's XML. Read-only actions (Describe*,
-    /// List*, Get*) go as GET with the parameters in the query string, which both APIs accept: that is what lets
-    /// plan call them, since the runner allows a plan only GET and HEAD. Everything else is a form POST.
+    /// A Query-protocol action (EC2, RDS) with its parameters; the answer's XML. A form POST, except read-only
+    /// actions (Describe*, List*, Get*) in plan: those go as GET with the parameters in the query string, which
+    /// both APIs accept, since the runner allows a plan only GET and HEAD.
     pub fn query(
         &self,
         service: Service,
@@ -152,7 +163,7 @@ impl Aws {
         ];
         all.extend(params.iter().cloned());
         let what = format!("{} {action}", service.signing_name());
-        if is_read_only(action) {
+        if self.reads_as_get && is_read_only(action) {
             return self.call(service, "GET", "/", &all, Vec::new(), Vec::new(), &what);
         }
         let form = all

@@ -260,6 +260,7 @@ fn change(
 pub fn run(ctx: &Context, p: DnsFailoverParams) -> Result<Value, Failure> {
     p.check()?;
     let conn = Connection {
+        phase: ctx.phase,
         region: &p.region,
         endpoint: p.endpoint.as_deref(),
         credentials: &p.credentials,

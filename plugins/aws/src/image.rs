@@ -111,6 +111,7 @@ fn check_name(name: &str) -> Result<(), Failure> {
 
 pub fn run(ctx: &Context, p: CopyImageParams) -> Result<Value, Failure> {
     let conn = Connection {
+        phase: ctx.phase,
         region: &p.region,
         endpoint: p.endpoint.as_deref(),
         credentials: &p.credentials,

@@ -95,6 +95,7 @@ fn by_tags(aws: &Aws, tags: &[(&str, &str)]) -> Result<Vec<Instance>, Failure> {
 
 pub fn run(ctx: &Context, p: LaunchParams) -> Result<Value, Failure> {
     let conn = Connection {
+        phase: ctx.phase,
         region: &p.region,
         endpoint: p.endpoint.as_deref(),
         credentials: &p.credentials,

@@ -73,6 +73,7 @@ pub(crate) fn default_wait() -> u64 {
 
 /// The params every operation shares: where, as whom, how long to wait.
 pub(crate) struct Connection<'a> {
+    pub phase: respawn_plugin_sdk::Phase,
     pub region: &'a str,
     pub endpoint: Option<&'a str>,
     pub credentials: &'a CredentialSecrets,
@@ -80,7 +81,8 @@ pub(crate) struct Connection<'a> {
 
 impl Connection<'_> {
     pub fn connect(&self) -> Result<Aws, Failure> {
-        Aws::connect(self.region, self.endpoint, self.credentials)
+        Ok(Aws::connect(self.region, self.endpoint, self.credentials)?
+            .reading_with_get(self.phase == respawn_plugin_sdk::Phase::Plan))
     }
 }
 

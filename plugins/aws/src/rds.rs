@@ -117,6 +117,7 @@ fn backups_latest_time(aws: &Aws, arn: &str) -> Result<Option<String>, Failure> 
 
 pub fn run(ctx: &Context, p: RdsRestoreParams) -> Result<Value, Failure> {
     let conn = Connection {
+        phase: ctx.phase,
         region: &p.region,
         endpoint: p.endpoint.as_deref(),
         credentials: &p.credentials,

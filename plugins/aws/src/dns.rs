@@ -277,17 +277,17 @@ pub fn run(ctx: &Context, p: DnsFailoverParams) -> Result<Value, Failure> {
 fn plan(aws: &Aws, p: &DnsFailoverParams) -> Result<Value, Failure> {
     let now = current(aws, p)?;
     let values = if p.values.iter().any(|v| unresolved(v)) {
-        format!("{:?} (known at apply)", p.values)
+        format!("{} (known at apply)", p.values.join(", "))
     } else {
-        format!("{:?}", p.values)
+        p.values.join(", ")
     };
     let mut would = vec![match now {
         Some(r) => format!(
-            "UPSERT {} {} in {}: {:?} (ttl {}) → {values} (ttl {}); the record set as it is now is kept for teardown",
+            "UPSERT {} {} in {}: {} (ttl {}) → {values} (ttl {}); the record set as it is now is kept for teardown",
             fqdn(&p.name),
             p.record_type,
             p.zone_id,
-            r.values,
+            r.values.join(", "),
             r.ttl.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
             p.ttl
         ),

@@ -7,7 +7,12 @@
       app.PREFIX.example A 192.0.2.10. Prints {"image", "zone_id", "db", "record"} as JSON.
   moto.py ENDPOINT state PREFIX TARGET_REGION ZONE_ID
       What the run changed, as JSON: images named PREFIX* and instances running from them in TARGET_REGION, DB
-      instances named PREFIX*, the app record's values, health checks.
+      instances named PREFIX*, the app record set, and the ids of all health checks (of every test).
+  moto.py ENDPOINT seed-replica PREFIX SOURCE_REGION TARGET_REGION
+      A PostgreSQL DB instance PREFIX-primary in SOURCE_REGION and its cross-region read replica PREFIX-replica in
+      TARGET_REGION. Prints {"primary", "replica"}.
+  moto.py ENDPOINT db REGION IDENTIFIER
+      One DB instance as JSON: {"status", "replica_of"}, or null when there is none.
   moto.py ENDPOINT iam-user
       (On a moto with INITIAL_NO_AUTH_ACTION_COUNT=4.) An IAM user allowed everything and its access key, as
       {"access_key", "secret_key"}; it takes exactly 4 unauthenticated actions.
@@ -64,8 +69,30 @@ def state(endpoint, prefix, target_region, zone_id):
         "instances": sorted(running),
         "dbs": sorted(dbs),
         "record": record[0] if record else None,
-        "health_checks": len(r53.list_health_checks()["HealthChecks"]),
+        # Every test's, not only this prefix's: look for a given id in it.
+        "health_check_ids": sorted(h["Id"] for h in r53.list_health_checks()["HealthChecks"]),
     }, sort_keys=True, default=str))
+
+
+def seed_replica(endpoint, prefix, source_region, target_region):
+    primary = client(endpoint, "rds", source_region).create_db_instance(
+        DBInstanceIdentifier=f"{prefix}-primary", Engine="postgres", DBInstanceClass="db.t3.micro",
+        MasterUsername="app", MasterUserPassword="app-password-1", AllocatedStorage=20,
+        BackupRetentionPeriod=7)["DBInstance"]
+    client(endpoint, "rds", target_region).create_db_instance_read_replica(
+        DBInstanceIdentifier=f"{prefix}-replica", SourceDBInstanceIdentifier=primary["DBInstanceArn"],
+        DBInstanceClass="db.t3.micro")
+    print(json.dumps({"primary": f"{prefix}-primary", "replica": f"{prefix}-replica"}))
+
+
+def db(endpoint, region, identifier):
+    rds = client(endpoint, "rds", region)
+    try:
+        d = rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
+    except rds.exceptions.DBInstanceNotFoundFault:
+        print("null")
+        return
+    print(json.dumps({"status": d["DBInstanceStatus"], "replica_of": d.get("ReadReplicaSourceDBInstanceIdentifier")}))
 
 
 def iam_user(endpoint):
@@ -80,4 +107,5 @@ def iam_user(endpoint):
 
 if __name__ == "__main__":
     endpoint, command, *args = sys.argv[1:]
-    {"seed": seed, "state": state, "iam-user": iam_user}[command](endpoint, *args)
+    commands = {"seed": seed, "seed-replica": seed_replica, "state": state, "db": db, "iam-user": iam_user}
+    commands[command](endpoint, *args)

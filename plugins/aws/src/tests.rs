@@ -99,3 +99,89 @@ fn an_unknown_image_is_not_found() {
         .unwrap_err();
     assert_eq!(failure.kind, FailureKind::NotFound, "{}", failure.message);
 }
+
+const RDS: &str = "https://rds.us-west-2.amazonaws.com/";
+
+fn db_instance(status: &str, replica_of: Option<&str>) -> String {
+    let source = replica_of
+        .map(|s| {
+            format!(
+                "<ReadReplicaSourceDBInstanceIdentifier>{s}</ReadReplicaSourceDBInstanceIdentifier>"
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "<DescribeDBInstancesResponse xmlns=\"http://rds.amazonaws.com/doc/2014-10-31/\"><DescribeDBInstancesResult>\
+         <DBInstances><DBInstance><DBInstanceIdentifier>shop-replica</DBInstanceIdentifier>\
+         <DBInstanceStatus>{status}</DBInstanceStatus><Engine>postgres</Engine>\
+         <Endpoint><Address>shop-replica.abc.us-west-2.rds.amazonaws.com</Address><Port>5432</Port></Endpoint>\
+         {source}</DBInstance></DBInstances></DescribeDBInstancesResult></DescribeDBInstancesResponse>"
+    )
+}
+
+/// moto keeps a promoted replica's source, so the promotion as AWS does it (modifying, then available with the
+/// source gone) is shown here.
+#[test]
+fn a_replica_is_promoted_once_waited_for_and_left_in_place_by_destroy() {
+    let promoted = Rc::new(Cell::new(false));
+    let polls = Rc::new(Cell::new(0));
+    let (p, n) = (promoted.clone(), polls.clone());
+    let source = "arn:aws:rds:us-east-1:123456789012:db:shop";
+    let mut host = host().http_with(RDS, move |call| {
+        let body = String::from_utf8_lossy(call.body.as_deref().unwrap_or_default()).to_string();
+        if body.contains("Action=PromoteReadReplica") {
+            assert!(!p.get(), "promoted twice");
+            p.set(true);
+            return Ok(Response::new(200, "<PromoteReadReplicaResponse/>"));
+        }
+        assert!(body.contains("Action=DescribeDBInstances"), "{body}");
+        if !p.get() {
+            return Ok(Response::new(200, db_instance("available", Some(source))));
+        }
+        n.set(n.get() + 1);
+        Ok(Response::new(
+            200,
+            match n.get() {
+                1 => db_instance("modifying", Some(source)),
+                2 => db_instance("available", Some(source)),
+                _ => db_instance("available", None),
+            },
+        ))
+    });
+    let params =
+        json!({ "region": "us-west-2", "mode": "promote-replica", "identifier": "shop-replica" });
+    let out = host
+        .invoke::<AwsProvider>("rds-restore", Phase::Apply, params.clone())
+        .unwrap();
+    assert!(promoted.get());
+    assert_eq!(polls.get(), 3, "done before the source was gone");
+    assert_eq!(
+        out["endpoint"],
+        "shop-replica.abc.us-west-2.rds.amazonaws.com"
+    );
+    assert_eq!(out["port"], 5432);
+    let point = out["recovery_point"].as_str().unwrap();
+    assert!(
+        respawn_plugin_sdk::time::rfc3339_seconds(point).is_some(),
+        "{point}"
+    );
+    assert_eq!(host.state_get("recovery_point"), Some(point));
+
+    // Applied again (a resumed step): no second promotion, the same recovery point.
+    let again = host
+        .invoke::<AwsProvider>("rds-restore", Phase::Apply, params.clone())
+        .unwrap();
+    assert_eq!(again["recovery_point"], point);
+
+    let destroyed = host
+        .invoke::<AwsProvider>("rds-restore", Phase::Destroy, params)
+        .unwrap();
+    assert_eq!(destroyed["left"], "shop-replica");
+    assert!(
+        host.log_messages()
+            .iter()
+            .any(|m| m.contains("a promotion cannot be undone")),
+        "{:?}",
+        host.log_messages()
+    );
+}

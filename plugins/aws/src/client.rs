@@ -367,7 +367,6 @@ pub fn error_kind(status: u16, code: &str) -> FailureKind {
     } else if code.ends_with("AlreadyExists")
         || code.ends_with("AlreadyExistsFault")
         || code.ends_with(".Duplicate")
-        || code.starts_with("InvalidChangeBatch") && status == 400 && code.contains("Conflict")
     {
         FailureKind::Conflict
     } else {

@@ -110,6 +110,14 @@ fn zone_path(zone: &str) -> String {
     )
 }
 
+/// The same values in any order (Route 53 keeps its own).
+fn same_values(a: &[String], b: &[String]) -> bool {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort();
+    b.sort();
+    a == b
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -385,13 +393,13 @@ fn verify(aws: &Aws, p: &DnsFailoverParams) -> Result<Value, Failure> {
             p.zone_id
         ))
     })?;
-    let mut want = p.values.clone();
-    let mut have = now.values.clone();
-    want.sort();
-    have.sort();
     let mut problems = Vec::new();
-    if want != have {
-        problems.push(format!("values are {have:?}, not {want:?}"));
+    if !same_values(&now.values, &p.values) {
+        problems.push(format!(
+            "values are {}, not {}",
+            now.values.join(", "),
+            p.values.join(", ")
+        ));
     }
     if now.ttl != Some(p.ttl) {
         problems.push(format!("ttl is {:?}, not {}", now.ttl, p.ttl));
@@ -409,7 +417,7 @@ fn verify(aws: &Aws, p: &DnsFailoverParams) -> Result<Value, Failure> {
             problems.join("; ")
         )));
     }
-    Ok(json!({ "name": fqdn(&p.name), "values": have }))
+    Ok(json!({ "name": fqdn(&p.name), "values": now.values }))
 }
 
 fn destroy(aws: &Aws, p: &DnsFailoverParams) -> Result<Value, Failure> {
@@ -417,9 +425,19 @@ fn destroy(aws: &Aws, p: &DnsFailoverParams) -> Result<Value, Failure> {
     if let Some(saved) = state::get("saved") {
         let now = current(aws, p)?;
         if saved == NONE_BEFORE {
-            if let Some(r) = now {
-                change(aws, p, "DELETE", &r.xml)?;
-                restored = json!("deleted the record this run created");
+            match now {
+                Some(r) if same_values(&r.values, &p.values) => {
+                    change(aws, p, "DELETE", &r.xml)?;
+                    restored = json!("deleted the record this run created");
+                }
+                // Changed since apply by someone else: theirs now, not this run's to delete.
+                Some(r) => log::warn(&format!(
+                    "{} {} now holds {}, not what this run wrote: left in place",
+                    fqdn(&p.name),
+                    p.record_type,
+                    r.values.join(", ")
+                )),
+                None => {}
             }
         } else if now.as_ref().map(|r| r.xml.as_str()) != Some(saved.as_str()) {
             change(aws, p, "UPSERT", &saved)?;

@@ -1,4 +1,5 @@
-//! Faults: a runner killed right after a create call, refused credentials, an unknown AMI, throttling.
+//! Faults: a runner killed right after a create call (CopyImage, RunInstances), refused credentials, an unknown
+//! AMI, throttling.
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -7,8 +8,19 @@ use std::time::{Duration, Instant};
 use super::common::{free_port, listening};
 use super::*;
 
-/// A workflow of one copy-image step against `endpoint`'s loopback port, with `extra` step lines.
-fn copy_workflow(test: &str, extra: &str) -> PathBuf {
+/// A workflow of one copy-image step (id `image`) from us-east-1 to us-west-2 through `endpoint` (any loopback
+/// port: moto, the fault proxy, a moto of the test's own).
+fn copy_workflow(test: &str) -> PathBuf {
+    one_step_workflow(
+        test,
+        "image",
+        "uses: aws/copy-image\n    with: { endpoint: \"${{ params.endpoint }}\", region: us-west-2, \
+         source_region: us-east-1, image: \"${{ params.image }}\" }\n",
+    )
+}
+
+/// A workflow with params `endpoint` and `image` and the one step `id`: `step` is its `uses` and `with` lines.
+fn one_step_workflow(test: &str, id: &str, step: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("respawn-aws-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -17,9 +29,8 @@ fn copy_workflow(test: &str, extra: &str) -> PathBuf {
          params:\n  endpoint: {{ type: string, required: true }}\n  image: {{ type: string, required: true }}\n\
          secrets:\n  AWS_ACCESS_KEY_ID: {{ env: AWS_ACCESS_KEY_ID }}\n  AWS_SECRET_ACCESS_KEY: {{ env: AWS_SECRET_ACCESS_KEY }}\n\
          plugins:\n  aws: builtin:aws@0.1\n\
-         steps:\n  - id: image\n    uses: aws/copy-image\n\
-         \x20   with: {{ endpoint: \"${{{{ params.endpoint }}}}\", region: us-west-2, source_region: us-east-1, image: \"${{{{ params.image }}}}\" }}\n\
-         \x20   grants: {{ http: [\"http://127.0.0.1:*\"], secrets: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY] }}\n{extra}"
+         steps:\n  - id: {id}\n    {step}\
+         \x20   grants: {{ http: [\"http://127.0.0.1:*\"], secrets: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY] }}\n"
     );
     std::fs::write(dir.join("wf.yaml"), yaml).unwrap();
     let out = respawn(&dir, &["lock", "wf.yaml"], &[]);
@@ -40,13 +51,12 @@ fn copies(s: &Seed) -> usize {
     s.state()["images"].as_array().unwrap().len()
 }
 
-#[test]
-#[ignore = "needs moto (tests/servers/start)"]
-fn a_runner_killed_right_after_copy_image_resumes_to_exactly_one_copy() {
-    let s = seed("kill");
+/// Starts `drill --keep` of `dir`'s wf.yaml through a proxy that holds the answer to `action`, and SIGKILLs the
+/// runner once moto has carried the action out (the runner has not heard back). Returns the run id and the state
+/// store's URL.
+fn kill_after(action: &str, dir: &Path, image: &str) -> (String, String) {
     let proxy = proxy::Proxy::start(moto_port());
-    *proxy.faults.hold_answer_of.lock().unwrap() = Some("CopyImage".into());
-    let dir = copy_workflow("kill", "");
+    *proxy.faults.hold_answer_of.lock().unwrap() = Some(action.into());
     let state_url = format!("file://{}", dir.join("state").display());
     let mut child = Command::new(bin())
         .args([
@@ -58,8 +68,8 @@ fn a_runner_killed_right_after_copy_image_resumes_to_exactly_one_copy() {
             &state_url,
         ])
         .args(["--param", &format!("endpoint={}", proxy.endpoint())])
-        .args(["--param", &format!("image={}", s.image)])
-        .current_dir(&dir)
+        .args(["--param", &format!("image={image}")])
+        .current_dir(dir)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .stdin(Stdio::null())
@@ -67,60 +77,106 @@ fn a_runner_killed_right_after_copy_image_resumes_to_exactly_one_copy() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // moto has made the copy; the runner has not heard back.
     let started = Instant::now();
     while !proxy.faults.holding.load(Ordering::SeqCst) {
         assert!(
             started.elapsed() < Duration::from_secs(60) && child.try_wait().unwrap().is_none(),
-            "the run never reached CopyImage"
+            "the run never reached {action}"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
     proxy.faults.released.store(true, Ordering::SeqCst);
-    assert_eq!(
-        copies(&s),
-        1,
-        "CopyImage did not reach moto before the kill"
-    );
-    let run_id = run_id_of(&out);
+    (run_id_of(&out), state_url)
+}
 
+/// `resume --takeover -v`, `check` of what it said, then `destroy --yes`; both must succeed.
+fn resume_then_destroy(dir: &Path, run_id: &str, state_url: &str, check: impl FnOnce(&str)) {
     let resumed = respawn(
-        &dir,
+        dir,
         &[
             "resume",
-            &run_id,
+            run_id,
             "--takeover",
             "--no-progress",
             "-v",
             "--state",
-            &state_url,
+            state_url,
         ],
         &[],
     );
     let said = text(&resumed);
     assert!(resumed.status.success(), "resume: {said}");
-    assert_eq!(copies(&s), 1, "resume made a second copy: {}", s.state());
-    assert!(
-        said.contains("was copied by an earlier attempt"),
-        "the resumed step did not find the copy by its name: {said}"
-    );
-
+    check(&said);
     let destroyed = respawn(
-        &dir,
+        dir,
         &[
             "destroy",
-            &run_id,
+            run_id,
             "--yes",
             "--no-progress",
             "--state",
-            &state_url,
+            state_url,
         ],
         &[],
     );
     assert!(destroyed.status.success(), "destroy: {}", text(&destroyed));
+}
+
+#[test]
+#[ignore = "needs moto (tests/servers/start)"]
+fn a_runner_killed_right_after_copy_image_resumes_to_exactly_one_copy() {
+    let s = seed("kill");
+    let dir = copy_workflow("kill");
+    let (run_id, state_url) = kill_after("CopyImage", &dir, &s.image);
+    assert_eq!(
+        copies(&s),
+        1,
+        "CopyImage did not reach moto before the kill"
+    );
+    resume_then_destroy(&dir, &run_id, &state_url, |said| {
+        assert_eq!(copies(&s), 1, "resume made a second copy: {}", s.state());
+        assert!(
+            said.contains("was copied by an earlier attempt"),
+            "the resumed step did not find the copy by its name: {said}"
+        );
+    });
     assert_eq!(copies(&s), 0, "{}", s.state());
+}
+
+#[test]
+#[ignore = "needs moto (tests/servers/start)"]
+fn a_runner_killed_right_after_run_instances_resumes_to_exactly_one_set() {
+    let s = seed("kill-launch");
+    // In the source region, from the seeded image itself: moto.py's `state` counts instances of PREFIX* images.
+    let dir = one_step_workflow(
+        "kill-launch",
+        "web",
+        "uses: aws/launch\n    with: { endpoint: \"${{ params.endpoint }}\", region: us-east-1, \
+         image: \"${{ params.image }}\", instance_type: t3.micro, count: 2 }\n",
+    );
+    let running = || {
+        moto_py(
+            &moto(),
+            &["state", &s.prefix, "us-east-1", &s.zone_id],
+            None,
+        )["instances"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let (run_id, state_url) = kill_after("RunInstances", &dir, &s.image);
+    assert_eq!(
+        running(),
+        2,
+        "RunInstances did not reach moto before the kill"
+    );
+    resume_then_destroy(&dir, &run_id, &state_url, |said| {
+        assert_eq!(running(), 2, "resume launched a second set");
+        assert!(said.contains("launched by an earlier attempt"), "{said}");
+    });
+    assert_eq!(running(), 0, "destroy left instances running");
 }
 
 /// A moto of this test's own that checks signatures and IAM (INITIAL_NO_AUTH_ACTION_COUNT), stopped on drop.
@@ -176,7 +232,7 @@ fn signatures_are_accepted_by_a_checking_moto_and_bad_credentials_are_denied_une
         Some((key, secret)),
     );
     let image = seeded["image"].as_str().unwrap();
-    let dir = copy_workflow("auth", "");
+    let dir = copy_workflow("auth");
     let params = [
         "--param".to_string(),
         format!("endpoint={}", moto.endpoint),
@@ -225,7 +281,7 @@ fn signatures_are_accepted_by_a_checking_moto_and_bad_credentials_are_denied_une
 #[test]
 #[ignore = "needs moto (tests/servers/start)"]
 fn an_unknown_ami_is_not_found() {
-    let dir = copy_workflow("unknown", "");
+    let dir = copy_workflow("unknown");
     let params = [
         "--param".to_string(),
         format!("endpoint={}", moto()),
@@ -252,7 +308,7 @@ fn throttling_is_retried_with_backoff() {
     let s = seed("throttled");
     let proxy = proxy::Proxy::start(moto_port());
     proxy.faults.throttle.store(3, Ordering::SeqCst);
-    let dir = copy_workflow("throttled", "");
+    let dir = copy_workflow("throttled");
     let params = [
         "--param".to_string(),
         format!("endpoint={}", proxy.endpoint()),
@@ -279,7 +335,7 @@ fn throttling_is_retried_with_backoff() {
 fn throttling_that_does_not_end_is_unavailable() {
     let proxy = proxy::Proxy::start(moto_port());
     proxy.faults.throttle.store(u32::MAX, Ordering::SeqCst);
-    let dir = copy_workflow("throttled-always", "");
+    let dir = copy_workflow("throttled-always");
     let params = [
         "--param".to_string(),
         format!("endpoint={}", proxy.endpoint()),

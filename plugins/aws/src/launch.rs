@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use respawn_plugin_sdk::{Context, Failure, FailureKind, Phase, log, state};
+use respawn_plugin_sdk::{Context, Failure, Phase, log, state};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -283,30 +283,34 @@ fn verify(ctx: &Context, aws: &Aws, p: &LaunchParams) -> Result<Value, Failure> 
 }
 
 fn destroy(ctx: &Context, aws: &Aws) -> Result<Value, Failure> {
-    let mut ids: Vec<String> = state::get("instance_ids")
+    let kept: Vec<String> = state::get("instance_ids")
         .unwrap_or_default()
         .split(',')
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
+    // Through a filter, which (unlike InstanceId.N) passes over ids that no longer exist.
+    let mut live = Vec::new();
+    if !kept.is_empty() {
+        let ids: Vec<&str> = kept.iter().map(String::as_str).collect();
+        live = describe(aws, &filters(&[("instance-id", &ids)]))?;
+    }
     for i in by_tags(
         aws,
         &[("respawn:run", &ctx.run_id), ("respawn:step", &ctx.step_id)],
     )? {
-        if !ids.contains(&i.id) {
-            ids.push(i.id);
+        if !live.iter().any(|l| l.id == i.id) {
+            live.push(i);
         }
     }
+    let ids: Vec<String> = live.into_iter().map(|i| i.id).collect();
     if !ids.is_empty() {
         let mut params = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             params.push((format!("InstanceId.{}", i + 1), id.clone()));
         }
-        match aws.query(Service::Ec2, "TerminateInstances", &params) {
-            Ok(_) => log::info(&format!("terminated {} in {}", ids.join(", "), aws.region)),
-            Err(f) if f.kind == FailureKind::NotFound => {}
-            Err(f) => return Err(f),
-        }
+        aws.query(Service::Ec2, "TerminateInstances", &params)?;
+        log::info(&format!("terminated {} in {}", ids.join(", "), aws.region));
     }
     state::delete("instance_ids");
     Ok(json!({ "terminated": ids }))

@@ -270,12 +270,24 @@ fn signatures_are_accepted_by_a_checking_moto_and_bad_credentials_are_denied_une
     let (kind, error) = step_error(&dir, &bad);
     assert_eq!(kind, "denied", "{error}");
     assert!(error.contains("AuthFailure"), "{error}");
-    let report_text =
-        std::fs::read_to_string(dir.join(format!(".respawn/runs/{}/report.json", run_id_of(&bad))))
-            .unwrap();
-    for (what, place) in [("output", &said), ("report", &report_text)] {
-        assert!(!place.contains(wrong_secret), "the secret is in the {what}");
+    assert!(!said.contains(wrong_secret), "the secret is in the output");
+    // Reports (json, md, junit) and the journal: everything the run wrote.
+    let mut files = vec![dir.join(".respawn")];
+    let mut journal_events = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            journal_events += usize::from(path.to_string_lossy().contains("/events/"));
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(wrong_secret),
+                "the secret is in {}",
+                path.display()
+            );
+        }
     }
+    assert!(journal_events > 0, "no journal under {}", dir.display());
 }
 
 #[test]

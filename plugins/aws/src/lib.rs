@@ -66,6 +66,8 @@ const DEFAULT_WAIT_SECONDS: u64 = 3600;
 const FIRST_POLL: Duration = Duration::from_millis(50);
 /// Longest wait between two polls: the describe calls stay far below API rate limits.
 const MAX_POLL: Duration = Duration::from_secs(15);
+/// A waiting step says how long it has waited at least this often, so a long copy does not look hung.
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
 pub(crate) fn default_wait() -> u64 {
     DEFAULT_WAIT_SECONDS
@@ -93,7 +95,9 @@ pub(crate) enum Poll<T> {
     Pending(String),
 }
 
-/// Polls `check` with backoff until it is done or `wait_seconds` pass, logging each change of status.
+/// Polls `check` with backoff until it is done or `wait_seconds` pass, with a log line at each change of status and
+/// at least every [`PROGRESS_EVERY`] while it stays the same. (Log lines, not `progress.report`, which the runner
+/// shows as bytes.)
 pub(crate) fn wait_for<T>(
     what: &str,
     wait_seconds: u64,
@@ -103,6 +107,7 @@ pub(crate) fn wait_for<T>(
     let limit = Duration::from_secs(wait_seconds);
     let mut delay = FIRST_POLL;
     let mut last_status = String::new();
+    let mut last_line = started;
     loop {
         match check()? {
             Poll::Done(value) => {
@@ -113,18 +118,14 @@ pub(crate) fn wait_for<T>(
                 return Ok(value);
             }
             Poll::Pending(status) => {
-                if status != last_status {
+                if status != last_status || last_line.elapsed() >= PROGRESS_EVERY {
                     log::info(&format!(
                         "{what}: {status} ({:.0}s)",
                         started.elapsed().as_secs_f64()
                     ));
                     last_status = status;
+                    last_line = Instant::now();
                 }
-                respawn_plugin_sdk::progress::report(
-                    started.elapsed().as_secs(),
-                    Some(wait_seconds),
-                    &format!("{what}: {last_status}"),
-                );
             }
         }
         if started.elapsed() + delay > limit {

@@ -11,6 +11,7 @@ use std::process::Command;
 
 /// Plugins compiled into the binary as `builtin:NAME@VERSION`: (name, crate artifact).
 const BUILTIN: &[(&str, &str)] = &[
+    ("aws", "respawn_plugin_aws"),
     ("check", "respawn_plugin_check"),
     ("local", "respawn_plugin_local"),
     ("postgres", "respawn_plugin_postgres"),

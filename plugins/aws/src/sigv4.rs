@@ -184,23 +184,10 @@ fn canonical_value(value: &str) -> String {
 /// HMAC-SHA256 (RFC 2104). Written out rather than taken from the `hmac` crate: that crate turns on digest's `mac`
 /// feature, which, unified across the plugins workspace, changes every other builtin's bytes (and locks).
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    const BLOCK: usize = 64;
-    let mut block = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(data)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .to_vec()
+    let mut mac =
+        <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    hmac::Mac::update(&mut mac, data);
+    hmac::Mac::finalize(mac).into_bytes().to_vec()
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -158,7 +158,8 @@ pub struct RunStarted {
     /// A drill started with `--keep` skips teardown on resume too.
     pub keep: bool,
     pub workflow: WorkflowSnapshot,
-    /// Resolved params. Secrets are never params; any secret value found anywhere is redacted.
+    /// Resolved params, byte-exact like the workflow text: this event is never redacted (it holds only what the
+    /// user wrote, never what a plugin produced). Secrets are never params.
     pub params: BTreeMap<String, serde_json::Value>,
     pub plugins: BTreeMap<String, PluginInfo>,
     /// How long the runner may stay silent before the run counts as stale.

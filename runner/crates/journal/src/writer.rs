@@ -260,7 +260,13 @@ impl Inner {
             run_id: self.run_id.clone(),
             message: format!("cannot encode a {kind} event: {e}"),
         })?;
-        self.redactor.redact(&mut value);
+        // Only what plugins and servers produce is redacted. `run-started` holds the workflow's exact text, its
+        // params and times, which the user wrote: resume re-checks the text against its sha256, so a secret value
+        // that happens to occur in the workflow must not change it (secrets shorter than 4 characters are refused
+        // at validation, so this cannot expose a value that also occurs by chance).
+        if !matches!(event.body, EventBody::RunStarted(_)) {
+            self.redactor.redact(&mut value);
+        }
         let bytes = serde_json::to_vec(&value).unwrap_or_default();
         let hash = hex::encode(Sha256::digest(&bytes));
         let key = respawn_data::object_store::path::Path::from(event_key(&self.run_id, event.seq));
@@ -319,6 +325,50 @@ fn runner_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The workflow text in `run-started` stays byte-exact even when a secret value occurs in it (resume checks
+    /// the text against its sha256); what a plugin returns is redacted.
+    #[tokio::test]
+    async fn run_started_is_byte_exact_and_plugin_output_is_redacted() {
+        use crate::event::{RunStarted, WorkflowSnapshot};
+        let store: Arc<dyn ObjectStore> = Arc::new(respawn_data::object_store::memory::InMemory::new());
+        let secrets = BTreeMap::from([("token".to_string(), "s3cr3t-value".to_string())]);
+        let journal = Journal::open(store.clone(), "run-1", Redactor::new(&secrets), 0, None);
+        let text = "name: w # s3cr3t-value happens to be in a comment\n";
+        journal
+            .append(EventBody::RunStarted(Box::new(RunStarted {
+                run_id: "run-1".into(),
+                mode: respawn_workflow::Mode::Drill,
+                keep: false,
+                workflow: WorkflowSnapshot {
+                    name: "w".into(),
+                    version: "1.0.0".into(),
+                    sha256: "00".into(),
+                    path: "/w.yaml".into(),
+                    text: text.into(),
+                },
+                params: BTreeMap::new(),
+                plugins: BTreeMap::new(),
+                lease_seconds: 30.0,
+                started_at: "2026-12-02T06:00:00Z".into(),
+            })))
+            .await
+            .unwrap();
+        journal
+            .append(EventBody::StateWritten {
+                step: "a".into(),
+                phase: respawn_workflow::Phase::Apply,
+                key: "s3cr3t-value".into(),
+                value: Some("echo s3cr3t-value".into()),
+            })
+            .await
+            .unwrap();
+        let stored = crate::chain::read_all(&store, "run-1").await.unwrap();
+        let first = String::from_utf8(stored[0].bytes.to_vec()).unwrap();
+        let second = String::from_utf8(stored[1].bytes.to_vec()).unwrap();
+        assert!(first.contains("s3cr3t-value happens"), "{first}");
+        assert!(!second.contains("s3cr3t-value"), "{second}");
+    }
 
     #[tokio::test]
     async fn a_runner_whose_writes_stop_succeeding_stops_acting_before_its_lease_ends() {

@@ -19,6 +19,7 @@ pub mod compare;
 pub mod pack;
 pub mod unpack;
 pub mod verify;
+mod walk;
 
 pub use pack::{PackReport, pack};
 pub use verify::{BlobProblem, VerifyReport, verify};

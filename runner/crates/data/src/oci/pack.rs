@@ -16,7 +16,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
-use super::unpack::link_escapes;
+use super::walk::link_escapes;
 use super::{
     Descriptor, Index, MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST, Manifest,
     OciError, REF_NAME, blob_rel, layout_key, oci_architecture, read_layout_file, root_name,

@@ -8,13 +8,11 @@
 //! (`.wh.NAME`, `.wh..wh..opq`) layer by layer, and keeps file modes. Owners and times are not restored.
 //! Layers may be plain tar, gzip or zstd (recognized by their first bytes).
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::ffi::{OsStr, OsString};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use object_store::ObjectStore;
@@ -22,6 +20,7 @@ use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
 use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
 use sha2::{Digest, Sha256};
 
+use super::walk::{Fail, Kind, io_at, resolves_inside, walk};
 use super::{OciError, fetch_blob, resolve};
 
 /// What `unpack` restored. It is only returned when every layer verified and extracted.
@@ -128,16 +127,6 @@ pub(crate) fn decompressed(mut file: File) -> io::Result<Box<dyn Read + Send>> {
     })
 }
 
-/// Why one entry failed: refused as unsafe, or an I/O error.
-enum Fail {
-    Refuse(String),
-    Io(String, io::Error),
-}
-
-fn io_at(path: &Path) -> impl Fn(io::Error) -> Fail + '_ {
-    move |e| Fail::Io(path.display().to_string(), e)
-}
-
 struct Extractor {
     root: PathBuf,
     /// Paths written by the current layer (and their ancestors): whiteouts only remove lower layers' content.
@@ -180,24 +169,9 @@ impl Extractor {
             hasher: Sha256::new(),
         });
         self.written.clear();
-        let entries = archive
-            .entries()
-            .map_err(|e| layer_err(format!("not a tar archive: {e}")))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| layer_err(format!("bad tar entry: {e}")))?;
-            let raw = entry
-                .path()
-                .map_err(|e| layer_err(format!("bad entry path: {e}")))?
-                .into_owned();
-            self.entry(&mut entry, &raw).map_err(|fail| match fail {
-                Fail::Refuse(why) => OciError::Unsafe {
-                    layer: layer.to_string(),
-                    entry: raw.display().to_string(),
-                    why,
-                },
-                Fail::Io(what, e) => layer_err(format!("entry `{}`: {what}: {e}", raw.display())),
-            })?;
-        }
+        walk(&mut archive, layer, |rel, kind, mode, entry| {
+            self.entry(rel, kind, mode, entry)
+        })?;
         // Hash what follows the end-of-archive marker too: the diff_id covers the whole stream.
         let mut rest = archive.into_inner();
         io::copy(&mut rest, &mut io::sink())
@@ -213,37 +187,34 @@ impl Extractor {
         Ok(())
     }
 
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<R>, raw: &Path) -> Result<(), Fail> {
-        let rel = clean_path(raw).map_err(|why| Fail::Refuse(why.into()))?;
-        let Some(name) = rel.file_name() else {
-            return Ok(()); // the root itself, "./"
-        };
+    fn entry<R: Read>(
+        &mut self,
+        rel: &Path,
+        kind: Kind,
+        mode: u32,
+        entry: &mut tar::Entry<R>,
+    ) -> Result<(), Fail> {
         let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
-        if name.as_bytes() == b".wh..wh..opq" {
-            if self.parents(&rel, false)? {
-                self.opaque(&parent)?;
-            }
-            return Ok(());
-        }
-        if let Some(hidden) = name.as_bytes().strip_prefix(b".wh.") {
-            if hidden.is_empty() {
-                return Err(Fail::Refuse("whiteout without a name".into()));
-            }
-            let victim = parent.join(OsStr::from_bytes(hidden));
-            if self.parents(&victim, false)? && !self.written.contains(&victim) {
-                let path = self.root.join(&victim);
-                remove_existing(&path).map_err(io_at(&path))?;
-            }
-            return Ok(());
-        }
-        let path = self.root.join(&rel);
-        let header = entry.header();
+        let path = self.root.join(rel);
         // Never setuid or setgid: an image is untrusted input, and a restore must not plant a program that runs
         // with its owner's rights. The sticky bit is harmless and kept.
-        let mode = header.mode().unwrap_or(0o644) & 0o1777;
-        match header.entry_type() {
-            tar::EntryType::Directory => {
-                self.parents(&rel, true)?;
+        let mode = mode & 0o1777;
+        match kind {
+            Kind::Opaque(dir) => {
+                if self.parents(rel, false)? {
+                    self.opaque(&dir)?;
+                }
+                return Ok(());
+            }
+            Kind::Whiteout(victim) => {
+                if self.parents(&victim, false)? && !self.written.contains(&victim) {
+                    let path = self.root.join(&victim);
+                    remove_existing(&path).map_err(io_at(&path))?;
+                }
+                return Ok(());
+            }
+            Kind::Dir => {
+                self.parents(rel, true)?;
                 match fs::symlink_metadata(&path) {
                     Ok(m) if m.is_dir() => {}
                     Ok(_) => {
@@ -255,10 +226,10 @@ impl Extractor {
                     }
                     Err(e) => return Err(io_at(&path)(e)),
                 }
-                self.dir_modes.insert(rel.clone(), mode);
+                self.dir_modes.insert(rel.to_path_buf(), mode);
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                self.parents(&rel, true)?;
+            Kind::File => {
+                self.parents(rel, true)?;
                 remove_existing(&path).map_err(io_at(&path))?;
                 let mut file = OpenOptions::new()
                     .write(true)
@@ -271,26 +242,9 @@ impl Extractor {
                     .map_err(io_at(&path))?;
                 self.files += 1;
             }
-            tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(io_at(&path))?
-                    .ok_or_else(|| Fail::Refuse("symlink without a target".into()))?
-                    .into_owned();
-                if target.is_absolute() {
-                    return Err(Fail::Refuse(format!(
-                        "symlink to absolute path `{}`",
-                        target.display()
-                    )));
-                }
-                if link_escapes(&parent, &target) {
-                    return Err(Fail::Refuse(format!(
-                        "symlink target `{}` leaves the destination",
-                        target.display()
-                    )));
-                }
-                self.parents(&rel, true)?;
-                if !resolves_inside(&self.root, &parent, &target) {
+            Kind::Symlink(target) => {
+                self.parents(rel, true)?;
+                if !resolves_inside(&parent, &target, link_on_disk(&self.root)) {
                     return Err(Fail::Refuse(format!(
                         "symlink target `{}` resolves outside the destination through other symlinks",
                         target.display()
@@ -298,44 +252,30 @@ impl Extractor {
                 }
                 remove_existing(&path).map_err(io_at(&path))?;
                 symlink(&target, &path).map_err(io_at(&path))?;
-                self.symlinks.push(rel.clone());
+                self.symlinks.push(rel.to_path_buf());
             }
-            tar::EntryType::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(io_at(&path))?
-                    .ok_or_else(|| Fail::Refuse("hard link without a target".into()))?
-                    .into_owned();
-                let source_rel = clean_path(&target)
-                    .map_err(|why| Fail::Refuse(format!("hard link target: {why}")))?;
-                if source_rel == rel || source_rel.as_os_str().is_empty() {
-                    return Err(Fail::Refuse("hard link to itself".into()));
-                }
+            Kind::HardLink(source_rel) => {
                 let source = self.root.join(&source_rel);
                 let is_file = self.parents(&source_rel, false)?
                     && fs::symlink_metadata(&source).is_ok_and(|m| m.is_file());
                 if !is_file {
                     return Err(Fail::Refuse(format!(
                         "hard link target `{}` is not a regular file inside the destination",
-                        target.display()
+                        source_rel.display()
                     )));
                 }
-                self.parents(&rel, true)?;
+                self.parents(rel, true)?;
                 remove_existing(&path).map_err(io_at(&path))?;
                 fs::hard_link(&source, &path).map_err(io_at(&path))?;
                 self.files += 1;
             }
-            tar::EntryType::XGlobalHeader
-            | tar::EntryType::XHeader
-            | tar::EntryType::GNULongName
-            | tar::EntryType::GNULongLink => return Ok(()),
-            other => {
+            Kind::Special(other) => {
                 tracing::warn!(entry = %rel.display(), kind = ?other, "not creating a device or FIFO");
                 self.skipped += 1;
                 return Ok(());
             }
         }
-        self.mark_written(&rel);
+        self.mark_written(rel);
         Ok(())
     }
 
@@ -422,7 +362,7 @@ impl Extractor {
                 continue; // replaced or removed since
             };
             let parent = rel.parent().unwrap_or(Path::new(""));
-            if target.is_absolute() || !resolves_inside(&self.root, parent, &target) {
+            if target.is_absolute() || !resolves_inside(parent, &target, link_on_disk(&self.root)) {
                 return Err(OciError::Unsafe {
                     layer: "(final tree)".into(),
                     entry: rel.display().to_string(),
@@ -447,93 +387,16 @@ impl Extractor {
     }
 }
 
-/// An entry path as a clean relative path: `.` parts dropped, absolute paths and `..` refused.
-fn clean_path(raw: &Path) -> Result<PathBuf, &'static str> {
-    let mut out = PathBuf::new();
-    for part in raw.components() {
-        match part {
-            Component::Normal(name) => out.push(name),
-            Component::CurDir => {}
-            Component::ParentDir => return Err("path has a `..` component"),
-            Component::RootDir | Component::Prefix(_) => return Err("absolute path"),
+/// `resolves_inside` against the disk: the symlink at `rel` of `root`, if there is one there.
+fn link_on_disk(root: &Path) -> impl Fn(&Path) -> Option<Option<PathBuf>> + '_ {
+    move |rel| {
+        let path = root.join(rel);
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            Some(fs::read_link(&path).ok())
+        } else {
+            None
         }
     }
-    Ok(out)
-}
-
-/// True when a symlink in directory `parent` (relative to the destination) with `target` is absolute or, read
-/// lexically, leaves the destination.
-pub(crate) fn link_escapes(parent: &Path, target: &Path) -> bool {
-    let mut depth = 0usize;
-    for part in parent.components().chain(target.components()) {
-        match part {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir if depth > 0 => depth -= 1,
-            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return true,
-        }
-    }
-    false
-}
-
-/// Resolves `target` from directory `start` the way the kernel would, following the symlinks already in the
-/// tree, and says whether it stays inside `root`. Missing parts are taken as plain names.
-fn resolves_inside(root: &Path, start: &Path, target: &Path) -> bool {
-    enum Part {
-        Up,
-        Name(OsString),
-    }
-    fn parts(path: &Path) -> Option<Vec<Part>> {
-        let mut out = Vec::new();
-        for part in path.components() {
-            match part {
-                Component::Normal(name) => out.push(Part::Name(name.to_os_string())),
-                Component::ParentDir => out.push(Part::Up),
-                Component::CurDir => {}
-                Component::RootDir | Component::Prefix(_) => return None,
-            }
-        }
-        Some(out)
-    }
-    let mut stack: Vec<OsString> = start
-        .components()
-        .map(|c| c.as_os_str().to_os_string())
-        .collect();
-    let Some(first) = parts(target) else {
-        return false;
-    };
-    let mut queue: VecDeque<Part> = first.into();
-    let mut hops = 0;
-    while let Some(part) = queue.pop_front() {
-        match part {
-            Part::Up => {
-                if stack.pop().is_none() {
-                    return false;
-                }
-            }
-            Part::Name(name) => {
-                stack.push(name);
-                let path: PathBuf = root.join(stack.iter().collect::<PathBuf>());
-                if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-                    hops += 1;
-                    let Ok(next) = fs::read_link(&path) else {
-                        return false;
-                    };
-                    let Some(next) = parts(&next) else {
-                        return false;
-                    };
-                    if hops > 40 {
-                        return false;
-                    }
-                    stack.pop();
-                    for part in next.into_iter().rev() {
-                        queue.push_front(part);
-                    }
-                }
-            }
-        }
-    }
-    true
 }
 
 /// Removes whatever is at `path` (a directory with its contents), without following a symlink there.
@@ -627,23 +490,5 @@ mod tests {
         .read_to_string(&mut out)
         .unwrap();
         assert_eq!(out, "hello world");
-    }
-
-    #[test]
-    fn lexical_escapes() {
-        assert!(!link_escapes(Path::new("a/b"), Path::new("../c")));
-        assert!(!link_escapes(Path::new("a"), Path::new("..")));
-        assert!(link_escapes(Path::new("a"), Path::new("../..")));
-        assert!(link_escapes(Path::new(""), Path::new("../../outside")));
-        assert!(link_escapes(Path::new(""), Path::new("/etc")));
-        assert!(!link_escapes(Path::new(""), Path::new("./x/../y")));
-    }
-
-    #[test]
-    fn clean_paths() {
-        assert_eq!(clean_path(Path::new("./a/./b")).unwrap(), Path::new("a/b"));
-        assert!(clean_path(Path::new("a/../b")).is_err());
-        assert!(clean_path(Path::new("/abs")).is_err());
-        assert_eq!(clean_path(Path::new("./")).unwrap(), Path::new(""));
     }
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use object_store::ObjectStore;
 use sha2::{Digest, Sha256};
 
+use super::pipeline::{copy_through, decode_in_threads};
 use super::walk::{Fail, Kind, io_at, resolves_inside, walk};
 use super::{OciError, fetch_blob, resolve};
 
@@ -46,23 +47,52 @@ pub async fn compare(
     let expected = expected.files()?;
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let mut mismatches = Vec::new();
-        for (rel, want) in &expected {
-            // Never read through a symlink: a restored tree whose directory became a link to elsewhere does
-            // not match its image, whatever the file there holds.
-            let ok = real_parents(&dir, rel)
-                && file_sha256(&dir.join(rel)).is_ok_and(|got| &got == want);
-            if !ok {
-                mismatches.push(rel.display().to_string());
+        let checked = expected.len() as u64;
+        let expected: Vec<(PathBuf, String)> = expected.into_iter().collect();
+        // Files are hashed on every core, each thread taking every n-th file; the report keeps path order.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut bad: Vec<usize> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (dir, expected) = (&dir, &expected);
+                    s.spawn(move || {
+                        let mut buf = vec![0u8; crate::body::CHUNK];
+                        let mut bad = Vec::new();
+                        for (i, (rel, want)) in expected.iter().enumerate().skip(t).step_by(threads)
+                        {
+                            // Never read through a symlink: a restored tree whose directory became a link to
+                            // elsewhere does not match its image, whatever the file there holds.
+                            let ok = real_parents(dir, rel)
+                                && file_sha256(&dir.join(rel), &mut buf)
+                                    .is_ok_and(|got| &got == want);
+                            if !ok {
+                                bad.push(i);
+                            }
+                        }
+                        bad
+                    })
+                })
+                .collect();
+            let mut bad = Vec::new();
+            for worker in workers {
+                let found = worker.join().map_err(|_| {
+                    OciError::io("comparing", io::Error::other("a hashing thread failed"))
+                })?;
+                bad.extend(found);
             }
-        }
-        CompareReport {
-            checked: expected.len() as u64,
-            mismatches,
-        }
+            Ok::<_, OciError>(bad)
+        })?;
+        bad.sort_unstable();
+        Ok(CompareReport {
+            checked,
+            mismatches: bad
+                .into_iter()
+                .map(|i| expected[i].0.display().to_string())
+                .collect(),
+        })
     })
     .await
-    .map_err(|e| OciError::io("comparing", io::Error::other(e)))
+    .map_err(|e| OciError::io("comparing", io::Error::other(e)))?
 }
 
 /// What a path of the final tree holds, as far as the comparison cares.
@@ -88,12 +118,15 @@ impl Expected {
             layer: layer.to_string(),
             why: e.to_string(),
         })?;
-        let mut archive = tar::Archive::new(reader);
         // Paths this layer wrote, with their parents: its own whiteouts do not remove them.
         let mut written: HashSet<PathBuf> = HashSet::new();
-        walk(&mut archive, layer, |rel, kind, _mode, entry| {
-            self.entry(rel, kind, entry, &mut written)
-        })
+        let (walked, _) = decode_in_threads(reader, false, |stream| {
+            let mut archive = tar::Archive::new(stream);
+            walk(&mut archive, layer, |rel, kind, _mode, entry| {
+                self.entry(rel, kind, entry, &mut written)
+            })
+        });
+        walked
     }
 
     fn entry<R: Read>(
@@ -254,7 +287,7 @@ impl Write for HashWriter<'_> {
 }
 
 /// The sha256 of the regular file at `path`; a symlink there is an error (`O_NOFOLLOW`), not followed.
-fn file_sha256(path: &Path) -> io::Result<String> {
+fn file_sha256(path: &Path, buf: &mut [u8]) -> io::Result<String> {
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -263,6 +296,6 @@ fn file_sha256(path: &Path) -> io::Result<String> {
         return Err(io::Error::other("not a regular file"));
     }
     let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut HashWriter(&mut hasher))?;
+    copy_through(&mut file, &mut HashWriter(&mut hasher), buf)?;
     Ok(hex::encode(hasher.finalize()))
 }

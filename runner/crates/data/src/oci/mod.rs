@@ -17,6 +17,7 @@ use crate::stores::{DataError, object_path};
 
 pub mod compare;
 pub mod pack;
+mod pipeline;
 pub mod unpack;
 pub mod verify;
 mod walk;
@@ -304,7 +305,7 @@ pub async fn fetch_blob(
         .get(&object_path(&key)?)
         .await
         .map_err(|e| get_error(&desc.digest, e))?;
-    let mut stream = got.into_stream();
+    let mut stream = crate::body_stream(got);
     let mut hasher = Hasher::new(algorithm);
     let mut bytes = 0u64;
     while let Some(chunk) = stream.next().await {

@@ -18,8 +18,8 @@ use std::time::SystemTime;
 use object_store::ObjectStore;
 use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
 use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
-use sha2::{Digest, Sha256};
 
+use super::pipeline::{copy_through, decode_in_threads};
 use super::walk::{Fail, Kind, io_at, resolves_inside, walk};
 use super::{OciError, fetch_blob, resolve};
 
@@ -57,28 +57,30 @@ pub async fn unpack(
         .as_ref()
         .map(|r| r.diff_ids.clone())
         .unwrap_or_default();
-    let mut extractor = Extractor::new(root.clone());
+    // Layer i+1 is fetched and its digest checked while layer i is extracted; layers are still applied in
+    // order, each only after its own digest matched. The extractor is either here or with the extracting task.
+    let mut idle = Some(Extractor::new(root.clone()));
+    let mut extracting: Option<tokio::task::JoinHandle<Result<Extractor, OciError>>> = None;
     for (i, layer) in image.manifest.layers.iter().enumerate() {
-        let file = spool_file(&root)?;
-        let spool_name = "the layer spool file";
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        fetch_blob(store, prefix, layer, |chunk| {
-            out.write_all(chunk)
-                .map_err(|e| OciError::io(spool_name, e))
-        })
-        .await?;
-        let file = out
-            .into_inner()
-            .map_err(|e| OciError::io(spool_name, e.into_error()))?;
+        let fetched = spool_layer(store, prefix, layer, &root).await;
+        if let Some(previous) = extracting.take() {
+            idle = Some(joined(previous.await)?);
+        }
+        let file = fetched?;
+        let Some(mut extractor) = idle.take() else {
+            unreachable!("the extractor is back from the previous layer's task")
+        };
         let digest = layer.digest.clone();
         let diff_id = diff_ids.get(i).cloned();
-        extractor = tokio::task::spawn_blocking(move || {
+        extracting = Some(tokio::task::spawn_blocking(move || {
             let applied = extractor.apply_layer(file, &digest, diff_id.as_deref());
             applied.map(|()| extractor)
-        })
-        .await
-        .map_err(|e| OciError::io("unpacking", io::Error::other(e)))??;
+        }));
     }
+    let mut extractor = match extracting {
+        Some(last) => joined(last.await)?,
+        None => idle.unwrap_or_else(|| Extractor::new(root.clone())),
+    };
     extractor.finish()?;
     Ok(UnpackReport {
         manifest_digest: image.manifest_digest.clone(),
@@ -88,6 +90,30 @@ pub async fn unpack(
         bytes: extractor.bytes,
         skipped: extractor.skipped,
     })
+}
+
+/// Fetches a layer into a spool file beside the destination, checking its size and digest on the way.
+async fn spool_layer(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    layer: &super::Descriptor,
+    root: &Path,
+) -> Result<File, OciError> {
+    let spool_name = "the layer spool file";
+    let mut out = BufWriter::with_capacity(1 << 20, spool_file(root)?);
+    fetch_blob(store, prefix, layer, |chunk| {
+        out.write_all(chunk)
+            .map_err(|e| OciError::io(spool_name, e))
+    })
+    .await?;
+    out.into_inner()
+        .map_err(|e| OciError::io(spool_name, e.into_error()))
+}
+
+fn joined(
+    extracted: Result<Result<Extractor, OciError>, tokio::task::JoinError>,
+) -> Result<Extractor, OciError> {
+    extracted.map_err(|e| OciError::io("unpacking", io::Error::other(e)))?
 }
 
 /// A spool file beside the destination (same filesystem, sized for the data), else in the temp directory. It has
@@ -135,6 +161,8 @@ struct Extractor {
     dir_modes: BTreeMap<PathBuf, u32>,
     /// Symlinks created, checked once more at the end against the final tree.
     symlinks: Vec<PathBuf>,
+    /// Where file contents pass from the stream to the file, one large write per read.
+    buffer: Vec<u8>,
     files: u64,
     bytes: u64,
     skipped: u64,
@@ -147,6 +175,7 @@ impl Extractor {
             written: HashSet::new(),
             dir_modes: BTreeMap::new(),
             symlinks: Vec::new(),
+            buffer: vec![0; crate::body::CHUNK],
             files: 0,
             bytes: 0,
             skipped: 0,
@@ -164,19 +193,18 @@ impl Extractor {
             why,
         };
         let reader = decompressed(file).map_err(|e| layer_err(e.to_string()))?;
-        let mut archive = tar::Archive::new(HashReader {
-            inner: reader,
-            hasher: Sha256::new(),
-        });
         self.written.clear();
-        walk(&mut archive, layer, |rel, kind, mode, entry| {
-            self.entry(rel, kind, mode, entry)
-        })?;
-        // Hash what follows the end-of-archive marker too: the diff_id covers the whole stream.
-        let mut rest = archive.into_inner();
-        io::copy(&mut rest, &mut io::sink())
-            .map_err(|e| layer_err(format!("reading the layer: {e}")))?;
-        let actual = format!("sha256:{}", hex::encode(rest.hasher.finalize()));
+        let (walked, actual) = decode_in_threads(reader, diff_id.is_some(), |stream| {
+            let mut archive = tar::Archive::new(&mut *stream);
+            walk(&mut archive, layer, |rel, kind, mode, entry| {
+                self.entry(rel, kind, mode, entry)
+            })?;
+            // Read what follows the end-of-archive marker too: the diff_id covers the whole stream.
+            io::copy(stream, &mut io::sink())
+                .map_err(|e| layer_err(format!("reading the layer: {e}")))
+        });
+        walked?;
+        let actual = actual.unwrap_or_default();
         if let Some(want) = diff_id
             && want != actual
         {
@@ -237,7 +265,8 @@ impl Extractor {
                     .mode(0o600)
                     .open(&path)
                     .map_err(io_at(&path))?;
-                self.bytes += io::copy(entry, &mut file).map_err(io_at(&path))?;
+                self.bytes +=
+                    copy_through(entry, &mut file, &mut self.buffer).map_err(io_at(&path))?;
                 file.set_permissions(Permissions::from_mode(mode))
                     .map_err(io_at(&path))?;
                 self.files += 1;
@@ -406,19 +435,6 @@ fn remove_existing(path: &Path) -> io::Result<()> {
         Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
-    }
-}
-
-struct HashReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for HashReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
     }
 }
 

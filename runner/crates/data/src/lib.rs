@@ -5,6 +5,7 @@ mod body;
 pub mod faults;
 pub mod objects;
 pub mod oci;
+pub mod progress;
 pub mod retry;
 pub mod stores;
 

@@ -22,7 +22,7 @@ pub mod unpack;
 pub mod verify;
 mod walk;
 
-pub use pack::{PackReport, pack};
+pub use pack::{LayerCompression, PackReport, pack};
 pub use verify::{BlobProblem, VerifyReport, verify};
 
 pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";

@@ -10,18 +10,17 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use object_store::ObjectStore;
-use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
-use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
 
 use super::pipeline::{copy_through, decode_in_threads};
 use super::walk::{Fail, Kind, io_at, resolves_inside, walk};
 use super::{OciError, fetch_blob, resolve};
+use crate::progress::{Counted, Meter, ProgressFn};
 
 /// What `unpack` restored. It is only returned when every layer verified and extracted.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +45,23 @@ pub async fn unpack(
     tag: &str,
     dest: &Path,
 ) -> Result<UnpackReport, OciError> {
+    unpack_with_progress(store, prefix, tag, dest, None).await
+}
+
+/// [`unpack`], reporting the bytes fetched and then unpacked (of the layers' compressed size) to `progress`, and
+/// to the log every few seconds when stderr is not a terminal.
+pub async fn unpack_with_progress(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    tag: &str,
+    dest: &Path,
+    progress: Option<ProgressFn>,
+) -> Result<UnpackReport, OciError> {
     let image = resolve(store, prefix, tag).await?;
+    let total: u64 = image.manifest.layers.iter().map(|l| l.size).sum();
+    let name = if tag.is_empty() { prefix } else { tag };
+    let fetching = Meter::new(format!("fetching {name}"), Some(total), progress.clone());
+    let unpacking = Meter::new(format!("unpacking {name}"), Some(total), progress);
     fs::create_dir_all(dest).map_err(|e| OciError::io(dest.display(), e))?;
     let root = dest
         .canonicalize()
@@ -62,7 +77,7 @@ pub async fn unpack(
     let mut idle = Some(Extractor::new(root.clone()));
     let mut extracting: Option<tokio::task::JoinHandle<Result<Extractor, OciError>>> = None;
     for (i, layer) in image.manifest.layers.iter().enumerate() {
-        let fetched = spool_layer(store, prefix, layer, &root).await;
+        let fetched = spool_layer(store, prefix, layer, &root, &fetching).await;
         if let Some(previous) = extracting.take() {
             idle = Some(joined(previous.await)?);
         }
@@ -72,6 +87,10 @@ pub async fn unpack(
         };
         let digest = layer.digest.clone();
         let diff_id = diff_ids.get(i).cloned();
+        let file = Counted {
+            inner: file,
+            meter: unpacking.clone(),
+        };
         extracting = Some(tokio::task::spawn_blocking(move || {
             let applied = extractor.apply_layer(file, &digest, diff_id.as_deref());
             applied.map(|()| extractor)
@@ -98,10 +117,12 @@ async fn spool_layer(
     prefix: &str,
     layer: &super::Descriptor,
     root: &Path,
+    meter: &Meter,
 ) -> Result<File, OciError> {
     let spool_name = "the layer spool file";
     let mut out = BufWriter::with_capacity(1 << 20, spool_file(root)?);
     fetch_blob(store, prefix, layer, |chunk| {
+        meter.add(chunk.len() as u64);
         out.write_all(chunk)
             .map_err(|e| OciError::io(spool_name, e))
     })
@@ -128,7 +149,9 @@ fn spool_file(root: &Path) -> Result<File, OciError> {
 
 /// A layer's uncompressed tar stream: gzip and zstd are recognised by their first bytes, anything else is read as
 /// plain tar.
-pub(crate) fn decompressed(mut file: File) -> io::Result<Box<dyn Read + Send>> {
+pub(crate) fn decompressed<R: Read + Seek + Send + 'static>(
+    mut file: R,
+) -> io::Result<Box<dyn Read + Send>> {
     let mut magic = [0u8; 4];
     let mut got = 0;
     file.rewind()?;
@@ -144,11 +167,11 @@ pub(crate) fn decompressed(mut file: File) -> io::Result<Box<dyn Read + Send>> {
             1 << 20,
             file,
         ))),
-        [0x28, 0xb5, 0x2f, 0xfd] | [0x50..=0x5f, 0x2a, 0x4d, 0x18] => Box::new(Zstd {
-            source: BufReader::with_capacity(1 << 20, file),
-            decoder: FrameDecoder::new(),
-            active: false,
-        }),
+        // libzstd reads concatenated frames (as `zstd:chunked` layers and parallel packs have) and skips
+        // skippable ones.
+        [0x28, 0xb5, 0x2f, 0xfd] | [0x50..=0x5f, 0x2a, 0x4d, 0x18] => Box::new(
+            zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1 << 20, file))?,
+        ),
         _ => Box::new(BufReader::with_capacity(1 << 20, file)),
     })
 }
@@ -184,7 +207,7 @@ impl Extractor {
 
     fn apply_layer(
         &mut self,
-        file: File,
+        file: impl Read + Seek + Send + 'static,
         layer: &str,
         diff_id: Option<&str>,
     ) -> Result<(), OciError> {
@@ -438,73 +461,22 @@ fn remove_existing(path: &Path) -> io::Result<()> {
     }
 }
 
-/// A zstd stream of one or more frames (as `zstd:chunked` layers have), skippable frames skipped.
-struct Zstd<R> {
-    source: R,
-    decoder: FrameDecoder,
-    /// A frame is being decoded.
-    active: bool,
-}
-
-impl<R: BufRead> Read for Zstd<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        loop {
-            if self.active {
-                while self.decoder.can_collect() == 0 && !self.decoder.is_finished() {
-                    self.decoder
-                        .decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBlocks(1))
-                        .map_err(io::Error::other)?;
-                }
-                let n = self.decoder.read(buf)?;
-                if n > 0 {
-                    return Ok(n);
-                }
-                if self.decoder.is_finished() && self.decoder.can_collect() == 0 {
-                    self.active = false;
-                }
-            } else {
-                if self.source.fill_buf()?.is_empty() {
-                    return Ok(0);
-                }
-                match self.decoder.init(&mut self.source) {
-                    Ok(()) => self.active = true,
-                    Err(FrameDecoderError::ReadFrameHeaderError(
-                        ReadFrameHeaderError::SkipFrame { length, .. },
-                    )) => {
-                        let skipped =
-                            io::copy(&mut (&mut self.source).take(length.into()), &mut io::sink())?;
-                        if skipped < u64::from(length) {
-                            return Err(io::ErrorKind::UnexpectedEof.into());
-                        }
-                    }
-                    Err(e) => return Err(io::Error::other(e)),
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn zstd_frames_are_concatenated_and_skippable_frames_skipped() {
-        use ruzstd::encoding::{CompressionLevel, compress_to_vec};
-        let mut stream = compress_to_vec(&b"hello "[..], CompressionLevel::Fastest);
+        let mut stream = zstd::encode_all(&b"hello "[..], 1).unwrap();
         stream.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 9, 9, 9]);
-        stream.extend(compress_to_vec(&b"world"[..], CompressionLevel::Fastest));
+        stream.extend(zstd::encode_all(&b"world"[..], 1).unwrap());
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&stream).unwrap();
         let mut out = String::new();
-        Zstd {
-            source: BufReader::new(&stream[..]),
-            decoder: FrameDecoder::new(),
-            active: false,
-        }
-        .read_to_string(&mut out)
-        .unwrap();
+        decompressed(file)
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         assert_eq!(out, "hello world");
     }
 }

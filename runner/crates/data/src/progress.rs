@@ -4,7 +4,7 @@
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Receives (bytes done, total bytes, what is happening).
@@ -21,7 +21,9 @@ pub struct Meter {
     what: String,
     total: Option<u64>,
     done: AtomicU64,
-    started: Instant,
+    /// The first byte: throughput counts from here, not from when the meter was made (an unpack's meter is made
+    /// before the fetch that precedes it).
+    started: OnceLock<Instant>,
     /// When the sink and the log were last told.
     last: Mutex<(Instant, Instant)>,
     sink: Option<ProgressFn>,
@@ -39,7 +41,7 @@ impl Meter {
             what: what.into(),
             total,
             done: AtomicU64::new(0),
-            started: now,
+            started: OnceLock::new(),
             last: Mutex::new((now, now)),
             sink,
             log: !std::io::stderr().is_terminal(),
@@ -48,6 +50,7 @@ impl Meter {
 
     /// Adds `n` bytes; tells the sink and the log when their time has come.
     pub fn add(&self, n: u64) {
+        self.started.get_or_init(Instant::now);
         let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
         let Ok(mut last) = self.last.try_lock() else {
             return; // another thread is reporting right now
@@ -67,7 +70,11 @@ impl Meter {
 
     /// `what: 512.0 MiB of 1.0 GiB (50%), 210.3 MiB/s`.
     fn line(&self, done: u64) -> String {
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let secs = self
+            .started
+            .get()
+            .map_or(0.0, |t| t.elapsed().as_secs_f64())
+            .max(0.001);
         let rate = mib(done as f64 / secs);
         match self.total {
             Some(total) if total > 0 => format!(
@@ -103,5 +110,35 @@ impl<R: std::io::Read> std::io::Read for Counted<R> {
 impl<R: std::io::Seek> std::io::Seek for Counted<R> {
     fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
         self.inner.seek(pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Heard = Arc<Mutex<Vec<(u64, Option<u64>, String)>>>;
+
+    #[test]
+    fn the_sink_hears_bytes_total_and_what() {
+        let heard: Heard = Arc::default();
+        let to = heard.clone();
+        let sink: ProgressFn = Arc::new(move |done, total, what: &str| {
+            to.lock().unwrap().push((done, total, what.to_string()))
+        });
+        let meter = Meter::new("unpacking x", Some(100), Some(sink));
+        std::thread::sleep(SINK_EVERY);
+        meter.add(40);
+        assert_eq!(
+            heard.lock().unwrap().as_slice(),
+            [(40, Some(100), "unpacking x".to_string())]
+        );
+        assert!(
+            meter
+                .line(40)
+                .starts_with("unpacking x: 0.0 MiB of 0.0 MiB (40%), "),
+            "{}",
+            meter.line(40)
+        );
     }
 }

@@ -147,7 +147,7 @@ fn pack_is_reproducible_and_follows_content() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&fs::read(blob_path(&one, &changed)).unwrap()).unwrap();
     assert_eq!(manifest["mediaType"], oci::MEDIA_MANIFEST);
-    assert_eq!(manifest["layers"][0]["mediaType"], oci::MEDIA_LAYER_GZIP);
+    assert_eq!(manifest["layers"][0]["mediaType"], oci::MEDIA_LAYER_ZSTD);
     let config_digest = manifest["config"]["digest"].as_str().unwrap();
     let config: serde_json::Value =
         serde_json::from_slice(&fs::read(blob_path(&one, config_digest)).unwrap()).unwrap();
@@ -335,10 +335,9 @@ fn layout(layers: &[(Vec<u8>, Z)]) -> PathBuf {
             Z::Gzip => (oci::MEDIA_LAYER_GZIP, gzip(tar)),
             Z::Tar => (oci::MEDIA_LAYER_TAR, tar.clone()),
             Z::Zstd => {
-                use ruzstd::encoding::{CompressionLevel, compress_to_vec};
                 let (a, b) = tar.split_at(tar.len() / 2);
-                let mut body = compress_to_vec(a, CompressionLevel::Fastest);
-                body.extend(compress_to_vec(b, CompressionLevel::Fastest));
+                let mut body = zstd::encode_all(a, 1).unwrap();
+                body.extend(zstd::encode_all(b, 1).unwrap());
                 (oci::MEDIA_LAYER_ZSTD, body)
             }
         };
@@ -520,4 +519,88 @@ async fn unpack_drops_setuid_and_setgid_bits() {
         let got = fs::metadata(dest.join(name)).unwrap().permissions().mode() & 0o7777;
         assert_eq!(got, mode, "{name}: {got:o}");
     }
+}
+
+/// `image-compare` walks layers with the same checks as unpack: every entry unpack refuses, compare refuses
+/// too, with the same reason (it used to drop `..` parts and skip symlinks, and compared anyway).
+#[tokio::test]
+async fn compare_refuses_what_unpack_refuses() {
+    let cases: &[(&[E], &str, &str)] = &[
+        (
+            &[E::File("ok", "fine"), E::File("../evil", "x")],
+            "../evil",
+            "`..`",
+        ),
+        (
+            &[E::File("/abs/planted", "x")],
+            "/abs/planted",
+            "absolute path",
+        ),
+        (&[E::Symlink("link", "/etc")], "link", "absolute"),
+        (
+            &[E::Symlink("up", "../../outside")],
+            "up",
+            "leaves the destination",
+        ),
+        (
+            &[
+                E::Dir("sub"),
+                E::Symlink("alias", "sub"),
+                E::File("alias/x", "x"),
+            ],
+            "alias/x",
+            "is a symlink",
+        ),
+        (
+            &[E::Symlink("here", "."), E::Symlink("t", "here/..")],
+            "t",
+            "resolves outside",
+        ),
+        (&[E::Hardlink("hl", "../outside/secret")], "hl", "`..`"),
+        (
+            &[E::Symlink("l", "x"), E::Hardlink("hl", "l")],
+            "hl",
+            "not a regular file",
+        ),
+    ];
+    for (entries, entry, why) in cases {
+        let (unpacked, _) = hostile(entries).await;
+        refused(&unpacked, entry, why);
+        let st = layout(&[(tar_of(entries), Z::Gzip)]);
+        let dest = tmp("compare-hostile");
+        let compared = oci::compare::compare(store(&st).as_ref(), "", "latest", &dest)
+            .await
+            .expect_err("compare must refuse what unpack refuses");
+        refused(&compared, entry, why);
+    }
+}
+
+/// Compare never reads through a symlink in the restored tree: a directory replaced by a link to a copy
+/// elsewhere does not match, even when the copy holds the same bytes.
+#[tokio::test]
+async fn compare_does_not_follow_symlinks_in_the_restored_tree() {
+    let st = layout(&[(
+        tar_of(&[E::Dir("sub"), E::File("sub/x", "same"), E::File("top", "t")]),
+        Z::Tar,
+    )]);
+    let dest = tmp("compare-links");
+    let elsewhere = tmp("compare-elsewhere");
+    fs::write(elsewhere.join("x"), "same").unwrap();
+    symlink(&elsewhere, dest.join("sub")).unwrap();
+    fs::write(elsewhere.join("top"), "t").unwrap();
+    symlink(elsewhere.join("top"), dest.join("top")).unwrap();
+    let report = oci::compare::compare(store(&st).as_ref(), "", "latest", &dest)
+        .await
+        .unwrap();
+    assert_eq!(report.checked, 2);
+    assert_eq!(report.mismatches, ["sub/x", "top"]);
+    // The same tree restored for real matches.
+    let real = tmp("compare-real");
+    unpack(store(&st).as_ref(), "", "latest", &real)
+        .await
+        .unwrap();
+    let report = oci::compare::compare(store(&st).as_ref(), "", "latest", &real)
+        .await
+        .unwrap();
+    assert!(report.mismatches.is_empty(), "{report:?}");
 }

@@ -9,11 +9,16 @@ use respawn::data::object_store::ObjectStore;
 use respawn::data::oci::{self, OciError};
 use respawn::data::stores::open_store_with;
 
-use super::{ImageCommand, Usage, exit, setup};
+use super::{Compression, ImageCommand, Usage, exit, setup};
 
 pub fn run(command: ImageCommand) -> anyhow::Result<u8> {
     match command {
-        ImageCommand::Pack { dir, to, tag } => pack(&dir, &to, &tag),
+        ImageCommand::Pack {
+            dir,
+            to,
+            tag,
+            compression,
+        } => pack(&dir, &to, &tag, compression),
         ImageCommand::Verify { store_url } => verify(&store_url),
     }
 }
@@ -26,12 +31,16 @@ fn open(url: &str, create: bool) -> anyhow::Result<Arc<dyn ObjectStore>> {
     })
 }
 
-fn pack(dir: &Path, url: &str, tag: &str) -> anyhow::Result<u8> {
+fn pack(dir: &Path, url: &str, tag: &str, compression: Compression) -> anyhow::Result<u8> {
     if !dir.is_dir() {
         return Err(Usage(format!("{}: not a directory", dir.display())).into());
     }
     let store = open(url, true)?;
-    let packed = setup::runtime()?.block_on(oci::pack(store.as_ref(), "", dir, tag));
+    let compression = match compression {
+        Compression::Zstd => oci::LayerCompression::Zstd,
+        Compression::Gzip => oci::LayerCompression::Gzip,
+    };
+    let packed = setup::runtime()?.block_on(oci::pack(store.as_ref(), "", dir, tag, compression));
     let report = match packed {
         Ok(report) => report,
         Err(e @ OciError::BadTag { .. }) => return Err(Usage(e.to_string()).into()),

@@ -232,6 +232,13 @@ pub struct WorkflowArg {
     pub workflow: PathBuf,
 }
 
+/// `image pack --compression`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Compression {
+    Zstd,
+    Gzip,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
     /// Pack a directory into a reproducible OCI image layout in a store.
@@ -241,6 +248,9 @@ pub enum ImageCommand {
         to: String,
         #[arg(long)]
         tag: String,
+        /// Layer compression: zstd (on every core), or gzip for tools that cannot read zstd layers.
+        #[arg(long, value_enum, default_value_t = Compression::Zstd)]
+        compression: Compression,
     },
     /// Re-hash every blob of a stored OCI image layout.
     Verify { store_url: String },

@@ -12,11 +12,11 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber. `RUST_LOG` wins over `-v`; without either, only warnings and errors show,
-/// so that the CLI's own output stays readable, and the line announcing a plugin's first compile (it can take a
-/// minute, and would otherwise look like a hang).
+/// so that the CLI's own output stays readable, the line announcing a plugin's first compile (it can take a
+/// minute, and would otherwise look like a hang), and off a terminal the progress lines of long restores.
 pub fn init_logging(verbosity: u8, format: LogFormat) {
     let default = match verbosity {
-        0 => "warn,respawn::compile=info",
+        0 => "warn,respawn::compile=info,respawn::progress=info",
         1 => "info,respawn=debug",
         _ => "debug,respawn=trace",
     };

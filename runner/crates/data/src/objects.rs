@@ -335,7 +335,7 @@ async fn compare<R: AsyncRead + Unpin>(
             bytes,
         })
     };
-    let mut stream = store.get(key).await?.into_stream();
+    let mut stream = crate::body_stream(store.get(key).await?);
     let mut buf = vec![0u8; READ_CHUNK];
     let mut same = 0u64;
     while let Some(chunk) = stream.next().await {
@@ -383,7 +383,7 @@ pub async fn open_download(store: &dyn ObjectStore, key: &str) -> Result<Downloa
     Ok(Download {
         key: key.to_string(),
         size: got.meta.size,
-        stream: got.into_stream(),
+        stream: crate::body_stream(got),
     })
 }
 

@@ -406,7 +406,7 @@ pub async fn copy_blob(
         },
         other => DataError::Store(other),
     })?;
-    let mut stream = got.into_stream();
+    let mut stream = crate::body_stream(got);
     let mut writer = WriteMultipart::new(to.put_multipart(&dst).await?);
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;

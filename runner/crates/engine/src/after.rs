@@ -6,7 +6,6 @@
 //! - [`destroy`] tears down, in reverse order, every step whose apply started (finished or cut off by a dead
 //!   runner), each with the params and state its journal recorded.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use respawn_report::now_rfc3339;
@@ -49,7 +48,7 @@ fn scope_of(spec: &RunSpec<'_>) -> Scope {
                 .map(|s| s.started_at.clone())
                 .unwrap_or_default(),
         },
-        steps: BTreeMap::new(),
+        steps: Default::default(),
     };
     if let Some(seed) = &spec.resume {
         for ((phase, id), record) in &seed.done {
@@ -86,6 +85,7 @@ pub async fn reverify<E: StepExecutor + 'static>(
         observer,
         scope: &mut scope,
         applied_order: Vec::new(),
+        applied: Default::default(),
         started_params: Default::default(),
         tasks: Default::default(),
         cancel: cancel.clone(),
@@ -153,6 +153,7 @@ pub async fn destroy<E: StepExecutor + 'static>(
         approver: &NoGates,
         observer,
         scope: &mut scope,
+        applied: applied_order.iter().cloned().collect(),
         applied_order,
         started_params: Default::default(),
         tasks: Default::default(),

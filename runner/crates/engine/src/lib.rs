@@ -18,6 +18,7 @@ pub mod plan;
 pub mod recovery;
 pub mod resume;
 pub mod run;
+mod section;
 mod teardown;
 
 /// One call of one phase of one step.

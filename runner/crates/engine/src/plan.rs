@@ -38,6 +38,13 @@ async fn ask_plugins<E: StepExecutor>(host: &E, loaded: &LoadedWorkflow, plan: &
         .flatten()
         .cloned()
         .collect();
+    let position: std::collections::HashMap<String, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, s)| (s.id.clone(), i))
+        .collect();
     let mut failed = 0;
     for id in order {
         let Some(step) = loaded.workflow.step(&id) else {
@@ -46,7 +53,7 @@ async fn ask_plugins<E: StepExecutor>(host: &E, loaded: &LoadedWorkflow, plan: &
         let Some((plugin, operation)) = step.uses.as_deref().and_then(|u| u.split_once('/')) else {
             continue;
         };
-        let Some(planned) = plan.steps.iter_mut().find(|s| s.id == id) else {
+        let Some(planned) = position.get(&id).map(|&i| &mut plan.steps[i]) else {
             continue;
         };
         // Like "known after apply": params that read step outputs cannot be planned with real values.

@@ -443,3 +443,65 @@ async fn a_bad_recovery_point_fails_its_step_naming_the_output_and_value() {
         assert_eq!(record.steps[0].status, StepStatus::Succeeded, "{value}");
     }
 }
+
+/// Complexity guard for the scheduler: the steps it examines and its wake-ups, for n and 4n steps of a deep graph
+/// (layers of 8, each step needing one of the layer before and reading its output), must grow linearly. Counts,
+/// not seconds, so the machine's speed does not matter; the test's runtime is one thread, which the counts are.
+#[tokio::test]
+async fn scheduling_grows_linearly_with_a_deep_graph() {
+    async fn drill(steps: usize) -> respawn_workflow::work::Work {
+        let mut y = String::from(
+            "respawn: 1\nname: deep\nversion: 1.0.0\nplugins: { p: builtin:check@0.1 }\nsteps:\n",
+        );
+        for i in 0..steps {
+            y.push_str(&format!("  - id: s{i}\n    uses: p/op\n"));
+            if i >= 8 {
+                let need = i - 8;
+                y.push_str(&format!(
+                    "    needs: [s{need}]\n    with: {{ from: \"${{{{ steps.s{need}.outputs.path }}}}\" }}\n"
+                ));
+            }
+        }
+        let loaded = load_str(Path::new("deep.yaml"), &y).unwrap();
+        let spec = RunSpec {
+            loaded: &loaded,
+            params: BTreeMap::new(),
+            run_id: "deep".into(),
+            mode: Mode::Drill,
+            keep: false,
+            digests: BTreeMap::new(),
+            journal: None,
+            resume: None,
+        };
+        let (_tx, cancel) = watch::channel(false);
+        respawn_workflow::work::take();
+        let record = run(
+            &spec,
+            Arc::new(Fake::default()),
+            &Answer(Some(Ok("yes".into()))),
+            Arc::new(Quiet),
+            cancel,
+        )
+        .await;
+        assert_eq!(record.outcome, Outcome::Passed);
+        assert_eq!(record.teardown.steps.len(), steps);
+        respawn_workflow::work::take()
+    }
+    let n = 200;
+    let small = drill(n).await;
+    let large = drill(4 * n).await;
+    assert!(
+        small.wakeups >= n as u64 && small.nodes >= n as u64,
+        "{small:?}"
+    );
+    for (name, a, b) in [
+        ("steps examined", small.nodes, large.nodes),
+        ("wake-ups", small.wakeups, large.wakeups),
+    ] {
+        let growth = b as f64 / a as f64;
+        assert!(
+            growth <= 4.6,
+            "{name} grew {growth:.1}× from n to 4n steps ({a} -> {b}); scheduling is not linear"
+        );
+    }
+}

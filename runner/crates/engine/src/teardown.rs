@@ -15,8 +15,15 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
     pub(crate) async fn teardown(&mut self, steps: &mut [StepRecord]) -> Teardown {
         let mut out = Vec::new();
         let order: Vec<String> = self.applied_order.iter().rev().cloned().collect();
+        // Id -> the applied record: a lookup per step, not a scan (O(steps) for the whole teardown).
+        let mut applied_records = std::collections::HashMap::new();
+        for (i, s) in steps.iter().enumerate() {
+            if s.applied {
+                applied_records.entry(s.id.clone()).or_insert(i);
+            }
+        }
         for id in order {
-            let Some(applied) = steps.iter().find(|s| s.id == id && s.applied) else {
+            let Some(applied) = applied_records.get(&id).map(|&i| &steps[i]) else {
                 continue;
             };
             let Some(step) = self.spec.loaded.workflow.step(&id) else {

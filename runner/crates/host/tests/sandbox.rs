@@ -566,7 +566,7 @@ async fn programs_and_restored_files_belong_to_the_user_the_grant_names() {
     std::fs::create_dir_all(&store_dir).unwrap();
     let store =
         respawn_data::object_store::local::LocalFileSystem::new_with_prefix(&store_dir).unwrap();
-    respawn_data::oci::pack::pack(&store, "db", &source, "v1")
+    respawn_data::oci::pack::pack(&store, "db", &source, "v1", Default::default())
         .await
         .unwrap();
 

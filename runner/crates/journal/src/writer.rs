@@ -331,7 +331,8 @@ mod tests {
     #[tokio::test]
     async fn run_started_is_byte_exact_and_plugin_output_is_redacted() {
         use crate::event::{RunStarted, WorkflowSnapshot};
-        let store: Arc<dyn ObjectStore> = Arc::new(respawn_data::object_store::memory::InMemory::new());
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(respawn_data::object_store::memory::InMemory::new());
         let secrets = BTreeMap::from([("token".to_string(), "s3cr3t-value".to_string())]);
         let journal = Journal::open(store.clone(), "run-1", Redactor::new(&secrets), 0, None);
         let text = "name: w # s3cr3t-value happens to be in a comment\n";

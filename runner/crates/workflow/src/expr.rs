@@ -100,7 +100,54 @@ pub struct Scope {
     pub params: BTreeMap<String, serde_json::Value>,
     pub run: RunInfo,
     /// Step id -> `{ "outputs": … }` for steps that have finished.
-    pub steps: BTreeMap<String, StepView>,
+    pub steps: StepOutputs,
+}
+
+/// The outputs of finished steps, shared with every evaluation rather than copied into it: a run adds one step
+/// at a time while each expression reads a few, and converting the whole map for every expression made a
+/// 10,000-step run quadratic.
+#[derive(Debug, Clone, Default)]
+pub struct StepOutputs(Arc<BTreeMap<String, StepView>>);
+
+impl StepOutputs {
+    /// Adds a finished step. O(log n): no evaluation holds the map between expressions, so it is not copied.
+    pub fn insert(&mut self, id: String, view: StepView) {
+        Arc::make_mut(&mut self.0).insert(id, view);
+    }
+
+    pub fn get(&self, id: &str) -> Option<&StepView> {
+        self.0.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for StepOutputs {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// `steps` as expressions see it at run time: a step's view is converted when an expression reads it.
+#[derive(Debug)]
+struct StepsTable(Arc<BTreeMap<String, StepView>>);
+
+impl Object for StepsTable {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.0
+            .get(key.as_str()?)
+            .map(|view| Value::from(minijinja::value::Serde(view)))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Values(self.0.keys().map(|k| Value::from(k.as_str())).collect())
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -117,7 +164,14 @@ pub struct StepView {
 
 impl Scope {
     fn value(&self) -> Value {
-        Value::from(minijinja::value::Serde(self))
+        Value::from(BTreeMap::from([
+            ("params", Value::from(minijinja::value::Serde(&self.params))),
+            ("run", Value::from(minijinja::value::Serde(&self.run))),
+            (
+                "steps",
+                Value::from_object(StepsTable(self.steps.0.clone())),
+            ),
+        ]))
     }
 }
 
@@ -152,12 +206,33 @@ fn eval_in(source: &str, ctx: &Value) -> Result<Value, ExprError> {
 
 /// What validation evaluates an expression against: every declared param, the run fields, and for each step an
 /// expression may read (its ancestors) an `outputs` that has any attribute or item.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ProbeScope {
     /// Declared params with their default, or a placeholder of their type.
     pub params: BTreeMap<String, serde_json::Value>,
-    /// Ids of the steps whose outputs are visible.
-    pub steps: BTreeSet<String>,
+    /// Which steps' outputs are visible. Asked per lookup rather than listed, so that probing an expression costs
+    /// what it reads, not the number of the step's ancestors.
+    pub steps: Arc<dyn Visible>,
+}
+
+impl Default for ProbeScope {
+    fn default() -> ProbeScope {
+        ProbeScope {
+            params: BTreeMap::new(),
+            steps: Arc::new(BTreeSet::<String>::new()),
+        }
+    }
+}
+
+/// Answers whether an expression may read the outputs of the step `id`.
+pub trait Visible: Send + Sync + std::fmt::Debug {
+    fn visible(&self, id: &str) -> bool;
+}
+
+impl Visible for BTreeSet<String> {
+    fn visible(&self, id: &str) -> bool {
+        self.contains(id)
+    }
 }
 
 /// The result of [`probe`]: how the evaluation ended, and every lookup that found nothing.
@@ -189,23 +264,14 @@ pub fn probe(source: &str, scope: &ProbeScope) -> Probed {
         .iter()
         .map(|f| (f.to_string(), Value::from("")))
         .collect();
-    let steps = scope
-        .steps
-        .iter()
-        .map(|id| {
-            let outputs = BTreeMap::from([("outputs".to_string(), Value::from_object(Anything))]);
-            let step = Value::from_object(ProbeTable {
-                path: vec!["steps".to_string(), id.clone()],
-                entries: outputs,
-                misses: misses.clone(),
-            });
-            (id.clone(), step)
-        })
-        .collect();
+    let steps = Value::from_object(ProbeSteps {
+        visible: scope.steps.clone(),
+        misses: misses.clone(),
+    });
     let ctx = Value::from(BTreeMap::from([
         ("params", table("params", params)),
         ("run", table("run", run)),
-        ("steps", table("steps", steps)),
+        ("steps", steps),
     ]));
     let result = eval_in(source, &ctx);
     let misses = std::mem::take(&mut *misses.lock().unwrap_or_else(|e| e.into_inner()));
@@ -246,6 +312,37 @@ impl Object for ProbeTable {
                 .map(|k| Value::from(k.as_str()))
                 .collect(),
         )
+    }
+}
+
+/// The `steps` of a probe: a visible step has an `outputs` with anything in it; any other lookup is a miss.
+#[derive(Debug)]
+struct ProbeSteps {
+    visible: Arc<dyn Visible>,
+    misses: Misses,
+}
+
+impl Object for ProbeSteps {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let id = key.as_str().map_or_else(|| key.to_string(), str::to_string);
+        if self.visible.visible(&id) {
+            let outputs = BTreeMap::from([("outputs".to_string(), Value::from_object(Anything))]);
+            return Some(Value::from_object(ProbeTable {
+                path: vec!["steps".to_string(), id],
+                entries: outputs,
+                misses: self.misses.clone(),
+            }));
+        }
+        self.misses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(vec!["steps".to_string(), id]);
+        None
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        // The visible steps are asked one by one, never listed; iterating `steps` is a question for the run.
+        Enumerator::NonEnumerable
     }
 }
 
@@ -441,7 +538,7 @@ mod tests {
     fn probes_record_what_is_missing() {
         let mut scope = ProbeScope::default();
         scope.params.insert("region".into(), json!("eu"));
-        scope.steps.insert("db-1".into());
+        scope.steps = Arc::new(BTreeSet::from(["db-1".to_string()]));
         let ok = probe(
             "steps['db-1'].outputs.a['b'][0] ~ params['region'] ~ run.mode",
             &scope,

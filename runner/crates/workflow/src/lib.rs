@@ -11,6 +11,7 @@ pub mod params;
 pub mod plan;
 pub mod positions;
 pub mod validate;
+pub mod work;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

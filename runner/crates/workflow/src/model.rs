@@ -35,6 +35,10 @@ pub struct Workflow {
     /// Verification steps; they run after every step in `steps` has succeeded.
     #[serde(default)]
     pub verify: Vec<Step>,
+    /// Id -> place, built on the first [`Workflow::step`]: the engine and validation look steps up by id for
+    /// every step of a run, and a scan each time made a 10,000-step run quadratic.
+    #[serde(skip)]
+    index: std::sync::OnceLock<std::collections::HashMap<String, (Section, usize)>>,
 }
 
 impl Workflow {
@@ -53,8 +57,25 @@ impl Workflow {
         main.chain(verify)
     }
 
+    /// The step with id `id` (the first one declared, should ids repeat), in O(1).
     pub fn step(&self, id: &str) -> Option<&Step> {
-        self.all_steps().map(|(_, _, s)| s).find(|s| s.id == id)
+        let index = self.index.get_or_init(|| {
+            let mut index = std::collections::HashMap::new();
+            for (section, i, step) in self.all_steps() {
+                index.entry(step.id.clone()).or_insert((section, i));
+            }
+            index
+        });
+        let at = |&(section, i): &(Section, usize)| match section {
+            Section::Steps => self.steps.get(i),
+            Section::Verify => self.verify.get(i),
+        };
+        match index.get(id).and_then(at) {
+            Some(step) if step.id == id => Some(step),
+            // The fields are public: should a caller have changed the steps after the first lookup, the index
+            // may be stale, so a miss falls back to a scan (misses are errors, e.g. an unknown `needs`).
+            _ => self.all_steps().map(|(_, _, s)| s).find(|s| s.id == id),
+        }
     }
 }
 

@@ -125,53 +125,68 @@ pub fn build(loaded: &LoadedWorkflow, scope: &Scope) -> Result<Plan, PlanError> 
     })
 }
 
-/// Kahn's algorithm; needs on steps outside `steps` (main steps, for verification) are already satisfied.
-/// Within a layer, steps keep their declaration order.
+/// Kahn's algorithm, one layer at a time; needs on steps outside `steps` (main steps, for verification) are
+/// already satisfied. Within a layer, steps keep their declaration order.
+///
+/// O(steps + edges + steps·log steps): every step enters one layer once, every need is followed once (when the
+/// step it names is placed, it counts down its dependent), and each layer is sorted back into declaration order.
+/// The first version rescanned every step for every layer, which made deep graphs quadratic.
 fn layers_of(steps: &[&PlannedStep]) -> Result<Vec<Vec<String>>, PlanError> {
     let index: HashMap<&str, usize> = steps
         .iter()
         .enumerate()
+        .rev() // the first declaration wins, as in validation
         .map(|(i, s)| (s.id.as_str(), i))
         .collect();
-    let mut pending: Vec<usize> = steps
-        .iter()
-        .map(|s| {
-            s.needs
-                .iter()
-                .filter(|n| index.contains_key(n.as_str()))
-                .count()
-        })
-        .collect();
-    let mut done = vec![false; steps.len()];
+    let mut waiting = vec![0usize; steps.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
+    for (i, s) in steps.iter().enumerate() {
+        crate::work::edges(s.needs.len());
+        for need in &s.needs {
+            if let Some(&n) = index.get(need.as_str()) {
+                waiting[i] += 1;
+                dependents[n].push(i);
+            }
+        }
+    }
+    let mut layer: Vec<usize> = (0..steps.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut placed = 0;
     let mut out = Vec::new();
-    while done.iter().any(|d| !d) {
-        let ready: Vec<usize> = (0..steps.len())
-            .filter(|&i| !done[i] && pending[i] == 0)
+    while !layer.is_empty() {
+        placed += layer.len();
+        let mut next = Vec::new();
+        for &i in &layer {
+            crate::work::node();
+            crate::work::edges(dependents[i].len());
+            for &d in &dependents[i] {
+                waiting[d] -= 1;
+                if waiting[d] == 0 {
+                    next.push(d);
+                }
+            }
+        }
+        next.sort_unstable();
+        out.push(layer.iter().map(|&i| steps[i].id.clone()).collect());
+        layer = next;
+    }
+    if placed < steps.len() {
+        let stuck: Vec<&str> = (0..steps.len())
+            .filter(|&i| waiting[i] > 0)
+            .map(|i| steps[i].id.as_str())
             .collect();
-        if ready.is_empty() {
-            let stuck: Vec<&str> = (0..steps.len())
-                .filter(|&i| !done[i])
-                .map(|i| steps[i].id.as_str())
-                .collect();
-            return Err(PlanError::Cycle(stuck.join(", ")));
-        }
-        for &i in &ready {
-            done[i] = true;
-        }
-        for (j, s) in steps.iter().enumerate() {
-            pending[j] -= s
-                .needs
-                .iter()
-                .filter(|n| index.get(n.as_str()).is_some_and(|i| ready.contains(i)))
-                .count();
-        }
-        out.push(ready.into_iter().map(|i| steps[i].id.clone()).collect());
+        return Err(PlanError::Cycle(stuck.join(", ")));
     }
     Ok(out)
 }
 
 /// Human-readable plan.
 pub fn render_text(plan: &Plan) -> String {
+    let by_id: HashMap<&str, &PlannedStep> = plan
+        .steps
+        .iter()
+        .rev()
+        .map(|s| (s.id.as_str(), s))
+        .collect();
     let mut out = String::new();
     let w = &plan.workflow;
     let _ = writeln!(out, "workflow  {} {}  ({})", w.name, w.version, w.file);
@@ -192,7 +207,9 @@ pub fn render_text(plan: &Plan) -> String {
         for (n, layer) in layers.iter().enumerate() {
             let _ = writeln!(out, "\n{title} {}", n + 1);
             for id in layer {
-                let Some(step) = plan.step(id) else { continue };
+                let Some(step) = by_id.get(id.as_str()) else {
+                    continue;
+                };
                 let what = step.uses.as_deref().unwrap_or("approval gate");
                 let _ = write!(out, "  {id}  {what}");
                 if !step.needs.is_empty() {
@@ -368,7 +385,7 @@ steps:
                 mode: "plan".into(),
                 started_at: String::new(),
             },
-            steps: BTreeMap::new(),
+            steps: Default::default(),
         };
         let text = render_text(&build(&loaded, &scope).unwrap());
         assert!(!text.lines().any(|l| l.starts_with("layer 9")), "{text}");

@@ -1,14 +1,17 @@
 //! Checking a restored directory against its image: every regular file the image would leave (after whiteouts)
 //! must exist in the directory with the same sha256. Used by verification after a restore.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::io::{self, Write};
-use std::path::{Component, Path, PathBuf};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use object_store::ObjectStore;
 use sha2::{Digest, Sha256};
 
+use super::pipeline::{copy_through, decode_in_threads};
+use super::walk::{Fail, Kind, io_at, resolves_inside, walk};
 use super::{OciError, fetch_blob, resolve};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +30,7 @@ pub async fn compare(
     dir: &Path,
 ) -> Result<CompareReport, OciError> {
     let image = resolve(store, prefix, tag).await?;
-    let mut expected: BTreeMap<PathBuf, String> = BTreeMap::new();
+    let mut expected = Expected::default();
     for layer in &image.manifest.layers {
         let mut file = tempfile::tempfile().map_err(|e| OciError::io("the layer spool file", e))?;
         fetch_blob(store, prefix, layer, |chunk| {
@@ -35,96 +38,240 @@ pub async fn compare(
         })
         .await?;
         let digest = layer.digest.clone();
-        let entries = tokio::task::spawn_blocking(move || {
-            layer_files(file).map_err(|why| OciError::Layer { layer: digest, why })
+        expected = tokio::task::spawn_blocking(move || {
+            expected.apply_layer(file, &digest).map(|()| expected)
         })
         .await
         .map_err(|e| OciError::io("comparing", io::Error::other(e)))??;
-        for (path, content) in entries {
-            apply(&mut expected, path, content);
-        }
     }
+    let expected = expected.files()?;
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let mut mismatches = Vec::new();
-        for (rel, want) in &expected {
-            let path = dir.join(rel);
-            let ok = match std::fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_file() => file_sha256(&path).is_ok_and(|got| &got == want),
-                _ => false,
-            };
-            if !ok {
-                mismatches.push(rel.display().to_string());
+        let checked = expected.len() as u64;
+        let expected: Vec<(PathBuf, String)> = expected.into_iter().collect();
+        // Files are hashed on every core, each thread taking every n-th file; the report keeps path order.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut bad: Vec<usize> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (dir, expected) = (&dir, &expected);
+                    s.spawn(move || {
+                        let mut buf = vec![0u8; crate::body::CHUNK];
+                        let mut bad = Vec::new();
+                        for (i, (rel, want)) in expected.iter().enumerate().skip(t).step_by(threads)
+                        {
+                            // Never read through a symlink: a restored tree whose directory became a link to
+                            // elsewhere does not match its image, whatever the file there holds.
+                            let ok = real_parents(dir, rel)
+                                && file_sha256(&dir.join(rel), &mut buf)
+                                    .is_ok_and(|got| &got == want);
+                            if !ok {
+                                bad.push(i);
+                            }
+                        }
+                        bad
+                    })
+                })
+                .collect();
+            let mut bad = Vec::new();
+            for worker in workers {
+                let found = worker.join().map_err(|_| {
+                    OciError::io("comparing", io::Error::other("a hashing thread failed"))
+                })?;
+                bad.extend(found);
             }
-        }
-        CompareReport {
-            checked: expected.len() as u64,
-            mismatches,
-        }
+            Ok::<_, OciError>(bad)
+        })?;
+        bad.sort_unstable();
+        Ok(CompareReport {
+            checked,
+            mismatches: bad
+                .into_iter()
+                .map(|i| expected[i].0.display().to_string())
+                .collect(),
+        })
     })
     .await
-    .map_err(|e| OciError::io("comparing", io::Error::other(e)))
+    .map_err(|e| OciError::io("comparing", io::Error::other(e)))?
 }
 
-/// What a layer entry does to the final tree: a regular file with its digest, a whiteout, or another kind of
-/// entry that replaces whatever was at the path.
-enum Content {
+/// What a path of the final tree holds, as far as the comparison cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    /// A regular file with its sha256.
     File(String),
-    Whiteout,
-    Opaque,
-    Other,
+    Symlink(PathBuf),
+    Dir,
 }
 
-fn apply(expected: &mut BTreeMap<PathBuf, String>, path: PathBuf, content: Content) {
-    match content {
-        Content::File(digest) => {
-            expected.insert(path, digest);
+/// The tree the image would leave, built from the layers with the shared walk and the same rules as unpack:
+/// whiteouts and opaque directories remove only lower layers' content, and nothing is written through a
+/// symlink.
+#[derive(Default)]
+struct Expected {
+    tree: BTreeMap<PathBuf, Node>,
+}
+
+impl Expected {
+    fn apply_layer(&mut self, file: File, layer: &str) -> Result<(), OciError> {
+        let reader = super::unpack::decompressed(file).map_err(|e| OciError::Layer {
+            layer: layer.to_string(),
+            why: e.to_string(),
+        })?;
+        // Paths this layer wrote, with their parents: its own whiteouts do not remove them.
+        let mut written: HashSet<PathBuf> = HashSet::new();
+        let (walked, _) = decode_in_threads(reader, false, |stream| {
+            let mut archive = tar::Archive::new(stream);
+            walk(&mut archive, layer, |rel, kind, _mode, entry| {
+                self.entry(rel, kind, entry, &mut written)
+            })
+        });
+        walked
+    }
+
+    fn entry<R: Read>(
+        &mut self,
+        rel: &Path,
+        kind: Kind,
+        entry: &mut tar::Entry<R>,
+        written: &mut HashSet<PathBuf>,
+    ) -> Result<(), Fail> {
+        let node = match kind {
+            Kind::Opaque(dir) => {
+                self.no_symlink_above(rel)?;
+                self.tree
+                    .retain(|p, _| !(p.starts_with(&dir) && p != &dir && !written.contains(p)));
+                return Ok(());
+            }
+            Kind::Whiteout(victim) => {
+                self.no_symlink_above(&victim)?;
+                if !written.contains(&victim) {
+                    self.tree.retain(|p, _| !p.starts_with(&victim));
+                }
+                return Ok(());
+            }
+            Kind::Special(_) => return Ok(()), // unpack creates no devices or FIFOs
+            Kind::Dir => Node::Dir,
+            Kind::File => {
+                let mut hasher = Sha256::new();
+                io::copy(entry, &mut HashWriter(&mut hasher)).map_err(io_at(rel))?;
+                Node::File(hex::encode(hasher.finalize()))
+            }
+            Kind::Symlink(target) => {
+                let parent = rel.parent().unwrap_or(Path::new(""));
+                if !resolves_inside(parent, &target, self.link_at()) {
+                    return Err(Fail::Refuse(format!(
+                        "symlink target `{}` resolves outside the destination through other symlinks",
+                        target.display()
+                    )));
+                }
+                Node::Symlink(target)
+            }
+            Kind::HardLink(source) => {
+                self.no_symlink_above(&source)?;
+                match self.tree.get(&source) {
+                    Some(Node::File(digest)) => Node::File(digest.clone()),
+                    _ => {
+                        return Err(Fail::Refuse(format!(
+                            "hard link target `{}` is not a regular file inside the destination",
+                            source.display()
+                        )));
+                    }
+                }
+            }
+        };
+        self.no_symlink_above(rel)?;
+        // As unpack does on disk: a directory over a directory keeps what is below it; anything else replaces
+        // whatever was at the path, a directory with its contents.
+        if !(node == Node::Dir && self.tree.get(rel) == Some(&Node::Dir)) {
+            self.tree.retain(|p, _| !p.starts_with(rel));
+            self.tree.insert(rel.to_path_buf(), node);
         }
-        Content::Other => {
-            expected.remove(&path);
+        let mut cur = Some(rel);
+        while let Some(p) = cur {
+            if p.as_os_str().is_empty() || !written.insert(p.to_path_buf()) {
+                break;
+            }
+            cur = p.parent();
         }
-        Content::Whiteout => expected.retain(|p, _| !p.starts_with(&path)),
-        Content::Opaque => expected.retain(|p, _| !(p.starts_with(&path) && p != &path)),
+        Ok(())
+    }
+
+    /// Refuses an entry below a symlink or a file of the tree so far, as unpack refuses to write through a
+    /// symlink or into something that is not a directory.
+    fn no_symlink_above(&self, rel: &Path) -> Result<(), Fail> {
+        let mut above = rel.parent();
+        while let Some(p) = above {
+            match self.tree.get(p) {
+                Some(Node::Symlink(_)) => {
+                    return Err(Fail::Refuse(format!(
+                        "`{}` is a symlink; refusing to write through it",
+                        p.display()
+                    )));
+                }
+                Some(Node::File(_)) => {
+                    return Err(Fail::Refuse(format!(
+                        "`{}` is not a directory",
+                        p.display()
+                    )));
+                }
+                _ => {}
+            }
+            above = p.parent();
+        }
+        Ok(())
+    }
+
+    /// What the tree holds at `rel`, as `resolves_inside` asks it.
+    fn link_at(&self) -> impl Fn(&Path) -> Option<Option<PathBuf>> + '_ {
+        |rel| match self.tree.get(rel) {
+            Some(Node::Symlink(target)) => Some(Some(target.clone())),
+            _ => None,
+        }
+    }
+
+    /// Every regular file of the final tree with its sha256, once every symlink is checked again against the
+    /// final tree (a later entry may have changed what a target resolves through), as unpack does.
+    fn files(self) -> Result<BTreeMap<PathBuf, String>, OciError> {
+        for (rel, node) in &self.tree {
+            if let Node::Symlink(target) = node
+                && !resolves_inside(
+                    rel.parent().unwrap_or(Path::new("")),
+                    target,
+                    self.link_at(),
+                )
+            {
+                return Err(OciError::Unsafe {
+                    layer: "(final tree)".into(),
+                    entry: rel.display().to_string(),
+                    why: format!(
+                        "symlink target `{}` resolves outside the destination",
+                        target.display()
+                    ),
+                });
+            }
+        }
+        Ok(self
+            .tree
+            .into_iter()
+            .filter_map(|(p, n)| match n {
+                Node::File(digest) => Some((p, digest)),
+                _ => None,
+            })
+            .collect())
     }
 }
 
-/// Lists a layer's entries with the sha256 of each regular file.
-fn layer_files(file: File) -> Result<Vec<(PathBuf, Content)>, String> {
-    let reader = super::unpack::decompressed(file).map_err(|e| e.to_string())?;
-    let mut archive = tar::Archive::new(reader);
-    let mut out = Vec::new();
-    for entry in archive
-        .entries()
-        .map_err(|e| format!("not a tar archive: {e}"))?
-    {
-        let mut entry = entry.map_err(|e| format!("bad tar entry: {e}"))?;
-        let raw = entry
-            .path()
-            .map_err(|e| format!("bad entry path: {e}"))?
-            .into_owned();
-        // Unpack already refused unsafe paths; here they are simply not expected anywhere.
-        let rel: PathBuf = raw
-            .components()
-            .filter(|c| matches!(c, Component::Normal(_)))
-            .collect();
-        let name = rel
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
-        if name == ".wh..wh..opq" {
-            out.push((parent, Content::Opaque));
-        } else if let Some(hidden) = name.strip_prefix(".wh.") {
-            out.push((parent.join(hidden), Content::Whiteout));
-        } else if entry.header().entry_type().is_file() {
-            let mut hasher = Sha256::new();
-            io::copy(&mut entry, &mut HashWriter(&mut hasher)).map_err(|e| e.to_string())?;
-            out.push((rel, Content::File(hex::encode(hasher.finalize()))));
-        } else if !entry.header().entry_type().is_dir() {
-            out.push((rel, Content::Other));
-        }
-    }
-    Ok(out)
+/// True when every directory above `rel` in `dir` is a real directory, not a symlink (or missing).
+fn real_parents(dir: &Path, rel: &Path) -> bool {
+    let mut so_far = dir.to_path_buf();
+    let Some(parent) = rel.parent() else {
+        return true;
+    };
+    parent.components().all(|part| {
+        so_far.push(part);
+        std::fs::symlink_metadata(&so_far).is_ok_and(|m| m.is_dir())
+    })
 }
 
 struct HashWriter<'a>(&'a mut Sha256);
@@ -139,8 +286,16 @@ impl Write for HashWriter<'_> {
     }
 }
 
-fn file_sha256(path: &Path) -> io::Result<String> {
+/// The sha256 of the regular file at `path`; a symlink there is an error (`O_NOFOLLOW`), not followed.
+fn file_sha256(path: &Path, buf: &mut [u8]) -> io::Result<String> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
     let mut hasher = Sha256::new();
-    io::copy(&mut File::open(path)?, &mut HashWriter(&mut hasher))?;
+    copy_through(&mut file, &mut HashWriter(&mut hasher), buf)?;
     Ok(hex::encode(hasher.finalize()))
 }

@@ -17,10 +17,12 @@ use crate::stores::{DataError, object_path};
 
 pub mod compare;
 pub mod pack;
+mod pipeline;
 pub mod unpack;
 pub mod verify;
+mod walk;
 
-pub use pack::{PackReport, pack};
+pub use pack::{LayerCompression, PackReport, pack};
 pub use verify::{BlobProblem, VerifyReport, verify};
 
 pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -303,7 +305,7 @@ pub async fn fetch_blob(
         .get(&object_path(&key)?)
         .await
         .map_err(|e| get_error(&desc.digest, e))?;
-    let mut stream = got.into_stream();
+    let mut stream = crate::body_stream(got);
     let mut hasher = Hasher::new(algorithm);
     let mut bytes = 0u64;
     while let Some(chunk) = stream.next().await {

@@ -2,6 +2,10 @@
 //! and times are zeroed, gzip carries no name or time, and the config's `created` is the newest input mtime, so
 //! the same input gives the same manifest digest. The layer is built into a temporary file while both of its
 //! digests are computed, then streamed to the store.
+//!
+//! Layers are zstd by default, compressed on every core (libzstd's multi-threaded mode, whose output is the
+//! same for any number of worker threads, so the digest does not depend on the machine); gzip on request, for
+//! tools that cannot read zstd layers.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -16,10 +20,11 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
-use super::unpack::link_escapes;
+use super::walk::link_escapes;
 use super::{
-    Descriptor, Index, MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST, Manifest,
-    OciError, REF_NAME, blob_rel, layout_key, oci_architecture, read_layout_file, root_name,
+    Descriptor, Index, MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD,
+    MEDIA_MANIFEST, Manifest, OciError, REF_NAME, blob_rel, layout_key, oci_architecture,
+    read_layout_file, root_name,
 };
 use crate::stores::object_path;
 
@@ -42,6 +47,28 @@ pub struct PackReport {
     pub skipped: Vec<PathBuf>,
 }
 
+/// How a packed layer is compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LayerCompression {
+    /// zstd level 3 (zstd's own default), on every core.
+    #[default]
+    Zstd,
+    /// gzip level 6 (gzip's own default), for tools that cannot read zstd layers.
+    Gzip,
+}
+
+/// zstd's default level: what `zstd` and `tar --zstd` use, and the baseline pack is measured against.
+const ZSTD_LEVEL: i32 = 3;
+
+impl LayerCompression {
+    fn media_type(self) -> &'static str {
+        match self {
+            LayerCompression::Zstd => MEDIA_LAYER_ZSTD,
+            LayerCompression::Gzip => MEDIA_LAYER_GZIP,
+        }
+    }
+}
+
 /// Packs `dir` into the layout at `prefix` of `store`, tagged `tag` (an existing image with that tag is
 /// replaced in `index.json`; other tags are kept).
 pub async fn pack(
@@ -49,13 +76,14 @@ pub async fn pack(
     prefix: &str,
     dir: &Path,
     tag: &str,
+    compression: LayerCompression,
 ) -> Result<PackReport, OciError> {
     check_tag(tag)?;
     let owned = dir.to_path_buf();
-    let layer = tokio::task::spawn_blocking(move || build_layer(&owned))
+    let layer = tokio::task::spawn_blocking(move || build_layer(&owned, compression))
         .await
         .map_err(|e| OciError::io("packing", io::Error::other(e)))??;
-    let layer_desc = Descriptor::new(MEDIA_LAYER_GZIP, layer.digest.clone(), layer.size);
+    let layer_desc = Descriptor::new(compression.media_type(), layer.digest.clone(), layer.size);
     put_file(
         store,
         &layout_key(prefix, &blob_rel(&layer.digest)?),
@@ -159,8 +187,9 @@ struct BuiltLayer {
     skipped: Vec<PathBuf>,
 }
 
-/// Builds the layer (tar + gzip) of `dir` into a temporary file, hashing it compressed and uncompressed.
-fn build_layer(dir: &Path) -> Result<BuiltLayer, OciError> {
+/// Builds the layer (tar + zstd or gzip) of `dir` into a temporary file, hashing it compressed and
+/// uncompressed.
+fn build_layer(dir: &Path, compression: LayerCompression) -> Result<BuiltLayer, OciError> {
     let meta = fs::metadata(dir).map_err(|e| OciError::io(dir.display(), e))?;
     if !meta.is_dir() {
         return Err(OciError::io(
@@ -181,10 +210,9 @@ fn build_layer(dir: &Path) -> Result<BuiltLayer, OciError> {
         .try_clone()
         .map_err(|e| OciError::io(file.path().display(), e))?;
     let compressed = HashWriter::new(BufWriter::with_capacity(1 << 20, handle));
-    let gz = GzBuilder::new()
-        .mtime(0)
-        .write(compressed, Compression::default());
-    let mut builder = tar::Builder::new(HashWriter::new(gz));
+    let encoder = Encoder::new(compressed, compression)
+        .map_err(|e| OciError::io(file.path().display(), e))?;
+    let mut builder = tar::Builder::new(HashWriter::new(encoder));
     let mut newest = UNIX_EPOCH;
     for (rel, meta) in &entries {
         let abs = dir.join(rel);
@@ -232,8 +260,8 @@ fn build_layer(dir: &Path) -> Result<BuiltLayer, OciError> {
         }
     }
     let layer_err = |e: io::Error| OciError::io(file.path().display(), e);
-    let (gz, diff_id, _) = builder.into_inner().map_err(layer_err)?.finish();
-    let (buffered, digest, size) = gz.finish().map_err(layer_err)?.finish();
+    let (encoder, diff_id, _) = builder.into_inner().map_err(layer_err)?.finish();
+    let (buffered, digest, size) = encoder.finish().map_err(layer_err)?.finish();
     let handle = buffered
         .into_inner()
         .map_err(|e| layer_err(e.into_error()))?;
@@ -247,6 +275,63 @@ fn build_layer(dir: &Path) -> Result<BuiltLayer, OciError> {
         entries: entries.len() as u64,
         skipped,
     })
+}
+
+/// The layer's compressor.
+enum Encoder<W: Write> {
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Gzip(flate2::write::GzEncoder<W>),
+}
+
+impl<W: Write> Encoder<W> {
+    fn new(inner: W, compression: LayerCompression) -> io::Result<Encoder<W>> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Encoder::with_workers(inner, compression, cores as u32)
+    }
+
+    fn with_workers(
+        inner: W,
+        compression: LayerCompression,
+        workers: u32,
+    ) -> io::Result<Encoder<W>> {
+        Ok(match compression {
+            LayerCompression::Zstd => {
+                let mut zstd = zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL)?;
+                // Multi-threaded mode even on one core: its output is the same for any worker count (and
+                // differs from single-threaded mode's), so the digest does not depend on the machine.
+                zstd.multithread(workers.max(1))?;
+                Encoder::Zstd(zstd)
+            }
+            LayerCompression::Gzip => Encoder::Gzip(
+                GzBuilder::new()
+                    .mtime(0)
+                    .write(inner, Compression::default()),
+            ),
+        })
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Zstd(z) => z.finish(),
+            Encoder::Gzip(g) => g.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Zstd(z) => z.write(buf),
+            Encoder::Gzip(g) => g.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Zstd(z) => z.flush(),
+            Encoder::Gzip(g) => g.flush(),
+        }
+    }
 }
 
 /// Depth first, each directory's names in byte order; symlinks are not followed.
@@ -445,4 +530,30 @@ async fn put_json(
         .put(&object_path(key)?, PutPayload::from(bytes))
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same input gives the same zstd layer whatever the number of cores that compressed it.
+    #[test]
+    fn zstd_layers_do_not_depend_on_the_number_of_workers() {
+        let mut input = Vec::new();
+        let mut x = 7u32;
+        // Several of libzstd's jobs (a few MiB each at level 3), so that workers really split the work.
+        while input.len() < 24 << 20 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            input.extend_from_slice(format!("line {} of {}\n", x >> 16, x % 97).as_bytes());
+        }
+        let layer = |workers| {
+            let mut e = Encoder::with_workers(Vec::new(), LayerCompression::Zstd, workers).unwrap();
+            e.write_all(&input).unwrap();
+            e.finish().unwrap()
+        };
+        let one = layer(1);
+        assert_eq!(one, layer(2));
+        assert_eq!(one, layer(4));
+        assert_eq!(zstd::decode_all(&one[..]).unwrap(), input);
+    }
 }

@@ -70,7 +70,7 @@ pub async fn verify(store: &dyn ObjectStore, prefix: &str) -> Result<VerifyRepor
             }
         };
         let got = store.get(&object_path(&key)?).await?;
-        let mut stream = got.into_stream();
+        let mut stream = crate::body_stream(got);
         let mut hasher = Hasher::new(algorithm);
         let mut size = 0u64;
         while let Some(chunk) = stream.next().await {

@@ -140,9 +140,22 @@ async fn unpack(
             format!("restore into {dir}: not inside a directory granted rw"),
         )));
     }
-    let report = respawn_data::oci::unpack::unpack(st.as_ref(), prefix, tag, &target)
-        .await
-        .map_err(from_oci)?;
+    // The restore's bytes, total and throughput go to the step's progress bar, as a plugin's own reports do.
+    let progress = v.ctx.run.progress.clone().map(|sink| {
+        let step = v.ctx.step_id.clone();
+        let to_bar: respawn_data::progress::ProgressFn =
+            std::sync::Arc::new(move |done, total, what: &str| sink(&step, done, total, what));
+        to_bar
+    });
+    let report = respawn_data::oci::unpack::unpack_with_progress(
+        st.as_ref(),
+        prefix,
+        tag,
+        &target,
+        progress,
+    )
+    .await
+    .map_err(from_oci)?;
     if let Some(created) = report.created {
         v.restored
             .lock()

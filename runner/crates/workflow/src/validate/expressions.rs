@@ -1,23 +1,32 @@
 //! Checks of the `${{ … }}` expressions in a workflow: syntax, the names they read (params, run fields, the
 //! outputs of ancestor steps only) and what evaluating them against a probe scope finds undefined.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
+use std::sync::Arc;
 
-use super::{Checker, Ids, RUN_FIELDS, step_path, suggest};
+use super::ancestry::{Ancestry, StepView};
+use super::{Checker, RUN_FIELDS, step_path, suggest};
 use crate::expr::{self, Piece};
-use crate::{ParamType, Section, Workflow};
+use crate::{ParamType, work};
+
+/// What an expression of one step may read: the probe scope (params with placeholder values, and the step's
+/// view of the graph), built once per step.
+type Visible = Arc<StepView>;
 
 impl Checker<'_> {
-    pub(super) fn expressions(&mut self, ids: &Ids) {
+    /// Checks every expression of every step. Each step's strings are walked once, each expression is parsed
+    /// and probed once, and each `steps.X` it reads is one ancestry question (see `ancestry`): linear in the
+    /// size of the workflow when expressions read their needs.
+    pub(super) fn expressions(&mut self) {
         let w = &self.w.workflow;
-        let main_ids: BTreeSet<&str> = w.steps.iter().map(|s| s.id.as_str()).collect();
-        for (section, index, step) in w.all_steps() {
+        let graph = Arc::new(Ancestry::new(w));
+        let params = self.probe_params();
+        for (position, (section, index, step)) in w.all_steps().enumerate() {
             let path = step_path(section, index);
-            let mut ancestors = ancestors(w, ids, &step.id);
-            if section == Section::Verify {
-                ancestors.extend(main_ids.iter().map(|s| s.to_string()));
-            }
-            ancestors.remove(&step.id);
+            let ancestors: Visible = Arc::new(StepView {
+                graph: graph.clone(),
+                step: position,
+            });
             let mut strings: Vec<(String, String)> = Vec::new();
             collect_strings(
                 &serde_yaml::Value::Mapping(step.with.clone()),
@@ -34,8 +43,15 @@ impl Checker<'_> {
                 }
                 strings.push((wpath, when.clone()));
             }
+            if strings.iter().all(|(_, text)| !expr::has_expr(text)) {
+                continue;
+            }
+            let scope = expr::ProbeScope {
+                params: params.clone(),
+                steps: ancestors.clone(),
+            };
             for (spath, text) in strings {
-                self.expression_string(&spath, &text, &step.id, &ancestors);
+                self.expression_string(&spath, &text, &step.id, &ancestors, &scope);
             }
         }
     }
@@ -45,7 +61,8 @@ impl Checker<'_> {
         path: &str,
         text: &str,
         step_id: &str,
-        ancestors: &BTreeSet<String>,
+        ancestors: &Visible,
+        scope: &expr::ProbeScope,
     ) {
         let pieces = match expr::split(text) {
             Ok(p) => p,
@@ -53,7 +70,8 @@ impl Checker<'_> {
         };
         for piece in pieces {
             let Piece::Expr(source) = piece else { continue };
-            for why in self.expression_problems(source, step_id, ancestors) {
+            work::expression();
+            for why in self.expression_problems(source, step_id, ancestors, scope) {
                 self.at(path, format!("in `${{{{ {source} }}}}`: {why}"));
             }
         }
@@ -65,7 +83,8 @@ impl Checker<'_> {
         &self,
         source: &str,
         step_id: &str,
-        ancestors: &BTreeSet<String>,
+        ancestors: &Visible,
+        scope: &expr::ProbeScope,
     ) -> Vec<String> {
         let refs = match expr::references(source) {
             Ok(r) => r,
@@ -96,7 +115,7 @@ impl Checker<'_> {
                 problems.push(why);
             }
         }
-        let probed = expr::probe(source, &self.probe_scope(ancestors));
+        let probed = expr::probe(source, scope);
         let Err(expr::ExprError::Eval {
             undefined: true,
             message,
@@ -135,10 +154,9 @@ impl Checker<'_> {
         problems
     }
 
-    /// The probe scope for expressions of a step that may read the outputs of `ancestors`.
-    fn probe_scope(&self, ancestors: &BTreeSet<String>) -> expr::ProbeScope {
-        let params = self
-            .w
+    /// Declared params as expressions see them during validation: the default, or a placeholder of the type.
+    fn probe_params(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        self.w
             .workflow
             .params
             .iter()
@@ -154,11 +172,7 @@ impl Checker<'_> {
                     });
                 (name.clone(), value)
             })
-            .collect();
-        expr::ProbeScope {
-            params,
-            steps: ancestors.clone(),
-        }
+            .collect()
     }
 
     /// For a `steps.ID` that names no step but prefixes ids with `-` (`restore` of `restore-db`), the pieces after
@@ -181,7 +195,7 @@ impl Checker<'_> {
         &self,
         parts: &[&str],
         step_id: &str,
-        ancestors: &BTreeSet<String>,
+        ancestors: &Visible,
         dotted: bool,
     ) -> Result<(), String> {
         let w = &self.w.workflow;
@@ -206,7 +220,7 @@ impl Checker<'_> {
                     };
                     return Err(format!("unknown step `{id}`{hint}"));
                 }
-                if !ancestors.contains(id) {
+                if !ancestors.graph.visible(ancestors.step, id) {
                     return Err(if id == step_id {
                         format!("step `{id}` cannot read its own outputs")
                     } else {
@@ -243,21 +257,6 @@ fn written(source: &str, key: &str) -> bool {
 
 /// Root names with a meaning of their own in expressions (visible, or refused with an explanation).
 const KNOWN_ROOTS: [&str; 5] = ["params", "run", "steps", "secrets", "env"];
-
-/// The step ids `id` depends on, directly or not (cycle-safe).
-fn ancestors(w: &Workflow, ids: &Ids, id: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut todo = vec![id.to_string()];
-    while let Some(cur) = todo.pop() {
-        let Some(step) = w.step(&cur) else { continue };
-        for need in &step.needs {
-            if ids.contains_key(need) && out.insert(need.clone()) {
-                todo.push(need.clone());
-            }
-        }
-    }
-    out
-}
 
 fn collect_strings(value: &serde_yaml::Value, path: &str, out: &mut Vec<(String, String)>) {
     use serde_yaml::Value as Y;

@@ -14,6 +14,7 @@ pub trait OperationCatalog {
 
 pub use super::expr::RUN_FIELDS;
 
+mod ancestry;
 mod expressions;
 
 /// Checks `loaded` and returns every problem found (empty when valid).
@@ -32,7 +33,7 @@ pub fn validate(
     let ids = c.ids();
     c.steps(&ids, catalog);
     c.cycles(&ids);
-    c.expressions(&ids);
+    c.expressions();
     c.diags.sort_by_key(|d| (d.pos.line, d.pos.col));
     c.diags.dedup();
     c.diags

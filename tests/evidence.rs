@@ -412,3 +412,58 @@ fn history_over_three_drills_is_right() {
     let none = history(&dir, &["runs", "--workflow", "no-such-workflow", "--json"]);
     assert_eq!(none["runs"].as_array().unwrap().len(), 0);
 }
+
+/// The state store on S3 (moto): the report rendered from it in another directory is the original's bytes, and
+/// the signature stored beside the journal verifies there without the report files.
+#[test]
+#[ignore = "needs moto (tests/servers/start)"]
+fn on_s3_a_report_and_its_signature_verify_from_the_state_store_alone() {
+    let bucket =
+        std::env::var("RESPAWN_TEST_S3").expect("RESPAWN_TEST_S3: run tests/servers/start");
+    let endpoint = std::env::var("RESPAWN_TEST_S3_ENDPOINT").unwrap();
+    let state = format!(
+        "{bucket}/evidence-{}/state?endpoint={endpoint}&allow_http=true",
+        std::process::id()
+    );
+    let dir = quickstart("s3-evidence");
+    assert!(
+        respawn(&dir, &["audit", "keygen", "--out", "k"])
+            .status
+            .success()
+    );
+    let out = drill(&dir, &["--state", &state, "--sign-key", "k.pem"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let run = run_id_of(&out);
+    let elsewhere = tempfile::tempdir().unwrap();
+    assert_rebuilt_equal(elsewhere.path(), &run, &state, &dir.join("report"));
+    let key = dir.join("k.pub.pem");
+    let ok = respawn(
+        elsewhere.path(),
+        &[
+            "audit",
+            "verify",
+            &run,
+            "--state",
+            &state,
+            "--report-dir",
+            "none",
+            "--public-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    assert!(text(&ok).contains("signature valid"), "{}", text(&ok));
+    let history = history(
+        elsewhere.path(),
+        &[
+            "report",
+            "--history",
+            "shop",
+            "--state",
+            &state,
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(history["runs"][0]["run_id"], run.as_str());
+}

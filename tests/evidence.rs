@@ -93,6 +93,21 @@ fn the_report_lists_both_images_by_the_digests_image_verify_prints() {
         );
         assert!(junit.contains(&format!("value=\"{digest}\"")), "{junit}");
     }
+    // The config step's plugin declares each template it rendered, by sha256.
+    for entry in std::fs::read_dir(dir.join("config")).unwrap() {
+        use sha2::Digest as _;
+        let path = entry.unwrap().path();
+        let digest = format!(
+            "sha256:{:x}",
+            sha2::Sha256::digest(std::fs::read(&path).unwrap())
+        );
+        let template = artifacts
+            .iter()
+            .find(|a| a["kind"] == "config-template" && a["digest"] == digest.as_str())
+            .unwrap_or_else(|| panic!("no template {} by {digest}: {artifacts:?}", path.display()));
+        assert_eq!(template["step"], "config");
+        assert_eq!(template["recorded_by"], "plugin");
+    }
     let plugins: Vec<&Value> = artifacts.iter().filter(|a| a["kind"] == "plugin").collect();
     assert_eq!(
         plugins.len(),
@@ -466,4 +481,71 @@ fn on_s3_a_report_and_its_signature_verify_from_the_state_store_alone() {
         ],
     );
     assert_eq!(history["runs"][0]["run_id"], run.as_str());
+}
+
+/// A third-party plugin declares what it used through its `artifacts` output: the report lists it (its URL
+/// without credentials), and a malformed declaration fails the step as a contract error naming the entry.
+#[test]
+fn a_plugin_declares_its_artifacts_through_its_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo =
+        Path::new(respawn::host::sources::TEST_PLUGINS_DIR).join("respawn_testing_echo.wasm");
+    let workflow = |artifacts: &str| {
+        format!(
+            r#"respawn: 1
+name: declared
+version: 1.0.0
+plugins:
+  echo: file://{}
+steps:
+  - id: backup
+    uses: echo/outputs
+    with:
+      artifacts: {artifacts}
+"#,
+            echo.display()
+        )
+    };
+    let good = r#"[{ kind: database-backup, digest: "backup-label:0/3000028", created: "2026-05-01T11:00:00Z", source: { url: "s3://ak:sk@dr-backups/pg?endpoint=http://127.0.0.1:5055&secret_key=x", prefix: base/2026-05-01 } }]"#;
+    std::fs::write(dir.path().join("w.yaml"), workflow(good)).unwrap();
+    assert!(respawn(dir.path(), &["lock", "w.yaml"]).status.success());
+    let out = respawn(dir.path(), &["drill", "w.yaml", "--report-dir", "report"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let r = report(dir.path());
+    let declared = r["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["recorded_by"] == "plugin")
+        .unwrap_or_else(|| panic!("no declared artifact: {}", r["artifacts"]));
+    assert_eq!(declared["step"], "backup");
+    assert_eq!(declared["kind"], "database-backup");
+    assert_eq!(declared["digest"], "backup-label:0/3000028");
+    assert_eq!(
+        declared["source"]["url"],
+        "s3://dr-backups/pg?endpoint=http://127.0.0.1:5055"
+    );
+    assert_eq!(declared["created"], "2026-05-01T11:00:00Z");
+    let all = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
+    assert!(
+        !all.contains("ak:sk") && !all.contains("secret_key"),
+        "{all}"
+    );
+
+    let bad = r#"[{ kind: Database Backup, digest: x }]"#;
+    std::fs::write(dir.path().join("w.yaml"), workflow(bad)).unwrap();
+    let out = respawn(dir.path(), &["drill", "w.yaml", "--report-dir", "bad"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("bad/report.json")).unwrap())
+            .unwrap();
+    let error = &r["steps"][0]["error"];
+    assert_eq!(error["kind"], "contract", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("artifacts[0].kind"),
+        "{error}"
+    );
 }

@@ -27,6 +27,7 @@ pub fn artifacts(r: &Replayed, steps: &[StepRecord], workflow: &Workflow) -> Vec
                 step: Some(id.clone()),
                 kind: "image".into(),
                 source: Source {
+                    store: None,
                     url,
                     prefix: image.prefix.clone(),
                     tag: image.tag.clone(),
@@ -36,11 +37,29 @@ pub fn artifacts(r: &Replayed, steps: &[StepRecord], workflow: &Workflow) -> Vec
                 recorded_by: Witness::Host,
             });
         }
+        let store_url = |name: &str| {
+            workflow
+                .stores
+                .get(name)
+                .map(|url| artifacts::without_credentials(&beside(&r.start.workflow.path, url)))
+        };
         let declared = steps
             .iter()
             .filter(|s| &s.id == id && s.status == StepStatus::Succeeded)
             .flat_map(|s| match artifacts::declared(id, &s.outputs["outputs"]) {
-                Ok(found) => found,
+                // A workflow store named by the plugin is shown as its URL.
+                Ok(found) => found
+                    .into_iter()
+                    .map(|mut a| {
+                        if let Some(name) = a.source.store.take() {
+                            a.source.url = a.source.url.or_else(|| store_url(&name));
+                            if a.source.url.is_none() {
+                                a.source.store = Some(name);
+                            }
+                        }
+                        a
+                    })
+                    .collect(),
                 Err(why) => {
                     // Checked when the step ran; a journal from an older runner may hold one that is not.
                     tracing::warn!(step = %id, "artifacts not listed: {why}");
@@ -54,6 +73,7 @@ pub fn artifacts(r: &Replayed, steps: &[StepRecord], workflow: &Workflow) -> Vec
             step: None,
             kind: "plugin".into(),
             source: Source {
+                store: None,
                 url: Some(artifacts::without_credentials(&plugin.source)),
                 prefix: None,
                 tag: None,

@@ -56,6 +56,9 @@ pub enum Witness {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
+    /// A plugin may name one of the workflow's stores instead of a URL: the report shows that store's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +129,7 @@ pub fn declared(step: &str, outputs: &serde_json::Value) -> Result<Vec<Artifact>
         let fields = [
             ("digest", Some(&d.digest)),
             ("created", d.created.as_ref()),
+            ("source.store", d.source.store.as_ref()),
             ("source.url", d.source.url.as_ref()),
             ("source.prefix", d.source.prefix.as_ref()),
             ("source.tag", d.source.tag.as_ref()),

@@ -502,6 +502,11 @@ steps:
     uses: echo/outputs
     with:
       artifacts: {artifacts}
+verify:
+  - id: check-copy
+    uses: echo/outputs
+    with:
+      artifacts: [{{ kind: checked-copy, digest: "sha256:00ff" }}]
 "#,
             echo.display()
         )
@@ -526,6 +531,13 @@ steps:
         "s3://dr-backups/pg?endpoint=http://127.0.0.1:5055"
     );
     assert_eq!(declared["created"], "2026-05-01T11:00:00Z");
+    let checked = r["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["step"] == "check-copy")
+        .unwrap_or_else(|| panic!("a verification declares artifacts too: {}", r["artifacts"]));
+    assert_eq!(checked["kind"], "checked-copy");
     let all = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
     assert!(
         !all.contains("ak:sk") && !all.contains("secret_key"),

@@ -12,8 +12,8 @@ use respawn_workflow::Workflow;
 
 use crate::{Phase, StepCall, StepError, StepResult};
 
-/// Every artifact the run used, in the report's order.
-pub fn artifacts(r: &Replayed, steps: &[StepRecord], workflow: &Workflow) -> Vec<Artifact> {
+/// Every artifact the run used, in the report's order; `records` are the steps' and verifications' records.
+pub fn artifacts(r: &Replayed, records: &[&StepRecord], workflow: &Workflow) -> Vec<Artifact> {
     let mut out = Vec::new();
     let ids = workflow.steps.iter().chain(&workflow.verify).map(|s| &s.id);
     for id in ids {
@@ -43,7 +43,7 @@ pub fn artifacts(r: &Replayed, steps: &[StepRecord], workflow: &Workflow) -> Vec
                 .get(name)
                 .map(|url| artifacts::without_credentials(&beside(&r.start.workflow.path, url)))
         };
-        let declared = steps
+        let declared = records
             .iter()
             .filter(|s| &s.id == id && s.status == StepStatus::Succeeded)
             .flat_map(|s| match artifacts::declared(id, &s.outputs["outputs"]) {

@@ -125,7 +125,8 @@ pub fn report_from_journal(
         .filter(|j| !j.enforced && j.status != objectives::Status::Met)
         .map(|j| format!("{} (objectives_enforce: false)", j.describe()))
         .collect();
-    report.artifacts = crate::evidence::artifacts(replayed, &report.steps, workflow);
+    let records: Vec<&StepRecord> = report.steps.iter().chain(&report.verifications).collect();
+    report.artifacts = crate::evidence::artifacts(replayed, &records, workflow);
     report.reverifications = replayed.reverifications.clone();
     report.journal_head = stored.last().map(|e| e.sha256.clone());
     Ok(Some(report))

@@ -223,6 +223,41 @@ fn a_point_in_time_restore_brings_back_exactly_the_rows_committed_before_the_tar
     assert_eq!(report["rpo_seconds"], point["rpo_seconds"]);
     assert!(point["rpo_seconds"].as_f64().unwrap() > 0.0);
 
+    // What the restore used, by digest: the base backup's image (the host), its label's start LSN and the WAL
+    // segments staged (the plugin), each with the URL of the store it came from.
+    let used: Vec<&serde_json::Value> = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["step"] == "db")
+        .collect();
+    let kinds: Vec<&str> = used.iter().map(|a| a["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["image", "database-backup", "wal-range"], "{used:?}");
+    assert!(used[0]["digest"].as_str().unwrap().starts_with("sha256:"));
+    let label = used[1]["digest"].as_str().unwrap();
+    assert!(
+        label.starts_with("backup_label START WAL LOCATION: ") && label.contains('/'),
+        "{label}"
+    );
+    assert_eq!(
+        used[1]["source"],
+        serde_json::json!({
+            "url": format!("file://{}", dir.join("backups").display()),
+            "prefix": "pg",
+            "tag": "v1"
+        })
+    );
+    let range = used[2]["digest"].as_str().unwrap();
+    let (first, last) = range.split_once("..").expect("FIRST..LAST");
+    assert!(
+        first.len() == 24 && last.len() == 24 && first <= last,
+        "{range}"
+    );
+    assert_eq!(
+        used[2]["source"]["url"],
+        format!("file://{}", e.archive.display()).as_str()
+    );
+
     let destroyed = run(&dir, &["destroy", &run_id, "--yes", "--no-progress"]);
     assert!(destroyed.status.success(), "destroy: {}", text(&destroyed));
     assert!(!pg::ready(&e, port), "the restored server still runs");

@@ -313,6 +313,28 @@ fn push_layout_makes_a_packed_image_runnable_from_the_registry() {
         Some(packed.clone())
     );
     let run_id = run_id_of(&out);
+    // The report names the pushed image by the digest skopeo sees, and where it came from.
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(dir.join(".respawn/runs").join(&run_id).join("report.json")).unwrap(),
+    )
+    .unwrap();
+    let pushed = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "registry-image")
+        .unwrap_or_else(|| panic!("no registry-image artifact: {}", report["artifacts"]))
+        .clone();
+    assert_eq!(pushed["step"], "push");
+    assert_eq!(pushed["digest"], packed.as_str());
+    assert_eq!(
+        pushed["source"],
+        serde_json::json!({
+            "url": format!("file://{}", dir.join("backups").display()),
+            "prefix": "images/site",
+            "tag": "v1"
+        })
+    );
     let destroyed = run(&dir, &["destroy", &run_id, "--yes", "--no-progress"]);
     assert!(destroyed.status.success(), "destroy: {}", text(&destroyed));
     assert_eq!(skopeo_digest(&e.open, &format!("{dst}:v1"), None), None);

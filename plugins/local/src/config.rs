@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use respawn_plugin_sdk::{Context, Failure, Phase};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::{Place, io_failure};
 
@@ -52,9 +53,16 @@ pub fn invoke(ctx: &Context, p: Params) -> Result<Value, Failure> {
             values.insert("env".into(), json!(p.place.env));
             std::fs::create_dir_all(&path).map_err(|e| io_failure(&path, e))?;
             let mut written = Vec::new();
+            let mut artifacts = Vec::new();
             for name in template_names(&p.templates)? {
                 let source = format!("{}/{name}", p.templates.trim_end_matches('/'));
                 let text = std::fs::read_to_string(&source).map_err(|e| io_failure(&source, e))?;
+                // Evidence of which template version was rendered (docs/plugin-abi.md, "Artifacts").
+                artifacts.push(json!({
+                    "kind": "config-template",
+                    "digest": format!("sha256:{:x}", Sha256::digest(text.as_bytes())),
+                    "source": { "prefix": source },
+                }));
                 let rendered = env
                     .render_str(&text, &values)
                     .map_err(|e| Failure::invalid_input(format!("template {source}: {e}")))?;
@@ -62,7 +70,7 @@ pub fn invoke(ctx: &Context, p: Params) -> Result<Value, Failure> {
                 std::fs::write(&target, rendered).map_err(|e| io_failure(&target, e))?;
                 written.push(name);
             }
-            Ok(json!({ "path": path, "files": written }))
+            Ok(json!({ "path": path, "files": written, "artifacts": artifacts }))
         }
         Phase::Verify => {
             for name in template_names(&p.templates)? {

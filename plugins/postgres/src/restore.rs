@@ -253,9 +253,41 @@ fn apply(p: &Params) -> Result<Value, Failure> {
         "wal_files_staged": plan.keys.len(),
         "wal_bytes_staged": plan.bytes,
         "recovery_seconds": promoted.as_secs_f64(),
+        "artifacts": artifacts(p, &label, &plan),
     });
     state::set("outputs", &out.to_string());
     Ok(out)
+}
+
+/// What the restore used, by what names its version (docs/plugin-abi.md, "Artifacts"): the base backup by its
+/// label's start WAL location, and the range of archived WAL segments staged for replay.
+fn artifacts(p: &Params, label: &str, plan: &wal::Plan) -> Value {
+    let mut backup = json!({
+        "kind": "database-backup",
+        "digest": format!(
+            "backup_label START WAL LOCATION: {}",
+            label_field(label, "START WAL LOCATION").unwrap_or_default()
+        ),
+        "source": { "store": p.backup.store, "prefix": p.backup.prefix, "tag": p.backup.tag },
+    });
+    if let Some(started) = label_field(label, "START TIME") {
+        backup["created"] = json!(server_time_to_rfc3339(&started));
+    }
+    let mut out = vec![backup];
+    let segments: Vec<&str> = plan
+        .keys
+        .iter()
+        .map(|(key, _)| key.rsplit('/').next().unwrap_or(key))
+        .filter(|name| !name.ends_with(".history"))
+        .collect();
+    if let (Some(first), Some(last)) = (segments.first(), segments.last()) {
+        out.push(json!({
+            "kind": "wal-range",
+            "digest": format!("{first}..{last}"),
+            "source": { "store": p.wal.store, "prefix": p.wal.prefix },
+        }));
+    }
+    Value::Array(out)
 }
 
 /// The files a server needs, then `pg_verifybackup` against the backup's manifest when it has one: a missing or

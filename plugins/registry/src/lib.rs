@@ -250,6 +250,8 @@ struct Job {
     source_reference: String,
     repo: String,
     tag: Option<String>,
+    /// Where the image came from, as its `artifacts` entry says (docs/plugin-abi.md, "Artifacts").
+    origin: Value,
 }
 
 fn replicate(ctx: &Context, p: ReplicateParams) -> Result<Value, Failure> {
@@ -272,7 +274,14 @@ fn replicate(ctx: &Context, p: ReplicateParams) -> Result<Value, Failure> {
                 image.to.as_deref().unwrap_or_default()
             )));
         }
+        let scheme = if p.source.insecure { "http" } else { "https" };
+        let mut origin =
+            json!({ "url": format!("{scheme}://{}", p.source.registry), "prefix": from.repo });
+        if let Some(tag) = &from.tag {
+            origin["tag"] = json!(tag);
+        }
         jobs.push(Job {
+            origin,
             label: image.from.clone(),
             source_repo: from.repo.clone(),
             source_reference: from.source_reference(),
@@ -303,6 +312,7 @@ fn push_layout(ctx: &Context, p: PushLayoutParams) -> Result<Value, Failure> {
             )));
         }
         jobs.push(Job {
+            origin: json!({ "store": p.store, "prefix": image.prefix, "tag": image.tag }),
             label: format!("{}:{}:{}", p.store, image.prefix, image.tag),
             source_repo: image.prefix.clone(),
             source_reference: image.tag.clone(),
@@ -350,6 +360,7 @@ fn run(
             let mut images = Vec::new();
             let mut bytes = 0;
             let mut recovery_point: Option<(i64, String)> = None;
+            let mut artifacts = Vec::new();
             for job in &jobs {
                 let mut source = open(job);
                 let graph = copy::walk(
@@ -358,7 +369,17 @@ fn run(
                     job.tag.as_deref(),
                     referrers,
                 )?;
-                if let Some(created) = created::newest(source.as_mut(), &graph)
+                let created = created::newest(source.as_mut(), &graph);
+                let mut artifact = json!({
+                    "kind": "registry-image",
+                    "digest": graph.top,
+                    "source": job.origin,
+                });
+                if let Some((_, when)) = &created {
+                    artifact["created"] = json!(when);
+                }
+                artifacts.push(artifact);
+                if let Some(created) = created
                     && recovery_point.as_ref().is_none_or(|(s, _)| created.0 > *s)
                 {
                     recovery_point = Some(created);
@@ -392,7 +413,9 @@ fn run(
                     "pushed": pushed,
                 }));
             }
-            let mut out = json!({ "digests": digests, "images": images, "bytes_copied": bytes });
+            let mut out = json!({
+                "digests": digests, "images": images, "bytes_copied": bytes, "artifacts": artifacts
+            });
             if let Some((_, when)) = recovery_point {
                 out["recovery_point"] = json!(when);
             }

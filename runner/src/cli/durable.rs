@@ -1,21 +1,20 @@
-//! `respawn resume`, `respawn runs` and `respawn audit verify`: the commands that read the journal.
+//! `respawn resume` and `respawn runs`: the commands that continue and list runs from the journal.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use respawn::engine::driver::{self, Drive};
 use respawn::engine::resume::{ResumeSeed, journaled_workflow, write_missing_report};
 use respawn::engine::run::RunSpec;
 use respawn::host::workflow_plugins::LockPolicy;
-use respawn::journal::chain::{self, ChainError};
+use respawn::journal::chain;
 use respawn::journal::replay::Replayed;
 use respawn::journal::{self as journal, EventBody, Journal, JournalError, Redactor};
-use respawn::report::{PluginInfo, Report};
+use respawn::report::PluginInfo;
 use respawn::workflow::lock::{LockFile, LockedPlugin};
 
 use super::run::{self as runs, TerminalApprover};
-use super::{ResumeArgs, StateArgs, Usage, exit, setup};
+use super::{ResumeArgs, RunsArgs, Usage, exit, setup};
 
 /// Reads and chain-checks a run's journal; an unknown, malformed or untrustworthy run is a usage error.
 pub(super) fn read_run(
@@ -38,6 +37,11 @@ fn usage_if_input(e: JournalError) -> anyhow::Error {
 }
 
 pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
+    let sign_key = args
+        .sign_key
+        .as_deref()
+        .map(super::evidence::load_sign_key)
+        .transpose()?;
     let store = runs::open_state(args.state.as_deref())?;
     let runtime = setup::runtime()?;
     let (stored, replayed) = read_run(&runtime, &store, &args.run_id)?;
@@ -119,7 +123,6 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
             lease: replayed.lease(),
             observer: runs::observer(&bars),
             approver: &TerminalApprover { yes: args.yes },
-            plugins: plugin_info,
             report_dir: args
                 .report_dir
                 .unwrap_or_else(|| respawn::report::default_dir(&run_id)),
@@ -127,6 +130,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
             cancel: runs::cancel_on_signal(&runtime),
         },
         bars,
+        sign_key.as_ref(),
     )
 }
 
@@ -269,7 +273,11 @@ fn status_of(r: &Replayed) -> String {
 }
 
 /// `respawn runs`: one line per run in the state store.
-pub fn list(args: StateArgs) -> anyhow::Result<u8> {
+pub fn list(args: RunsArgs) -> anyhow::Result<u8> {
+    if let Some(workflow) = &args.workflow {
+        let format = if args.json { "json" } else { "md" };
+        return super::evidence::history(workflow, args.state.as_deref(), format);
+    }
     let store = runs::open_state(args.state.as_deref())?;
     let runtime = setup::runtime()?;
     let ids = runtime.block_on(journal::list_runs(&store))?;
@@ -295,67 +303,6 @@ pub fn list(args: StateArgs) -> anyhow::Result<u8> {
             Err(e) => format!("{id:<26} {:<28} {:<8} {:<13} ({e:#})", "?", "?", "corrupt"),
         };
         out!("{line}");
-    }
-    Ok(exit::OK)
-}
-
-/// `respawn audit verify`: re-hashes the chain, and checks its head against the run's report when there is one.
-pub fn audit_verify(
-    run_id: &str,
-    state: Option<&str>,
-    report_dir: Option<&Path>,
-) -> anyhow::Result<u8> {
-    journal::check_run_id(run_id).map_err(Usage)?;
-    let store = runs::open_state(state)?;
-    let runtime = setup::runtime()?;
-    let stored = runtime
-        .block_on(chain::read_all(&store, run_id))
-        .map_err(usage_if_input)?;
-    let events = match chain::verify(&stored) {
-        Ok(events) => events,
-        Err(e) => {
-            out!("run {run_id}: TAMPERED: {e}");
-            return Ok(exit::RUN_FAILED);
-        }
-    };
-    let head = stored.last().map(|e| e.sha256.clone()).unwrap_or_default();
-    // The report's copy of the head also catches an altered or removed newest event.
-    let recorded_dir = events.iter().rev().find_map(|e| match &e.body {
-        EventBody::RunFinished { report_dir, .. } => report_dir.clone().map(PathBuf::from),
-        _ => None,
-    });
-    let dir = report_dir
-        .map(Path::to_path_buf)
-        .or(recorded_dir)
-        .unwrap_or_else(|| respawn::report::default_dir(run_id));
-    let mut checked_report = None;
-    if let Ok(report) = Report::read(&dir)
-        && report.run_id == run_id
-        && let Some(recorded) = &report.journal_head
-    {
-        if *recorded != head {
-            let last = events.last();
-            let e = ChainError::HeadMismatch {
-                seq: last.map_or(0, |e| e.seq),
-                kind: last.map_or("?", |e| e.body.kind()).to_string(),
-                actual: head,
-                recorded: recorded.clone(),
-            };
-            out!("run {run_id}: TAMPERED: {e}");
-            return Ok(exit::RUN_FAILED);
-        }
-        checked_report = Some(dir.join("report.json"));
-    }
-    out!(
-        "run {run_id}: chain intact: {} events, head sha256:{head}",
-        events.len()
-    );
-    match checked_report {
-        Some(path) => out!("head matches {}", path.display()),
-        None => out!(
-            "no report found to check the head against (looked in {})",
-            dir.display()
-        ),
     }
     Ok(exit::OK)
 }

@@ -78,6 +78,9 @@ fn verify(url: &str) -> anyhow::Result<u8> {
     for p in &report.problems {
         out!("BAD {}: expected {}, got {}", p.digest, p.expected, p.got);
     }
+    for (tag, digest) in &report.tagged {
+        out!("image {} {digest}", tag.as_deref().unwrap_or("-"));
+    }
     out!(
         "{} blobs ({} bytes) re-hashed, {} manifests checked: {}",
         report.blobs,

@@ -21,6 +21,7 @@ macro_rules! out_raw {
 
 mod cache;
 mod durable;
+mod evidence;
 mod image;
 mod kept;
 mod lock;
@@ -84,8 +85,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Tear down what a failover or kept drill left (or a dead runner's run), from its journal.
     Destroy(DestroyArgs),
-    /// List runs recorded in the state store.
-    Runs(StateArgs),
+    /// List runs recorded in the state store, or one workflow's runs over time (--workflow).
+    Runs(RunsArgs),
     /// Render the report of a run.
     Report(ReportArgs),
     /// Audit trail commands.
@@ -134,6 +135,10 @@ pub struct RunArgs {
     /// Hide progress bars.
     #[arg(long)]
     pub no_progress: bool,
+    /// Sign the report and the journal head with this ed25519 key: a PKCS#8 PEM file, or `env:NAME` for an
+    /// environment variable holding it. Writes report.sig.json; `audit verify --public-key` checks it.
+    #[arg(long, value_name = "FILE|env:NAME")]
+    pub sign_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +154,10 @@ pub struct FailoverArgs {
     pub state: Option<String>,
     #[arg(long)]
     pub no_progress: bool,
+    /// Sign the report and the journal head with this ed25519 key: a PKCS#8 PEM file, or `env:NAME` for an
+    /// environment variable holding it. Writes report.sig.json; `audit verify --public-key` checks it.
+    #[arg(long, value_name = "FILE|env:NAME")]
+    pub sign_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +175,10 @@ pub struct ResumeArgs {
     pub report_dir: Option<PathBuf>,
     #[arg(long)]
     pub no_progress: bool,
+    /// Sign the report and the journal head with this ed25519 key: a PKCS#8 PEM file, or `env:NAME` for an
+    /// environment variable holding it. Writes report.sig.json; `audit verify --public-key` checks it.
+    #[arg(long, value_name = "FILE|env:NAME")]
+    pub sign_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -199,19 +212,33 @@ pub struct DestroyArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct StateArgs {
+pub struct RunsArgs {
     #[arg(long, env = "RESPAWN_STATE")]
     pub state: Option<String>,
+    /// Show the finished runs of this workflow over time instead: RTO and RPO against objectives, and the trend.
+    #[arg(long, value_name = "NAME")]
+    pub workflow: Option<String>,
+    /// With --workflow: JSON instead of a Markdown table.
+    #[arg(long, requires = "workflow")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    pub run_id: String,
+    #[arg(required_unless_present = "history", conflicts_with = "history")]
+    pub run_id: Option<String>,
     #[arg(long, value_parser = ["json", "md", "junit"], default_value = "md")]
     pub format: String,
     /// Where the run's report was written, if not the default .respawn/runs/RUN_ID/.
     #[arg(long)]
     pub report_dir: Option<PathBuf>,
+    /// Render the report from the run's journal in this state store (any machine; the same bytes as the
+    /// original). Without it: the report directory, else the default state store.
+    #[arg(long, env = "RESPAWN_STATE")]
+    pub state: Option<String>,
+    /// Show the finished runs of this workflow over time (md or json) instead of one run's report.
+    #[arg(long, value_name = "WORKFLOW")]
+    pub history: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,9 +248,17 @@ pub enum AuditCommand {
         run_id: String,
         #[arg(long, env = "RESPAWN_STATE")]
         state: Option<String>,
-        /// Where the run's report is, to check the chain head against (default: where the run wrote it).
+        /// Where the run's report is, to check against the journal (default: where the run wrote it).
         #[arg(long)]
         report_dir: Option<PathBuf>,
+        /// Check the report's signature with this ed25519 public key (SPKI PEM).
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+    /// Make an ed25519 key pair for --sign-key: PREFIX.pem (private, mode 0600) and PREFIX.pub.pem.
+    Keygen {
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
     },
 }
 
@@ -289,12 +324,19 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Verify(args) => kept::verify(args),
         Command::Destroy(args) => kept::destroy(args),
         Command::Runs(args) => durable::list(args),
-        Command::Report(args) => report(args),
+        Command::Report(args) => evidence::report(args),
         Command::Audit(AuditCommand::Verify {
             run_id,
             state,
             report_dir,
-        }) => durable::audit_verify(&run_id, state.as_deref(), report_dir.as_deref()),
+            public_key,
+        }) => evidence::audit_verify(
+            &run_id,
+            state.as_deref(),
+            report_dir.as_deref(),
+            public_key.as_deref(),
+        ),
+        Command::Audit(AuditCommand::Keygen { out }) => evidence::keygen(&out),
         Command::Lock(args) => lock::run(args),
         Command::Image(command) => image::run(command),
         Command::Plugin(command) => plugin::run(command),
@@ -337,37 +379,6 @@ pub fn closed_pipe_ends_quietly(written: std::io::Result<()>) {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Usage(pub String);
-
-/// Re-renders a run's report from its report.json.
-fn report(args: ReportArgs) -> anyhow::Result<u8> {
-    use respawn::report::{Format, Report};
-    let dir = args
-        .report_dir
-        .unwrap_or_else(|| respawn::report::default_dir(&args.run_id));
-    let report = Report::read(&dir).map_err(|e| {
-        Usage(format!(
-            "no report for run `{}` in {}: {e}",
-            args.run_id,
-            dir.display()
-        ))
-    })?;
-    if report.run_id != args.run_id {
-        return Err(Usage(format!(
-            "{} holds run `{}`, not `{}`",
-            dir.display(),
-            report.run_id,
-            args.run_id
-        ))
-        .into());
-    }
-    let format = match args.format.as_str() {
-        "json" => Format::Json,
-        "junit" => Format::Junit,
-        _ => Format::Markdown,
-    };
-    out_raw!("{}", report.render(format));
-    Ok(exit::OK)
-}
 
 /// `err` and its causes, joined with `: `, leaving out a cause whose text the message already holds (object_store
 /// errors repeat their source in their own text, so `{:#}` printed the same failure three times).

@@ -27,6 +27,7 @@ pub fn drill(args: RunArgs) -> anyhow::Result<u8> {
         report_dir: args.report_dir,
         state: args.state,
         no_progress: args.no_progress,
+        sign_key: args.sign_key,
     };
     execute(&args.target, Mode::Drill, options)
 }
@@ -38,6 +39,7 @@ pub fn failover(args: FailoverArgs) -> anyhow::Result<u8> {
         report_dir: args.report_dir,
         state: args.state,
         no_progress: args.no_progress,
+        sign_key: args.sign_key,
     };
     execute(&args.target, Mode::Failover, options)
 }
@@ -48,6 +50,8 @@ struct Options {
     report_dir: Option<PathBuf>,
     state: Option<String>,
     no_progress: bool,
+    /// `--sign-key`: where the key that signs the report comes from.
+    sign_key: Option<String>,
 }
 
 /// Confirms approval gates with `--yes` or on the terminal; refuses without either.
@@ -116,7 +120,13 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
         report_dir,
         state,
         no_progress,
+        sign_key,
     } = options;
+    // A key that cannot be read stops the run before anything is done, not after the drill.
+    let sign_key = sign_key
+        .as_deref()
+        .map(super::evidence::load_sign_key)
+        .transpose()?;
     let loaded = workflow::load_file(&target.workflow)?;
     let mut diagnostics = validate::validate(&loaded, None);
     let resolved = match params::resolve(&loaded, &target.params) {
@@ -190,12 +200,12 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
             lease,
             observer: observer(&bars),
             approver: &TerminalApprover { yes },
-            plugins: plugin_info,
             report_dir: report_dir.unwrap_or_else(|| report::default_dir(&run_id)),
             images_before: Vec::new(),
             cancel: cancel_on_signal(&runtime),
         },
         bars,
+        sign_key.as_ref(),
     )
 }
 
@@ -272,8 +282,10 @@ pub fn drive(
     runtime: &tokio::runtime::Runtime,
     run: Drive<'_, Host>,
     bars: Option<Arc<Bars>>,
+    sign_key: Option<&ed25519_dalek::SigningKey>,
 ) -> anyhow::Result<u8> {
     let run_id = run.spec.run_id.clone();
+    let state_store = run.journal.store().clone();
     let driven = runtime.block_on(driver::drive(run));
     if let Some(b) = &bars {
         b.finish();
@@ -296,8 +308,15 @@ pub fn drive(
     out!("outcome   {:?}", report.outcome);
     out!("RTO       {}", report::seconds(report.rto_seconds));
     out!("RPO       {}", report.rpo_text());
+    for judged in &report.objectives {
+        out!("objective {}", judged.describe());
+    }
     out!("teardown  {}", report.teardown.status);
     out!("report    {}", dir.join("report.md").display());
+    if let Some(key) = sign_key {
+        let path = super::evidence::sign_report(runtime, &state_store, &report, &dir, key)?;
+        out!("signed    {}", path.display());
+    }
     for s in report
         .steps
         .iter()

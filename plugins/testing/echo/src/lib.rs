@@ -1,5 +1,6 @@
-//! A well-behaved test plugin: `echo/echo` returns its params as outputs; `echo/state` counts attempts in its
-//! step state; `echo/fail` fails with the kind it is asked for; `echo/secret` reports a secret's length;
+//! A well-behaved test plugin: `echo/echo` returns its params as outputs; `echo/outputs` returns the params
+//! themselves as the outputs; `echo/state` counts attempts in its step state; `echo/fail` fails with the kind it
+//! is asked for; `echo/secret` reports a secret's length;
 //! `echo/get-range` reads a range of a store object; `echo/fetch` GETs a URL and reports the body's length.
 
 use respawn_plugin_sdk::{
@@ -13,6 +14,11 @@ impl Plugin for Echo {
     fn describe() -> PluginInfo {
         PluginInfo::new("echo", "0.1.0")
             .operation(operation("echo", "Return the params as outputs", "{}"))
+            .operation(operation(
+                "outputs",
+                "Return the params themselves as the outputs (a plugin's declared artifacts, say)",
+                "{}",
+            ))
             .operation(operation("state", "Count invocations in step state", "{}"))
             .operation(operation(
                 "fail",
@@ -57,6 +63,7 @@ impl Plugin for Echo {
                     "fencing_token": respawn_plugin_sdk::state::fencing_token(),
                 })
             }
+            "outputs" => params,
             "state" => {
                 let n: u64 = respawn_plugin_sdk::state::get("count")
                     .and_then(|v| v.parse().ok())

@@ -53,6 +53,7 @@ pub async fn attempt_loop<E: StepExecutor>(
             }
         }
         let result = recovery::check_outputs(&call, exec.execute(call.clone()).await);
+        let result = crate::evidence::check_declared(&call, result);
         let again = matches!(&result.outcome, Err(e) if e.retryable()) && attempt < attempts;
         if !again {
             return (result, attempt);

@@ -13,15 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use respawn_journal::replay::ImageCreated;
-use respawn_journal::{EventBody, Journal};
+use respawn_journal::{EventBody, Journal, SettledStep};
 use respawn_report::record::Outcome;
-use respawn_report::{PluginInfo, Report};
+use respawn_report::{PluginInfo, Report, objectives};
 use tokio::sync::watch;
 
 use crate::recovery::{self, RestoredImage};
 use crate::run::{self, RunSpec};
 use crate::{Approver, Observer};
-use crate::{Mode, StepExecutor};
+use crate::{Mode, Phase, StepExecutor};
 
 /// What the driver needs of the host besides running steps: the services it started and the images it restored.
 pub trait RunHost: StepExecutor {
@@ -44,7 +44,6 @@ pub struct Drive<'a, H> {
     pub lease: Duration,
     pub observer: Arc<dyn Observer>,
     pub approver: &'a dyn Approver,
-    pub plugins: BTreeMap<String, PluginInfo>,
     /// Where report.json, report.md and junit.xml go.
     pub report_dir: PathBuf,
     /// Images restored before a resume, as journaled: recovery points of the steps that restored them.
@@ -85,7 +84,6 @@ pub async fn drive<H: RunHost + 'static>(d: Drive<'_, H>) -> Result<Driven, Driv
         lease,
         observer,
         approver,
-        plugins,
         report_dir,
         images_before,
         cancel,
@@ -141,17 +139,31 @@ pub async fn drive<H: RunHost + 'static>(d: Drive<'_, H>) -> Result<Driven, Driv
     images.extend(host.restored_images().iter().map(RestoredImage::journaled));
     let recovery_points = recovery::points(&record.started_at, &record.steps, &images);
     let rpo_seconds = recovery::worst(&recovery_points);
+    // A missed objective fails a run that passed, unless the workflow only asks to be warned.
+    let workflow = &spec.loaded.workflow;
+    let judged = respawn_report::objectives::judge(
+        workflow.objectives.as_ref(),
+        workflow.enforces_objectives(),
+        record.rto_seconds,
+        rpo_seconds,
+    );
+    let outcome = if record.outcome == Outcome::Passed && objectives::fails_run(&judged) {
+        Outcome::Failed
+    } else {
+        record.outcome
+    };
     let finished = EventBody::RunFinished {
-        outcome: record.outcome,
+        outcome,
         rto_seconds: record.rto_seconds,
         rpo_seconds,
-        recovery_points: recovery_points.clone(),
+        recovery_points,
         teardown: record.teardown.status.clone(),
         report_dir: std::path::absolute(&report_dir)
             .ok()
             .map(|p| p.display().to_string()),
         started_at: Some(record.started_at.clone()),
         finished_at: Some(record.finished_at.clone()),
+        settled: settled(&record),
     };
     if let Err(e) = journal.append(finished).await {
         let why = e.to_string();
@@ -161,10 +173,11 @@ pub async fn drive<H: RunHost + 'static>(d: Drive<'_, H>) -> Result<Driven, Driv
             Driven::JournalLost { why }
         });
     }
-    let mut report = Report::new(spec.loaded, spec.params.clone(), plugins, record);
-    report.rpo_seconds = rpo_seconds;
-    report.recovery_points = recovery_points;
-    report.journal_head = journal.head().await;
+    // The report is rendered from the journal as stored, as any later `respawn report --state` renders it.
+    let report = match read_back(&journal).await {
+        Ok(report) => report,
+        Err(why) => return Ok(Driven::JournalLost { why }),
+    };
     // A plugin that echoes a secret in an output or error must not get it into the report either.
     let mut value = serde_json::to_value(&report)?;
     journal.redactor().redact(&mut value);
@@ -179,6 +192,33 @@ pub async fn drive<H: RunHost + 'static>(d: Drive<'_, H>) -> Result<Driven, Driv
         report: Box::new(report),
         dir: report_dir,
     })
+}
+
+/// The records no `step-finished` holds: steps and verifications that never made an attempt (decided without a
+/// plugin call, or cut off before one). Teardown steps always make one.
+fn settled(record: &respawn_report::record::RunRecord) -> Vec<SettledStep> {
+    let apply = record.steps.iter().map(|r| (Phase::Apply, r));
+    let verify = record.verifications.iter().map(|r| (Phase::Verify, r));
+    apply
+        .chain(verify)
+        .filter(|(_, r)| r.attempts == 0)
+        .map(|(phase, r)| SettledStep {
+            phase,
+            record: r.clone(),
+        })
+        .collect()
+}
+
+/// The finished run's report, from its journal read back from the state store and chain-checked.
+async fn read_back(journal: &Journal) -> Result<Report, String> {
+    let (stored, replayed) = respawn_journal::read_run(journal.store(), journal.run_id())
+        .await
+        .map_err(|e| format!("reading the journal back for the report: {e}"))?;
+    match crate::resume::report_from_journal(&stored, &replayed) {
+        Ok(Some(report)) => Ok(report),
+        Ok(None) => Err("the journal read back holds no run-finished".to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl Driven {

@@ -145,6 +145,14 @@ async fn go(
     lease: Duration,
     cancel: watch::Receiver<bool>,
 ) -> Driven {
+    // As the CLI does before driving (unless the test wrote its own start): the report is rendered from the
+    // journal, which starts here.
+    if f.journal.head().await.is_none() {
+        f.journal
+            .append(run_started(f, SystemTime::now()))
+            .await
+            .expect("run-started journaled");
+    }
     let fresh = Continue {
         journal: f.journal.clone(),
         resume: None,
@@ -184,7 +192,6 @@ async fn go_on(
         lease,
         observer: Arc::new(Quiet),
         approver: &Never,
-        plugins: plugins(),
         report_dir: f.report_dir.path().join("report"),
         images_before: from.images_before,
         cancel,
@@ -481,7 +488,11 @@ async fn a_resumed_run_keeps_the_sources_of_steps_finished_before_the_crash() {
         },
         EventBody::ImageRestored {
             step: "site".into(),
-            created: rfc3339(hours(5)),
+            created: Some(rfc3339(hours(5))),
+            store: None,
+            prefix: None,
+            tag: None,
+            manifest_digest: None,
         },
         EventBody::StepFinished(Box::new(StepFinished {
             step: "site".into(),
@@ -507,7 +518,11 @@ async fn a_resumed_run_keeps_the_sources_of_steps_finished_before_the_crash() {
         },
         EventBody::ImageRestored {
             step: "web".into(),
-            created: rfc3339(hours(3)),
+            created: Some(rfc3339(hours(3))),
+            store: None,
+            prefix: None,
+            tag: None,
+            manifest_digest: None,
         },
     ];
     for event in events {

@@ -14,6 +14,7 @@ pub use respawn_workflow::{Mode, Phase};
 pub mod after;
 mod attempts;
 pub mod driver;
+pub mod evidence;
 pub mod plan;
 pub mod recovery;
 pub mod resume;

@@ -4,10 +4,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use respawn_journal::StepFinished;
 use respawn_journal::chain::StoredEvent;
 use respawn_journal::replay::Replayed;
-use respawn_report::Report;
 use respawn_report::record::{RunRecord, StepRecord, StepStatus, Teardown};
+use respawn_report::{Report, objectives};
 use respawn_workflow::{Invalid, LoadedWorkflow, Workflow};
 
 use super::Phase;
@@ -81,26 +82,54 @@ pub fn write_report(
     stored: &[StoredEvent],
     replayed: &Replayed,
 ) -> Result<Option<PathBuf>, ResumeError> {
-    let (start, Some(finished)) = (&replayed.start, &replayed.finished) else {
+    let Some(dir) = report_dir_of(report_dir, replayed) else {
         return Ok(None);
     };
-    let Some(dir) = report_dir_of(report_dir, replayed) else {
+    let Some(report) = report_from_journal(stored, replayed)? else {
+        return Ok(None);
+    };
+    report.write(&dir).map_err(|source| ResumeError::Report {
+        dir: dir.clone(),
+        source,
+    })?;
+    Ok(Some(dir))
+}
+
+/// A finished run's report, from its journal alone: the one function every report comes from, so the report
+/// written at the end of the run, one rewritten by `verify` or `destroy`, and one rendered by `respawn report
+/// RUN_ID --state URL` on another machine are the same bytes. `None` while the run has not finished.
+pub fn report_from_journal(
+    stored: &[StoredEvent],
+    replayed: &Replayed,
+) -> Result<Option<Report>, ResumeError> {
+    let (start, Some(finished)) = (&replayed.start, &replayed.finished) else {
         return Ok(None);
     };
     let loaded = journaled_workflow(replayed)?;
     let Some(record) = finished_record(replayed, &loaded.workflow) else {
         return Ok(None);
     };
+    let workflow = &loaded.workflow;
     let mut report = Report::new(&loaded, start.params.clone(), start.plugins.clone(), record);
     report.rpo_seconds = finished.rpo_seconds;
     report.recovery_points = finished.recovery_points.clone();
+    report.objectives = objectives::judge(
+        workflow.objectives.as_ref(),
+        workflow.enforces_objectives(),
+        finished.rto_seconds,
+        finished.rpo_seconds,
+    );
+    report.warnings = report
+        .objectives
+        .iter()
+        .filter(|j| !j.enforced && j.status != objectives::Status::Met)
+        .map(|j| format!("{} (objectives_enforce: false)", j.describe()))
+        .collect();
+    let records: Vec<&StepRecord> = report.steps.iter().chain(&report.verifications).collect();
+    report.artifacts = crate::evidence::artifacts(replayed, &records, workflow);
     report.reverifications = replayed.reverifications.clone();
     report.journal_head = stored.last().map(|e| e.sha256.clone());
-    report.write(&dir).map_err(|source| ResumeError::Report {
-        dir: dir.clone(),
-        source,
-    })?;
-    Ok(Some(dir))
+    Ok(Some(report))
 }
 
 /// Where a run's report goes: `report_dir` if given, else where its runner wrote it, else the default.
@@ -112,6 +141,21 @@ fn report_dir_of(report_dir: Option<&Path>, replayed: &Replayed) -> Option<PathB
             .or_else(|| finished.report_dir.as_ref().map(PathBuf::from))
             .unwrap_or_else(|| respawn_report::default_dir(&replayed.start.run_id)),
     )
+}
+
+/// A step's record as its `step-finished` event holds it.
+fn record_of(f: &StepFinished) -> StepRecord {
+    let mut rec = StepRecord::new(&f.step, None);
+    rec.status = f.status;
+    rec.attempts = f.attempts;
+    rec.outputs = f.outputs.clone();
+    rec.state = f.state.clone();
+    rec.error = f.error.clone();
+    rec.note = f.note.clone();
+    rec.started_at = f.started_at.clone();
+    rec.finished_at = f.finished_at.clone();
+    rec.applied = f.applied;
+    rec
 }
 
 /// A step cut off by the crash: the attempts it had, and the state it had written.
@@ -145,17 +189,7 @@ impl ResumeSeed {
             let key = (*phase, id.clone());
             match &progress.finished {
                 Some(f) if f.status != StepStatus::Cancelled => {
-                    let mut rec = StepRecord::new(&f.step, None);
-                    rec.status = f.status;
-                    rec.attempts = f.attempts;
-                    rec.outputs = f.outputs.clone();
-                    rec.state = f.state.clone();
-                    rec.error = f.error.clone();
-                    rec.note = f.note.clone();
-                    rec.started_at = f.started_at.clone();
-                    rec.finished_at = f.finished_at.clone();
-                    rec.applied = f.applied;
-                    done.insert(key, rec);
+                    done.insert(key, record_of(f));
                 }
                 _ => {
                     in_flight.insert(
@@ -201,15 +235,26 @@ pub fn finished_record(r: &Replayed, workflow: &Workflow) -> Option<RunRecord> {
         let alias = uses?.split_once('/')?.0;
         r.start.plugins.get(alias).map(|p| p.sha256.clone())
     };
+    // As the runner recorded it: its `step-finished` (whatever the status), else the record run-finished kept
+    // of a step decided without a plugin call, else never reached.
     let record = |phase: Phase, id: &str, uses: Option<&String>| {
-        let mut rec = match seed.done.get(&(phase, id.to_string())) {
-            Some(done) => done.clone(),
-            None => {
-                let mut never = StepRecord::new(id, None);
-                never.note = Some("not run".into());
-                never
-            }
+        let journaled = r
+            .steps
+            .get(&(phase, id.to_string()))
+            .and_then(|p| p.finished.as_ref())
+            .map(record_of);
+        let settled = || {
+            finished
+                .settled
+                .iter()
+                .find(|s| s.phase == phase && s.record.id == id)
+                .map(|s| s.record.clone())
         };
+        let mut rec = journaled.or_else(settled).unwrap_or_else(|| {
+            let mut never = StepRecord::new(id, None);
+            never.note = Some("not run".into());
+            never
+        });
         rec.uses = uses.cloned();
         // As the engine records it: teardown steps carry no digest.
         if phase != Phase::Destroy {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use respawn_data::object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 
@@ -51,25 +51,28 @@ pub async fn read_all(
         });
     }
     keyed.sort_by_key(|(seq, _, _)| *seq);
-    let mut out = Vec::with_capacity(keyed.len());
-    for (key_seq, location, modified) in keyed {
-        let bytes = store
-            .get(&location)
-            .await
-            .map_err(store_err)?
-            .bytes()
-            .await
-            .map_err(store_err)?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        out.push(StoredEvent {
-            key_seq,
-            bytes,
-            sha256,
-            stored_at: Some(modified.into()),
-        });
-    }
-    Ok(out)
+    // In key order, several at once: every finished run's report is rendered from its journal read back, and a
+    // large run's journal on a cloud store is tens of thousands of small objects.
+    futures::stream::iter(keyed)
+        .map(|(key_seq, location, modified)| async move {
+            let bytes = store.get(&location).await?.bytes().await?;
+            let sha256 = hex::encode(Sha256::digest(&bytes));
+            Ok(StoredEvent {
+                key_seq,
+                bytes,
+                sha256,
+                stored_at: Some(modified.into()),
+            })
+        })
+        .buffered(READ_CONCURRENCY)
+        .try_collect()
+        .await
+        .map_err(store_err)
 }
+
+/// Events fetched at once when a journal is read back: enough to hide a cloud store's per-request latency, few
+/// enough not to trip its rate limits.
+const READ_CONCURRENCY: usize = 16;
 
 /// What is wrong with a chain: the first problem, naming the event.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -82,10 +82,24 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         logs: Option<ServiceLogs>,
     },
-    /// An image was restored; its creation time is the recovery point of `step` when the step outputs none.
+    /// An image was restored: an artifact of the run, by manifest digest. Its creation time is the recovery
+    /// point of `step` when the step outputs none. Journals written before artifacts were listed hold only
+    /// `step` and `created`.
     ImageRestored {
         step: String,
-        created: String,
+        /// The image config's `created` (RFC 3339, UTC, whole seconds), when it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        created: Option<String>,
+        /// The workflow's name of the store it came from; the report shows that store's URL.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        store: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefix: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag: Option<String>,
+        /// `sha256:…` of the image manifest, as `respawn image verify` prints it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        manifest_digest: Option<String>,
     },
     /// The run's result as its report states it, so a report lost with its runner can be written again.
     RunFinished {
@@ -103,6 +117,11 @@ pub enum EventBody {
         started_at: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         finished_at: Option<String>,
+        /// The steps and verifications decided without a plugin call, which have no `step-finished` of their
+        /// own (skipped by `when`, a drill's skipped approval, a gate refused, a failed need, an interrupt), so
+        /// that the report rendered from the journal says what the runner's did.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        settled: Vec<SettledStep>,
     },
     /// `respawn verify` ran the verify section again against the environment the run left: evidence too.
     Reverified {
@@ -192,6 +211,14 @@ impl WorkflowSnapshot {
             text: String::from_utf8_lossy(&loaded.bytes).into_owned(),
         }
     }
+}
+
+/// A step's record in one phase, as the report shows it, for a step that has no `step-finished` event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SettledStep {
+    pub phase: Phase,
+    #[serde(flatten)]
+    pub record: StepRecord,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use respawn_data::object_store::ObjectStore;
 
-pub use event::{Event, EventBody, RunStarted, ServiceLogs, StepFinished, WorkflowSnapshot};
+pub use event::{
+    Event, EventBody, RunStarted, ServiceLogs, SettledStep, StepFinished, WorkflowSnapshot,
+};
 pub use writer::{Journal, Redactor};
 
 /// The default state store when neither `--state` nor `RESPAWN_STATE` is given (relative to the working
@@ -156,4 +158,45 @@ pub async fn list_runs(
         .collect();
     ids.sort();
     Ok(ids)
+}
+
+/// Key of the signature of a run's report at one journal head (`respawn drill --sign-key`): beside the events,
+/// never among them, so signing adds no event and the head it signs stays the head.
+pub fn signature_key(run_id: &str, head: &str) -> String {
+    format!("runs/{run_id}/signatures/{head}.json")
+}
+
+/// Stores a report's signature at its journal head, written once (`PutMode::Create`): ed25519 signatures are
+/// deterministic, so signing the same head again finds the same bytes there and is fine.
+pub async fn put_signature(
+    store: &Arc<dyn ObjectStore>,
+    run_id: &str,
+    head: &str,
+    bytes: Vec<u8>,
+) -> Result<(), respawn_data::object_store::Error> {
+    use respawn_data::object_store::{PutMode, PutOptions, PutPayload};
+    let key = respawn_data::object_store::path::Path::from(signature_key(run_id, head));
+    let options = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    match store.put_opts(&key, PutPayload::from(bytes), options).await {
+        Ok(_) | Err(respawn_data::object_store::Error::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The signature stored for a run's journal head, if any.
+pub async fn get_signature(
+    store: &Arc<dyn ObjectStore>,
+    run_id: &str,
+    head: &str,
+) -> Result<Option<bytes::Bytes>, respawn_data::object_store::Error> {
+    use respawn_data::object_store::ObjectStoreExt;
+    let key = respawn_data::object_store::path::Path::from(signature_key(run_id, head));
+    match store.get(&key).await {
+        Ok(got) => got.bytes().await.map(Some),
+        Err(respawn_data::object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }

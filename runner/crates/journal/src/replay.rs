@@ -40,6 +40,18 @@ pub struct ImageCreated {
     pub created: String,
 }
 
+/// An image a step restored, as an artifact of the run (an `image-restored` event with its digest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRestored {
+    pub step: String,
+    pub created: Option<String>,
+    /// The workflow's store name.
+    pub store: Option<String>,
+    pub prefix: Option<String>,
+    pub tag: Option<String>,
+    pub manifest_digest: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Finished {
     pub outcome: Outcome,
@@ -53,6 +65,8 @@ pub struct Finished {
     /// The report's times, when recorded.
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// Steps and verifications decided without a plugin call (no `step-finished` of their own).
+    pub settled: Vec<super::event::SettledStep>,
 }
 
 /// What the journal says a run did.
@@ -69,6 +83,8 @@ pub struct Replayed {
     pub services: Vec<ServiceRecord>,
     /// The images restored, by step, in the order they were.
     pub images_created: Vec<ImageCreated>,
+    /// Every image restored with its digest, in the order they were: artifacts of the run.
+    pub images_restored: Vec<ImageRestored>,
     pub finished: Option<Finished>,
     /// When `respawn destroy` finished tearing the run down, successfully.
     pub destroyed_at: Option<String>,
@@ -109,6 +125,7 @@ impl Replayed {
             approvals: BTreeMap::new(),
             services: Vec::new(),
             images_created: Vec::new(),
+            images_restored: Vec::new(),
             finished: None,
             destroyed_at: None,
             destroying: false,
@@ -202,11 +219,30 @@ impl Replayed {
                     detached: *detached,
                     logs: logs.clone(),
                 }),
-                EventBody::ImageRestored { step, created } => {
-                    r.images_created.push(ImageCreated {
-                        step: step.clone(),
-                        created: created.clone(),
-                    });
+                EventBody::ImageRestored {
+                    step,
+                    created,
+                    store,
+                    prefix,
+                    tag,
+                    manifest_digest,
+                } => {
+                    if let Some(created) = created {
+                        r.images_created.push(ImageCreated {
+                            step: step.clone(),
+                            created: created.clone(),
+                        });
+                    }
+                    if let Some(digest) = manifest_digest {
+                        r.images_restored.push(ImageRestored {
+                            step: step.clone(),
+                            created: created.clone(),
+                            store: store.clone(),
+                            prefix: prefix.clone(),
+                            tag: tag.clone(),
+                            manifest_digest: digest.clone(),
+                        });
+                    }
                 }
                 EventBody::RunFinished {
                     outcome,
@@ -217,8 +253,10 @@ impl Replayed {
                     report_dir,
                     started_at,
                     finished_at,
+                    settled,
                 } => {
                     r.finished = Some(Finished {
+                        settled: settled.clone(),
                         outcome: *outcome,
                         rto_seconds: *rto_seconds,
                         rpo_seconds: *rpo_seconds,
@@ -259,6 +297,7 @@ impl Replayed {
                         report_dir: None,
                         started_at: None,
                         finished_at: Some(event.at.clone()),
+                        settled: Vec::new(),
                     });
                     finished.teardown = teardown.clone();
                 }
@@ -377,6 +416,7 @@ mod tests {
                 report_dir: None,
                 started_at: None,
                 finished_at: None,
+                settled: Vec::new(),
             },
         ]
     }

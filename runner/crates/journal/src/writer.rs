@@ -133,6 +133,11 @@ impl Journal {
         self.inner.epoch
     }
 
+    /// The state store the journal is written to: the run's report is rendered from what it holds.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.store
+    }
+
     pub fn runner(&self) -> &str {
         &self.inner.runner
     }

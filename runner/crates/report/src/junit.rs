@@ -52,6 +52,41 @@ fn measurements(r: &Report) -> Vec<(String, String)> {
         ));
         props.push((format!("rpo_seconds.{}", p.step), p.rpo_seconds.to_string()));
     }
+    for j in &r.objectives {
+        let name = format!("objective.{}", j.objective);
+        props.push((
+            format!("{name}.target_seconds"),
+            j.target_seconds.to_string(),
+        ));
+        props.push((
+            format!("{name}.result"),
+            format!("{:?}", j.status).to_lowercase(),
+        ));
+        if let Some(by) = j.missed_by_seconds {
+            props.push((format!("{name}.missed_by_seconds"), by.to_string()));
+        }
+    }
+    // Numbered from 1 in the report's order: one step may use several artifacts of one kind.
+    for (i, a) in r.artifacts.iter().enumerate() {
+        let name = format!("artifact.{}", i + 1);
+        if let Some(step) = &a.step {
+            props.push((format!("{name}.step"), step.clone()));
+        }
+        props.push((format!("{name}.kind"), a.kind.clone()));
+        for (field, value) in [
+            ("url", &a.source.url),
+            ("prefix", &a.source.prefix),
+            ("tag", &a.source.tag),
+        ] {
+            if let Some(v) = value {
+                props.push((format!("{name}.{field}"), v.clone()));
+            }
+        }
+        props.push((format!("{name}.digest"), a.digest.clone()));
+        if let Some(created) = &a.created {
+            props.push((format!("{name}.created"), created.clone()));
+        }
+    }
     props
 }
 

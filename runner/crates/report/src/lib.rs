@@ -1,9 +1,13 @@
 //! The run report: `report.json` (schema in docs/report.schema.json), `report.md` for an auditor, and
 //! `junit.xml` for CI systems.
 
+pub mod artifacts;
+pub mod history;
 mod junit;
 mod markdown;
+pub mod objectives;
 pub mod record;
+pub mod signature;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +51,15 @@ pub struct Report {
     /// Absent in reports written before sources were listed.
     #[serde(default)]
     pub recovery_points: Vec<RecoveryPoint>,
+    /// Each objective the workflow declares, its measurement and whether the run met it.
+    #[serde(default)]
+    pub objectives: Vec<objectives::Judged>,
+    /// Every artifact the run used, by digest: images the host restored, what plugins declared, the plugins.
+    #[serde(default)]
+    pub artifacts: Vec<artifacts::Artifact>,
+    /// What an auditor should know that did not fail the run (a missed objective not enforced).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub steps: Vec<StepRecord>,
     pub verifications: Vec<StepRecord>,
     pub teardown: Teardown,
@@ -91,6 +104,9 @@ impl Report {
             rto_seconds: record.rto_seconds,
             rpo_seconds: None,
             recovery_points: Vec::new(),
+            objectives: Vec::new(),
+            artifacts: Vec::new(),
+            warnings: Vec::new(),
             steps: record.steps,
             verifications: record.verifications,
             teardown: record.teardown,

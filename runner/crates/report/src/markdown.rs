@@ -3,7 +3,19 @@
 use std::fmt::Write;
 
 use super::{Report, seconds};
+use crate::artifacts::Witness;
+use crate::objectives::Status;
 use crate::record::{RecoveryFrom, StepRecord};
+
+/// Seconds to the millisecond (`0.001s`), for objectives, where 1ms can matter.
+fn seconds_exact(s: Option<f64>) -> String {
+    s.map_or_else(|| "-".to_string(), |s| format!("{s:.3}s"))
+}
+
+/// Text that goes into a table cell: no `|` or line break may end the cell early.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
 
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
@@ -41,6 +53,67 @@ pub fn render(r: &Report) -> String {
                 match p.from {
                     RecoveryFrom::Output => "output `recovery_point`",
                     RecoveryFrom::Image => "image `created`",
+                }
+            );
+        }
+    }
+    if !r.objectives.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Objectives\n\n| objective | target | measured | result |\n|---|---|---|---|"
+        );
+        for j in &r.objectives {
+            let result = match j.status {
+                Status::Met => "met".to_string(),
+                Status::Missed => format!(
+                    "**missed** by {}{}",
+                    seconds_exact(j.missed_by_seconds),
+                    if j.enforced { "" } else { " (not enforced)" }
+                ),
+                Status::Unmeasured => format!(
+                    "**unmeasured**{}",
+                    if j.enforced { "" } else { " (not enforced)" }
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {result} |",
+                j.objective.to_uppercase(),
+                seconds_exact(Some(j.target_seconds)),
+                seconds(j.measured_seconds),
+            );
+        }
+    }
+    if !r.warnings.is_empty() {
+        let _ = writeln!(out, "\n## Warnings\n");
+        for w in &r.warnings {
+            let _ = writeln!(out, "- {}", w.replace('\n', " "));
+        }
+    }
+    if !r.artifacts.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Artifacts\n\n| step | kind | source | digest | created | recorded by |\n|---|---|---|---|---|---|"
+        );
+        for a in &r.artifacts {
+            let mut source = a.source.url.clone().unwrap_or_default();
+            if let Some(prefix) = &a.source.prefix {
+                let _ = write!(source, " {prefix}");
+            }
+            if let Some(tag) = &a.source.tag {
+                let _ = write!(source, ":{tag}");
+            }
+            let _ = writeln!(
+                out,
+                "| {} | {} | `{}` | `{}` | {} | {} |",
+                a.step.as_deref().unwrap_or("-"),
+                a.kind,
+                cell(source.trim()),
+                cell(&a.digest),
+                a.created.as_deref().map_or("-".to_string(), cell),
+                match a.recorded_by {
+                    Witness::Host => "respawn",
+                    Witness::Plugin => "plugin",
                 }
             );
         }

@@ -35,10 +35,47 @@ pub struct Workflow {
     /// Verification steps; they run after every step in `steps` has succeeded.
     #[serde(default)]
     pub verify: Vec<Step>,
+    /// The recovery objectives a run is judged against; its report says met or missed for each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<Objectives>,
+    /// Whether a missed objective fails the run (the default) or is only reported as a warning (`false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives_enforce: Option<bool>,
     /// Id -> place, built on the first [`Workflow::step`]: the engine and validation look steps up by id for
     /// every step of a run, and a scan each time made a 10,000-step run quadratic.
     #[serde(skip)]
     index: std::sync::OnceLock<std::collections::HashMap<String, (Section, usize)>>,
+}
+
+/// Recovery time and recovery point objectives (`objectives: { rto: 15m, rpo: 5m }`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Objectives {
+    /// The longest the run may take from its start to the last passed verification.
+    #[serde(
+        default,
+        with = "duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rto: Option<Duration>,
+    /// The oldest the restored data may be at the run's start (its worst source).
+    #[serde(
+        default,
+        with = "duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rpo: Option<Duration>,
+}
+
+/// The largest objective a workflow may declare: an RTO or RPO beyond 30 days is a typo (`15h` meant as minutes)
+/// more often than a promise anyone audits, and a week-long nightly-backup RPO still fits well inside it.
+pub const MAX_OBJECTIVE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+impl Workflow {
+    /// Whether a missed objective fails the run: unless the workflow says `objectives_enforce: false`.
+    pub fn enforces_objectives(&self) -> bool {
+        self.objectives_enforce.unwrap_or(true)
+    }
 }
 
 impl Workflow {

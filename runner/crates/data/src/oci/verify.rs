@@ -28,6 +28,9 @@ pub struct VerifyReport {
     /// Manifests and indexes reached from `index.json`.
     pub manifests: usize,
     pub problems: Vec<BlobProblem>,
+    /// Each entry of `index.json`: its tag (`ref.name`), if any, and its digest, as a run's report names
+    /// the image it restored.
+    pub tagged: Vec<(Option<String>, String)>,
 }
 
 impl VerifyReport {
@@ -41,7 +44,14 @@ impl VerifyReport {
 /// blobs are listed in the report.
 pub async fn verify(store: &dyn ObjectStore, prefix: &str) -> Result<VerifyReport, OciError> {
     let index = read_index(store, prefix).await?;
-    let mut report = VerifyReport::default();
+    let mut report = VerifyReport {
+        tagged: index
+            .manifests
+            .iter()
+            .map(|d| (d.ref_name().map(str::to_string), d.digest.clone()))
+            .collect(),
+        ..VerifyReport::default()
+    };
     let blobs_prefix = layout_key(prefix, "blobs");
     let mut listed: Vec<String> = Vec::new();
     let mut listing = store.list(Some(&object_path(&blobs_prefix)?));

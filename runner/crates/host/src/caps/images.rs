@@ -164,14 +164,21 @@ async fn unpack(
                 step: v.ctx.step_id.clone(),
                 created,
             });
-        if let Some(journal) = v.ctx.run.journal.clone() {
-            let restored = respawn_journal::EventBody::ImageRestored {
-                step: v.ctx.step_id.clone(),
-                created: humantime::format_rfc3339_seconds(created).to_string(),
-            };
-            if let Err(e) = journal.append(restored).await {
-                tracing::error!(step = %v.ctx.step_id, "{e}");
-            }
+    }
+    // Every restored image is an artifact of the run, by digest, whether or not it has a `created` time.
+    if let Some(journal) = v.ctx.run.journal.clone() {
+        let restored = respawn_journal::EventBody::ImageRestored {
+            step: v.ctx.step_id.clone(),
+            created: report
+                .created
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+            store: Some(store.to_string()),
+            prefix: Some(prefix.to_string()),
+            tag: Some(tag.to_string()),
+            manifest_digest: Some(report.manifest_digest.clone()),
+        };
+        if let Err(e) = journal.append(restored).await {
+            tracing::error!(step = %v.ctx.step_id, "{e}");
         }
     }
     let created = report

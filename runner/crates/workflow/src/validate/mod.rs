@@ -108,6 +108,18 @@ impl Checker<'_> {
         if w.steps.is_empty() {
             self.at("steps", "a workflow needs at least one step under `steps`");
         }
+        let objectives = w.objectives.clone().unwrap_or_default();
+        for (name, value) in [("rto", objectives.rto), ("rpo", objectives.rpo)] {
+            if value.is_some_and(|d| d > super::MAX_OBJECTIVE) {
+                self.at(
+                    &format!("objectives.{name}"),
+                    format!(
+                        "objectives.{name} may be at most {}",
+                        Value::Time(super::MAX_OBJECTIVE)
+                    ),
+                );
+            }
+        }
     }
 
     fn params(&mut self) {

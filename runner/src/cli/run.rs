@@ -140,11 +140,13 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
         return Err(Invalid { diagnostics }.into());
     }
     let lock = LockFile::read(&loaded.path).map_err(|e| Usage(e.to_string()))?;
+    // Refusals that need no state store come before it is opened (and, for `file://`, created).
+    let secrets = setup::read_secrets(&loaded);
+    setup::check_secrets(&loaded, &secrets)?;
+    setup::check_params_hold_no_secret(&resolved, &secrets)?;
     let state_store = open_state(state.as_deref())?;
     let runtime = setup::runtime()?;
     let run_id = new_run_id();
-    let secrets = setup::read_secrets(&loaded);
-    setup::check_secrets(&loaded, &secrets)?;
     let journal = Arc::new(Journal::open(
         state_store,
         &run_id,

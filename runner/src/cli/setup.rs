@@ -52,6 +52,28 @@ pub fn check_secrets(
     Ok(())
 }
 
+/// Refuses a param whose value holds a secret's value, naming both (never the value). Params are journaled
+/// byte-exact in `run-started` (resume needs them as given) and printed in reports, so a secret passed as a param
+/// would be kept in clear; secrets reach plugins only through `secrets:` and a step's grant.
+pub fn check_params_hold_no_secret(
+    params: &BTreeMap<String, serde_json::Value>,
+    secrets: &BTreeMap<String, String>,
+) -> Result<(), super::Usage> {
+    for (param, value) in params {
+        let text = match value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if let Some((secret, _)) = secrets.iter().find(|(_, v)| text.contains(v.as_str())) {
+            return Err(super::Usage(format!(
+                "param `{param}` holds the value of secret `{secret}`: params are journaled and reported as given, \
+                 so a secret must reach a step through `secrets:` and its grant, never through a param"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A host for `loaded`; with `create_stores` false, nothing is created on disk.
 pub fn host_for(loaded: &LoadedWorkflow, create_stores: bool) -> anyhow::Result<Host> {
     host_with_progress(loaded, create_stores, None)

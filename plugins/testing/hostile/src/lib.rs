@@ -6,12 +6,14 @@ use serde_json::{Value, json};
 
 struct Hostile;
 
-const OPS: [&str; 15] = [
+const OPS: [&str; 17] = [
     "read-host-file",
     "write-outside",
     "http-not-allowed",
     "exec-not-granted",
     "exec-inject-loader",
+    "exec-args-outside-grant",
+    "exec-env-outside-grant",
     "store-outside-prefix",
     "leak-secret",
     "secret-not-granted",
@@ -69,6 +71,19 @@ impl Plugin for Hostile {
             "exec-inject-loader" => {
                 let out = respawn_plugin_sdk::exec::Command::new(&arg("program"))
                     .env("LD_PRELOAD", "/tmp/respawn-hostile.so")
+                    .output()?;
+                respawn_plugin_sdk::outputs(&json!({ "status": out.status }))
+            }
+            // A granted program with arguments, or an environment key, its grant entry does not allow.
+            "exec-args-outside-grant" => {
+                let out = respawn_plugin_sdk::exec::Command::new(&arg("program"))
+                    .args(["-c", "cat /etc/shadow"])
+                    .output()?;
+                respawn_plugin_sdk::outputs(&json!({ "status": out.status }))
+            }
+            "exec-env-outside-grant" => {
+                let out = respawn_plugin_sdk::exec::Command::new(&arg("program"))
+                    .env("PGSERVICEFILE", "/tmp/respawn-hostile.conf")
                     .output()?;
                 respawn_plugin_sdk::outputs(&json!({ "status": out.status }))
             }

@@ -109,6 +109,20 @@ async fn hostile_plugins_fail_only_their_own_step() {
             "exec",
         ),
         (
+            "exec-args-outside-grant",
+            json!({"program": "sh"}),
+            grants(r#"exec: [{ program: sh, args: ["-c", "echo *"] }]"#),
+            "denied",
+            "exec",
+        ),
+        (
+            "exec-env-outside-grant",
+            json!({"program": "sh"}),
+            grants("exec: [{ program: sh, env: [PGPASSWORD] }]"),
+            "denied",
+            "exec",
+        ),
+        (
             "store-outside-prefix",
             json!({"store": "backups", "key": "site-prod/secrets.tar"}),
             grants("stores: { backups: { access: read, prefix: site } }"),

@@ -87,7 +87,7 @@ fn workflow_examples_validate_and_plan() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut checked, mut planned) = (0, 0);
     for (file, line, body) in yaml_blocks() {
-        if !body.lines().any(|l| l.starts_with("respawn: 1")) {
+        if !body.lines().any(|l| l.starts_with("respawn: 1")) || is_fleet(&body) {
             continue;
         }
         // A plugin built by the reader (docs/writing-plugins.md) is exercised by the scaffold test instead.
@@ -152,6 +152,45 @@ fn workflow_examples_validate_and_plan() {
     }
     assert!(checked > 0, "no workflow example found in the docs");
     assert!(planned > 0, "no workflow example was planned");
+}
+
+/// A fleet file (its `fleet:` key at the top level) rather than a workflow.
+fn is_fleet(body: &str) -> bool {
+    body.lines().any(|l| l.starts_with("fleet:"))
+}
+
+/// Every fleet example is a fleet file of the repository, word for word, and `respawn fleet validate` passes it:
+/// its members' workflows, their locks and the members' params.
+#[test]
+fn fleet_examples_are_repository_fleets_that_validate() {
+    let mut checked = 0;
+    for (file, line, body) in yaml_blocks().into_iter().filter(|(_, _, b)| is_fleet(b)) {
+        let fleets = std::fs::read_dir(repo().join("workflows"))
+            .expect("workflows/")
+            .map(|e| e.expect("entry").path().join("fleet.yaml"))
+            .filter(|p| p.exists());
+        let same: Vec<PathBuf> = fleets
+            .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t == body))
+            .collect();
+        assert_eq!(
+            same.len(),
+            1,
+            "{file}:{line}: a fleet example must be a workflows/*/fleet.yaml of the repository, word for word"
+        );
+        let out = Command::new(bin())
+            .args(["fleet", "validate"])
+            .arg(&same[0])
+            .output()
+            .expect("run respawn");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{file}:{line}: the fleet does not validate:\n{}",
+            text(&out)
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no fleet example found in the docs");
 }
 
 /// Fragments are valid YAML, and every one-line `grants:` example is a step's grants.

@@ -85,7 +85,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
             takeover: args.takeover,
         }))
         .map_err(|e| match e {
-            JournalError::Fenced { .. } => anyhow::Error::from(Usage(format!(
+            JournalError::Fenced { .. } => anyhow::Error::from(Contended(format!(
                 "{e}: another runner resumed run `{run_id}` first"
             ))),
             other => other.into(),
@@ -238,7 +238,7 @@ pub(super) fn check_lease(
     let now = runtime.block_on(journal::store_now(store, &replayed.start.run_id))?;
     let silence = replayed.silence_at(now);
     if silence < replayed.lease() {
-        return Err(Usage(format!(
+        return Err(Contended(format!(
             "run `{}` is held by runner {}: its last event was {:.1}s ago, within its lease of {:.0}s. \
              If that runner is gone, pass --takeover (it will be stopped at its next write)",
             replayed.start.run_id,
@@ -250,6 +250,12 @@ pub(super) fn check_lease(
     }
     Ok(())
 }
+
+/// Another runner holds the run or got to it first: exit 2 for `resume` (the user asked for a run that is
+/// not theirs to take), retried later by `fleet run`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Contended(pub String);
 
 /// A run's status for `respawn runs`: `up` with its age while what a failover or kept drill made still runs.
 fn status_of(r: &Replayed) -> String {

@@ -22,6 +22,7 @@ macro_rules! out_raw {
 mod cache;
 mod durable;
 mod evidence;
+mod fleet;
 mod image;
 mod kept;
 mod lock;
@@ -107,6 +108,10 @@ pub enum Command {
     /// List and prune the compile cache of precompiled plugins.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Many recovery workflows at once: validate, run a member (a Kubernetes Indexed Job pod), run all locally,
+    /// write the Job manifest, report.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
 }
 
 /// Options shared by commands that take a workflow and params.
@@ -342,6 +347,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plugin(command) => plugin::run(command),
         Command::Store(command) => store::run(command),
         Command::Cache(command) => cache::run(command),
+        Command::Fleet(command) => fleet::run(command),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -353,7 +359,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 return ExitCode::from(exit::INVALID);
             }
             eprintln!("error: {}", error_chain(&err));
-            let code = if err.downcast_ref::<Usage>().is_some() {
+            let code = if err.downcast_ref::<Usage>().is_some()
+                || err.downcast_ref::<durable::Contended>().is_some()
+            {
                 exit::INVALID
             } else {
                 exit::RUN_FAILED
@@ -382,7 +390,7 @@ pub struct Usage(pub String);
 
 /// `err` and its causes, joined with `: `, leaving out a cause whose text the message already holds (object_store
 /// errors repeat their source in their own text, so `{:#}` printed the same failure three times).
-fn error_chain(err: &anyhow::Error) -> String {
+pub(crate) fn error_chain(err: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in err.chain() {
         let text = cause.to_string();

@@ -28,6 +28,7 @@ pub fn drill(args: RunArgs) -> anyhow::Result<u8> {
         state: args.state,
         no_progress: args.no_progress,
         sign_key: args.sign_key,
+        run_id: None,
     };
     execute(&args.target, Mode::Drill, options)
 }
@@ -40,19 +41,28 @@ pub fn failover(args: FailoverArgs) -> anyhow::Result<u8> {
         state: args.state,
         no_progress: args.no_progress,
         sign_key: args.sign_key,
+        run_id: None,
     };
     execute(&args.target, Mode::Failover, options)
 }
 
-struct Options {
-    keep: bool,
-    yes: bool,
-    report_dir: Option<PathBuf>,
-    state: Option<String>,
-    no_progress: bool,
+pub struct Options {
+    pub keep: bool,
+    pub yes: bool,
+    pub report_dir: Option<PathBuf>,
+    pub state: Option<String>,
+    pub no_progress: bool,
     /// `--sign-key`: where the key that signs the report comes from.
-    sign_key: Option<String>,
+    pub sign_key: Option<String>,
+    /// The run's id, when the caller names it (a fleet member's); else a new one.
+    pub run_id: Option<String>,
 }
+
+/// The run id was taken: another runner stored the first event of a run with this id first (two processes
+/// started one fleet member at once). Nothing was done.
+#[derive(Debug, thiserror::Error)]
+#[error("run `{0}` was started by another runner at the same moment; this one did nothing")]
+pub struct RunIdTaken(pub String);
 
 /// Confirms approval gates with `--yes` or on the terminal; refuses without either.
 pub struct TerminalApprover {
@@ -102,7 +112,7 @@ fn ask_on_terminal(step: &str, question: &str) -> Result<String, String> {
 
 /// A run id: its UTC start to the second (so ids sort by start), then 24 random bits so that two runs started in
 /// the same second on different machines do not collide.
-fn new_run_id() -> String {
+pub fn new_run_id() -> String {
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         .to_string()
         .replace([':', '-'], "");
@@ -113,7 +123,7 @@ fn new_run_id() -> String {
     )
 }
 
-fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Result<u8> {
+pub fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Result<u8> {
     let Options {
         keep,
         yes,
@@ -121,6 +131,7 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
         state,
         no_progress,
         sign_key,
+        run_id,
     } = options;
     // A key that cannot be read stops the run before anything is done, not after the drill.
     let sign_key = sign_key
@@ -146,7 +157,7 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
     setup::check_params_hold_no_secret(&resolved, &secrets)?;
     let state_store = open_state(state.as_deref())?;
     let runtime = setup::runtime()?;
-    let run_id = new_run_id();
+    let run_id = run_id.unwrap_or_else(new_run_id);
     let journal = Arc::new(Journal::open(
         state_store,
         &run_id,
@@ -178,7 +189,10 @@ fn execute(target: &WorkflowParams, mode: Mode, options: Options) -> anyhow::Res
     // The run exists once its first event is stored; nothing has been done before that.
     runtime
         .block_on(journal.append(EventBody::RunStarted(Box::new(started))))
-        .map_err(|e| anyhow::anyhow!("cannot start the journal: {e}"))?;
+        .map_err(|e| match e {
+            respawn::journal::JournalError::Fenced { .. } => RunIdTaken(run_id.clone()).into(),
+            other => anyhow::anyhow!("cannot start the journal: {other}"),
+        })?;
     let spec = RunSpec {
         loaded: &loaded,
         params: resolved.clone(),

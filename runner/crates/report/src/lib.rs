@@ -2,6 +2,7 @@
 //! `junit.xml` for CI systems.
 
 pub mod artifacts;
+pub mod fleet;
 pub mod history;
 mod junit;
 mod markdown;

@@ -3,6 +3,7 @@
 //! Nothing here knows about wasmtime, tokio or object stores (see `docs/architecture.md`).
 
 pub mod expr;
+pub mod fleet;
 pub mod load;
 pub mod lock;
 mod mode;

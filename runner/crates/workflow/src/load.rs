@@ -39,7 +39,7 @@ pub fn load_file(path: &Path) -> Result<LoadedWorkflow, Invalid> {
     let meta =
         std::fs::metadata(path).map_err(|e| at_start(format!("cannot read workflow: {e}")))?;
     if meta.len() > MAX_WORKFLOW_BYTES {
-        return Err(at_start(too_big(meta.len() as usize)));
+        return Err(at_start(too_big("workflow", meta.len() as usize)));
     }
     let bytes = std::fs::read(path).map_err(|e| at_start(format!("cannot read workflow: {e}")))?;
     load_bytes(path, bytes)
@@ -50,16 +50,35 @@ pub fn load_str(path: &Path, text: &str) -> Result<LoadedWorkflow, Invalid> {
     load_bytes(path, text.as_bytes().to_vec())
 }
 
-fn too_big(len: usize) -> String {
-    format!("workflow is {len} bytes; the limit is {MAX_WORKFLOW_BYTES} bytes")
+fn too_big(kind: &str, len: usize) -> String {
+    format!("{kind} is {len} bytes; the limit is {MAX_WORKFLOW_BYTES} bytes")
 }
 
 pub fn load_bytes(path: &Path, bytes: Vec<u8>) -> Result<LoadedWorkflow, Invalid> {
+    let (workflow, source) = parse_document::<Workflow>(path, &bytes, "workflow")?;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    Ok(LoadedWorkflow {
+        path: path.to_path_buf(),
+        bytes,
+        sha256,
+        workflow,
+        source,
+    })
+}
+
+/// Parses one YAML document of a respawn file (`kind` names it in messages: `workflow`, `fleet`) into `T`, with
+/// the positions of its nodes. Structural problems (size, encoding, syntax, types, unknown fields, repeated keys,
+/// a second document) are reported here, each at its `file:line:col`.
+pub fn parse_document<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+    kind: &str,
+) -> Result<(T, SourceMap), Invalid> {
     let err = |pos: Pos, m: String| Invalid::one(Diagnostic::new(path, pos, m));
     if bytes.len() as u64 > MAX_WORKFLOW_BYTES {
-        return Err(err(Pos::START, too_big(bytes.len())));
+        return Err(err(Pos::START, too_big(kind, bytes.len())));
     }
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
         let valid = &bytes[..e.valid_up_to()];
         let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
         let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
@@ -67,12 +86,12 @@ pub fn load_bytes(path: &Path, bytes: Vec<u8>) -> Result<LoadedWorkflow, Invalid
             .chars()
             .count()
             + 1;
-        err(Pos { line, col }, "workflow is not valid UTF-8".to_string())
+        err(Pos { line, col }, format!("{kind} is not valid UTF-8"))
     })?;
     let empty = || {
         err(
             Pos::START,
-            "workflow is empty; expected a mapping with `respawn: 1`".to_string(),
+            format!("{kind} is empty; expected a mapping with `respawn: 1`"),
         )
     };
     if text.trim().is_empty() {
@@ -84,26 +103,21 @@ pub fn load_bytes(path: &Path, bytes: Vec<u8>) -> Result<LoadedWorkflow, Invalid
     if source.is_empty_document() {
         return Err(empty());
     }
-    let workflow: Workflow = match serde_yaml::from_str(text) {
-        Ok(w) => w,
-        Err(e) => {
-            return Err(Invalid {
-                diagnostics: yaml_diagnostics(path, &e, &source),
-            });
-        }
-    };
-    let sha256 = hex::encode(Sha256::digest(&bytes));
-    Ok(LoadedWorkflow {
-        path: path.to_path_buf(),
-        bytes,
-        sha256,
-        workflow,
-        source,
-    })
+    match serde_yaml::from_str(text) {
+        Ok(value) => Ok((value, source)),
+        Err(e) => Err(Invalid {
+            diagnostics: yaml_diagnostics(path, &e, &source, kind),
+        }),
+    }
 }
 
 /// The problems behind a serde_yaml error, each at the best position known.
-fn yaml_diagnostics(path: &Path, e: &serde_yaml::Error, source: &SourceMap) -> Vec<Diagnostic> {
+fn yaml_diagnostics(
+    path: &Path,
+    e: &serde_yaml::Error,
+    source: &SourceMap,
+    kind: &str,
+) -> Vec<Diagnostic> {
     let mut diags: Vec<Diagnostic> = source
         .duplicate_keys
         .iter()
@@ -119,7 +133,7 @@ fn yaml_diagnostics(path: &Path, e: &serde_yaml::Error, source: &SourceMap) -> V
         diags.push(Diagnostic::new(
             path,
             pos,
-            "a second YAML document starts here; a workflow file holds exactly one document",
+            format!("a second YAML document starts here; a {kind} file holds exactly one document"),
         ));
     } else if diags.is_empty() || !is_duplicate_error(&message) {
         // serde_yaml's own duplicate error points at the mapping, not at the key: the ones above replace it.

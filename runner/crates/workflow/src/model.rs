@@ -355,7 +355,7 @@ mod duration {
     }
 }
 
-mod duration_opt {
+pub(crate) mod duration_opt {
     use super::*;
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         super::duration::deserialize(d).map(Some)

@@ -98,6 +98,57 @@ fn fleet_local_runs_members_k_at_a_time_and_reports_failures_first() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(runs_of(dir, "loc1").len(), 3, "{:?}", runs_of(dir, "loc1"));
 
+    // A member whose journal was altered is not resumed or rerun (exit 2: fail the index), and the fleet report
+    // shows it failed with why instead of failing as a whole.
+    let first = dir.join("state/runs/loc1.3/events/000000000001");
+    let altered = String::from_utf8(std::fs::read(&first).unwrap())
+        .unwrap()
+        .replacen("\"restore\"", "\"restorf\"", 1);
+    std::fs::write(&first, altered).unwrap();
+    let out = respawn(
+        dir,
+        &[
+            "fleet",
+            "run",
+            "fleet.yaml",
+            "--index",
+            "3",
+            "--fleet-run",
+            "loc1",
+            "--state",
+            &state,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("does not verify"), "{}", text(&out));
+    let out = respawn(
+        dir,
+        &[
+            "fleet", "report", "loc1", "--state", &state, "--format", "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    check_against_schema(&report);
+    let search = report["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "search")
+        .unwrap();
+    assert_eq!(
+        (&search["name"], &search["status"]),
+        (&"search".into(), &"failed".into()),
+        "{report:#}"
+    );
+    assert!(
+        search["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not verify"),
+        "{search}"
+    );
+
     // The same fleet run with a changed fleet file is refused before anything runs.
     std::fs::write(dir.join("fleet.yaml"), fleet.replace("0.1.0", "0.1.1")).unwrap();
     let out = respawn(

@@ -264,7 +264,16 @@ fn run_or_resume(
     let fleet_run = &args.id.fleet_run;
     let waited = Instant::now();
     loop {
-        let found = runtime.block_on(latest_run(store, fleet_run, args.index))?;
+        // A journal that does not read or verify is not retried into: the index fails with why (exit 2).
+        let found = runtime
+            .block_on(latest_run(store, fleet_run, args.index))
+            .map_err(|e| -> anyhow::Error {
+                if e.is_usage() {
+                    Usage(e.to_string()).into()
+                } else {
+                    e.into()
+                }
+            })?;
         let standing = standing(&found);
         let (attempt, run_id) = match &found {
             Found::Run {

@@ -63,7 +63,7 @@ pub fn build(
     let loaded = runtime.block_on(super::recorded_fleet(store, fleet_run))?;
     let mut members: Vec<MemberResult> = Vec::with_capacity(loaded.fleet.members.len());
     for (index, m) in loaded.fleet.members.iter().enumerate() {
-        let found = runtime.block_on(latest_run(store, fleet_run, index))?;
+        let found = runtime.block_on(latest_run(store, fleet_run, index));
         let mut result = MemberResult {
             index,
             name: m.name.clone(),
@@ -78,6 +78,17 @@ pub fn build(
             rpo_seconds: None,
             teardown: None,
             error: None,
+        };
+        let found = match found {
+            Ok(found) => found,
+            // One member's untrustworthy journal is that member's failure, not the report's.
+            Err(e) if e.is_usage() => {
+                result.status = MemberStatus::Failed;
+                result.error = Some(e.to_string());
+                members.push(result);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
         };
         let standing = standing(&found);
         if let Found::Run {

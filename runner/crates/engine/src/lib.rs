@@ -15,6 +15,7 @@ pub mod after;
 mod attempts;
 pub mod driver;
 pub mod evidence;
+pub mod fleet;
 pub mod plan;
 pub mod recovery;
 pub mod resume;

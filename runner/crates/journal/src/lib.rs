@@ -7,6 +7,7 @@
 
 pub mod chain;
 pub mod event;
+pub mod fleet;
 pub mod replay;
 mod writer;
 

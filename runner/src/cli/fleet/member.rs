@@ -12,13 +12,12 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use respawn::data::object_store::ObjectStore;
 use respawn::engine::Mode;
-use respawn::journal::{self, JournalError, replay::Replayed};
-use respawn::report::record::Outcome;
+use respawn::journal::fleet::{Found, MAX_RUNS, Standing, latest_run, member_run_id, standing};
 use respawn::workflow::fleet::{LoadedFleet, MemberMode};
 
 use super::super::run::{self as runs, RunIdTaken};
 use super::super::{ResumeArgs, Usage, WorkflowParams, durable, exit, setup};
-use super::{FleetRunId, member_run_id};
+use super::FleetRunId;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -49,78 +48,6 @@ pub struct RunArgs {
     /// How long to wait for another runner's lease on this member's run to lapse before exiting 3.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "5m")]
     pub lease_wait: Duration,
-}
-
-/// Runs after which a member stops starting new ones (each earlier one interrupted and torn down).
-const MAX_RUNS: u32 = 100;
-
-/// A member's run as the journal has it.
-pub enum Found {
-    None,
-    /// The member's latest run: which one, its id and what it says.
-    Run {
-        attempt: u32,
-        run_id: String,
-        stored: Vec<respawn::journal::chain::StoredEvent>,
-        replayed: Box<Replayed>,
-    },
-}
-
-/// The latest run of member `index`: its runs are numbered, and a later one exists only once an earlier one
-/// was interrupted and torn down.
-pub async fn latest_run(
-    store: &Arc<dyn ObjectStore>,
-    fleet_run: &str,
-    index: usize,
-) -> Result<Found, JournalError> {
-    let mut found = Found::None;
-    for attempt in 1..=MAX_RUNS {
-        let run_id = member_run_id(fleet_run, index, attempt);
-        match journal::read_run(store, &run_id).await {
-            Ok((stored, replayed)) => {
-                found = Found::Run {
-                    attempt,
-                    run_id,
-                    stored,
-                    replayed: Box::new(replayed),
-                }
-            }
-            Err(JournalError::NoSuchRun { .. }) => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(found)
-}
-
-/// How a member's run stands, for starting it and for the members that need it.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Standing {
-    NotStarted,
-    /// Unfinished, or an interrupted failover: resume it.
-    Resumable,
-    Passed,
-    Failed,
-    /// Interrupted and torn down: the member starts a new run.
-    TornDown,
-    /// Someone is destroying what it left.
-    Destroying,
-}
-
-pub fn standing(found: &Found) -> Standing {
-    let Found::Run { replayed: r, .. } = found else {
-        return Standing::NotStarted;
-    };
-    if r.destroying && !r.destroy_failed && r.destroyed_at.is_none() {
-        return Standing::Destroying;
-    }
-    if r.resumable() {
-        return Standing::Resumable;
-    }
-    match r.finished.as_ref().map(|f| f.outcome) {
-        Some(Outcome::Passed) => Standing::Passed,
-        Some(Outcome::Failed) => Standing::Failed,
-        _ => Standing::TornDown,
-    }
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {

@@ -68,15 +68,6 @@ pub fn check_fleet_run_id(id: &str) -> Result<(), Usage> {
     Ok(())
 }
 
-/// The id of the `attempt`-th run (from 1) of member `index`.
-pub fn member_run_id(fleet_run: &str, index: usize, attempt: u32) -> String {
-    if attempt <= 1 {
-        format!("{fleet_run}.{index}")
-    } else {
-        format!("{fleet_run}.{index}.{attempt}")
-    }
-}
-
 /// Where a fleet run's fleet file is kept in the state store.
 fn fleet_key(fleet_run: &str) -> object_store::path::Path {
     object_store::path::Path::from(format!("fleets/{fleet_run}/fleet.yaml"))

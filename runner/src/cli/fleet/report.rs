@@ -5,13 +5,12 @@ use std::sync::Arc;
 
 use clap::Args;
 use respawn::data::object_store::ObjectStore;
-use respawn::engine::resume::report_from_journal;
-use respawn::report::fleet::{FleetReport, MemberResult, MemberStatus};
-use respawn::report::record::StepStatus;
+use respawn::engine::fleet;
+use respawn::report::fleet::{FleetReport, MemberResult};
 
 use super::super::run as runs;
 use super::super::{exit, setup};
-use super::member::{Found, Standing, latest_run, standing};
+use respawn::journal::fleet::latest_run;
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -64,107 +63,11 @@ pub fn build(
     let mut members: Vec<MemberResult> = Vec::with_capacity(loaded.fleet.members.len());
     for (index, m) in loaded.fleet.members.iter().enumerate() {
         let found = runtime.block_on(latest_run(store, fleet_run, index));
-        let mut result = MemberResult {
-            index,
-            name: m.name.clone(),
-            mode: m.mode.as_str().to_string(),
-            status: MemberStatus::NotStarted,
-            workflow: None,
-            run_id: None,
-            runs: 0,
-            started_at: None,
-            finished_at: None,
-            rto_seconds: None,
-            rpo_seconds: None,
-            teardown: None,
-            error: None,
-        };
-        let found = match found {
-            Ok(found) => found,
+        let result = match found {
+            Ok(found) => fleet::member_result(index, m, &found, &members)?,
             // One member's untrustworthy journal is that member's failure, not the report's.
-            Err(e) if e.is_usage() => {
-                result.status = MemberStatus::Failed;
-                result.error = Some(e.to_string());
-                members.push(result);
-                continue;
-            }
+            Err(e) if e.is_usage() => fleet::unreadable(index, m, &e),
             Err(e) => return Err(e.into()),
-        };
-        let standing = standing(&found);
-        if let Found::Run {
-            attempt,
-            run_id,
-            stored,
-            replayed,
-        } = &found
-        {
-            let start = &replayed.start;
-            result.workflow = Some(format!(
-                "{}@{}",
-                start.workflow.name, start.workflow.version
-            ));
-            result.run_id = Some(run_id.clone());
-            result.runs = *attempt;
-            result.started_at = Some(start.started_at.clone());
-            if let Some(r) = report_from_journal(stored, replayed)? {
-                result.finished_at = Some(r.finished_at.clone());
-                result.rto_seconds = r.rto_seconds;
-                result.rpo_seconds = r.rpo_seconds;
-                result.teardown = Some(r.teardown.status.clone());
-                result.error = r
-                    .steps
-                    .iter()
-                    .chain(&r.verifications)
-                    .chain(&r.teardown.steps)
-                    .find(|s| s.status == StepStatus::Failed)
-                    .map(|s| {
-                        let message = s.error.as_ref().map_or("failed", |e| e.message.as_str());
-                        format!("step `{}`: {message}", s.id)
-                    })
-                    .or_else(|| {
-                        // No step failed: a missed objective, or an interrupt, ended the run.
-                        let missed: Vec<String> = r
-                            .objectives
-                            .iter()
-                            .filter(|j| {
-                                j.enforced && j.status != respawn::report::objectives::Status::Met
-                            })
-                            .map(|j| j.describe())
-                            .collect();
-                        (r.outcome != respawn::report::record::Outcome::Passed).then(|| {
-                            if missed.is_empty() {
-                                let outcome = format!("{:?}", r.outcome).to_lowercase();
-                                format!(
-                                    "run {run_id} {outcome}; `respawn report {run_id}` shows why"
-                                )
-                            } else {
-                                missed.join("; ")
-                            }
-                        })
-                    });
-            }
-        }
-        result.status = match standing {
-            Standing::Passed => MemberStatus::Passed,
-            Standing::Failed => MemberStatus::Failed,
-            Standing::TornDown => MemberStatus::Interrupted,
-            Standing::Resumable | Standing::Destroying => MemberStatus::Running,
-            Standing::NotStarted => {
-                // Needs name earlier members, whose results are already known.
-                let failed_need = m.needs.iter().find(|need| {
-                    members.iter().any(|o| {
-                        &o.name == *need
-                            && matches!(o.status, MemberStatus::Failed | MemberStatus::Blocked)
-                    })
-                });
-                match failed_need {
-                    Some(need) => {
-                        result.error = Some(format!("needs `{need}`, which did not pass"));
-                        MemberStatus::Blocked
-                    }
-                    None => MemberStatus::NotStarted,
-                }
-            }
         };
         members.push(result);
     }

@@ -100,11 +100,22 @@ fn fleet_local_runs_members_k_at_a_time_and_reports_failures_first() {
 
     // A member whose journal was altered is not resumed or rerun (exit 2: fail the index), and the fleet report
     // shows it failed with why instead of failing as a whole.
-    let first = dir.join("state/runs/loc1.3/events/000000000001");
-    let altered = String::from_utf8(std::fs::read(&first).unwrap())
+    let events_dir = dir.join("state/runs/loc1.3/events");
+    let mut files: Vec<_> = std::fs::read_dir(&events_dir)
         .unwrap()
-        .replacen("\"restore\"", "\"restorf\"", 1);
-    std::fs::write(&first, altered).unwrap();
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let step_event = files
+        .iter()
+        .find(|p| {
+            String::from_utf8_lossy(&std::fs::read(p).unwrap()).contains("\"step\":\"restore\"")
+        })
+        .expect("an event of step `restore`");
+    let altered = String::from_utf8(std::fs::read(step_event).unwrap())
+        .unwrap()
+        .replacen("\"step\":\"restore\"", "\"step\":\"restorf\"", 1);
+    std::fs::write(step_event, altered).unwrap();
     let out = respawn(
         dir,
         &[

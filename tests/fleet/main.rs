@@ -112,7 +112,15 @@ pub fn events(dir: &Path, run_id: &str) -> Vec<Value> {
     paths.sort();
     paths
         .iter()
-        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        // An event file holds one event, or several on lines of their own when they were stored together.
+        .flat_map(|p| {
+            std::fs::read(p)
+                .unwrap()
+                .split(|b| *b == b'\n')
+                .filter(|line| !line.is_empty())
+                .map(|line| serde_json::from_slice(line).unwrap())
+                .collect::<Vec<Value>>()
+        })
         .collect()
 }
 

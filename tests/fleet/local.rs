@@ -213,6 +213,15 @@ fn bad_fleets_and_bad_invocations_exit_2_with_the_place() {
     assert!(t.contains("--param nope"), "{t}");
     assert!(t.contains("fleet.yaml:9:15: member `b`"), "{t}");
 
+    // `respawn validate` on a fleet file says which command checks it.
+    let out = respawn(dir, &["validate", "fleet.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("respawn fleet validate fleet.yaml"),
+        "{}",
+        text(&out)
+    );
+
     // An unlocked member workflow is refused, naming its lock.
     std::fs::remove_file(dir.join("svc/respawn.lock")).unwrap();
     let lone = "respawn: 1\nfleet: f\nversion: 1.0.0\nmembers:\n  - name: a\n    workflow: svc/recover.yaml\n    params: { service: a }\n";

@@ -16,6 +16,16 @@ pub struct ValidateArgs {
 /// Checks the file, loads every plugin (checking `respawn.lock` when there is one) and checks each `uses`
 /// against the operations the plugin exports.
 pub fn run(args: ValidateArgs) -> anyhow::Result<u8> {
+    if let Ok(text) = std::fs::read_to_string(&args.workflow)
+        && text.lines().any(|l| l.starts_with("fleet:"))
+        && !text.lines().any(|l| l.starts_with("steps:"))
+    {
+        let path = args.workflow.display();
+        return Err(super::Usage(format!(
+            "{path} is a fleet file (it has `fleet:`); check it with `respawn fleet validate {path}`"
+        ))
+        .into());
+    }
     let loaded = workflow::load_file(&args.workflow)?;
     let lock = match LockFile::read(&loaded.path) {
         Ok(lock) => Some(lock),

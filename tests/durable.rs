@@ -85,10 +85,18 @@ fn event_paths(state: &Path, run_id: &str) -> Vec<PathBuf> {
     paths
 }
 
+/// The events of a run, in order: an event file holds one event, or several on lines of their own when they
+/// were appended while the journal was writing.
 fn events(state: &Path, run_id: &str) -> Vec<serde_json::Value> {
     event_paths(state, run_id)
         .iter()
-        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .flat_map(|p| {
+            let bytes = std::fs::read(p).unwrap();
+            bytes
+                .split(|b| *b == b'\n')
+                .map(|line| serde_json::from_slice(line).unwrap())
+                .collect::<Vec<serde_json::Value>>()
+        })
         .collect()
 }
 

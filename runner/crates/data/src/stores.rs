@@ -114,6 +114,20 @@ fn cloud_request_retries() -> object_store::RetryConfig {
     }
 }
 
+/// The directory a `file://` store URL names (relative paths against `base_dir`, as [`open_store`] resolves
+/// them), for writers that can put a large object in place by renaming a file they built beside it. `None` for
+/// every other store.
+pub fn local_root(url: &str, base_dir: &Path) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("file://").filter(|r| !r.is_empty())?;
+    let dir = if Path::new(rest).is_absolute() {
+        Path::new(rest).to_path_buf()
+    } else {
+        base_dir.join(rest)
+    };
+    // The same path object_store's local store resolves keys against.
+    dir.canonicalize().ok()
+}
+
 fn open_raw(
     url: &str,
     base_dir: &Path,

@@ -85,10 +85,18 @@ fn event_paths(state: &Path, run_id: &str) -> Vec<PathBuf> {
     paths
 }
 
+/// The events of a run, in order: an event file holds one event, or several on lines of their own when they
+/// were appended while the journal was writing.
 fn events(state: &Path, run_id: &str) -> Vec<serde_json::Value> {
     event_paths(state, run_id)
         .iter()
-        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .flat_map(|p| {
+            let bytes = std::fs::read(p).unwrap();
+            bytes
+                .split(|b| *b == b'\n')
+                .map(|line| serde_json::from_slice(line).unwrap())
+                .collect::<Vec<serde_json::Value>>()
+        })
         .collect()
 }
 
@@ -344,19 +352,24 @@ fn audit_verify_names_an_altered_a_removed_and_a_reordered_event() {
     );
 
     let paths = event_paths(&state, &run_id);
+    // A file is named by its first event's number; events stored together follow on lines of their own.
+    let first_seq =
+        |p: &PathBuf| -> usize { p.file_name().unwrap().to_str().unwrap().parse().unwrap() };
     // Hand-edit a step result: a failure turned into a success, say.
-    let victim = paths
+    let (file, line) = paths
         .iter()
-        .position(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .contains("\"step-finished\"")
+        .enumerate()
+        .find_map(|(i, p)| {
+            let text = std::fs::read_to_string(p).unwrap();
+            let line = text.lines().position(|l| l.contains("\"step-finished\""))?;
+            Some((i, line))
         })
         .unwrap();
-    let original = std::fs::read_to_string(&paths[victim]).unwrap();
+    let victim = first_seq(&paths[file]) + line;
+    let original = std::fs::read_to_string(&paths[file]).unwrap();
     std::fs::write(
-        &paths[victim],
-        original.replace("\"attempts\":1", "\"attempts\":2"),
+        &paths[file],
+        original.replacen("\"attempts\":1", "\"attempts\":2", 1),
     )
     .unwrap();
     let tampered = audit();
@@ -366,12 +379,12 @@ fn audit_verify_names_an_altered_a_removed_and_a_reordered_event() {
         "{}",
         text(&tampered)
     );
-    std::fs::write(&paths[victim], &original).unwrap();
+    std::fs::write(&paths[file], &original).unwrap();
 
     // Remove one.
     let removed = std::fs::read(&paths[3]).unwrap();
     std::fs::remove_file(&paths[3]).unwrap();
-    assert!(text(&audit()).contains("event 3 is missing"));
+    assert!(text(&audit()).contains(&format!("event {} is missing", first_seq(&paths[3]))));
     std::fs::write(&paths[3], &removed).unwrap();
 
     // Swap two.

@@ -268,8 +268,14 @@ fn a_signed_report_verifies_and_a_one_byte_edit_fails_naming_which() {
         );
         std::fs::write(&path, original).unwrap();
     }
-    let event = dir.join(format!(".respawn/state/runs/{run}/events/000000000003"));
-    edit_one_byte(&event, "\"at\":\"2", "\"at\":\"3");
+    // Event 3 is in its own file, or on a line of the file of an earlier event it was stored with.
+    let events = dir.join(format!(".respawn/state/runs/{run}/events"));
+    let event = std::fs::read_dir(&events)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("{\"seq\":3,")))
+        .expect("event 3 is stored");
+    edit_one_byte(&event, "{\"seq\":3,\"at\":\"2", "{\"seq\":3,\"at\":\"3");
     let bad = audit(&dir, &run, "drill-key.pub.pem");
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
     assert!(

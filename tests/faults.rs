@@ -39,9 +39,16 @@ fn journal(dir: &Path, state: &str) -> Vec<serde_json::Value> {
         .map(|e| e.unwrap().path())
         .collect();
     paths.sort();
+    // One event a file, or several on lines of their own when they were appended while the journal was writing.
     paths
         .iter()
-        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .flat_map(|p| {
+            let bytes = std::fs::read(p).unwrap();
+            bytes
+                .split(|b| *b == b'\n')
+                .map(|line| serde_json::from_slice(line).unwrap())
+                .collect::<Vec<serde_json::Value>>()
+        })
         .collect()
 }
 

@@ -604,3 +604,108 @@ async fn compare_does_not_follow_symlinks_in_the_restored_tree() {
         .unwrap();
     assert!(report.mismatches.is_empty(), "{report:?}");
 }
+
+/// A directory larger than the layer size is cut into several layers: still reproducible (the same digests
+/// whether the layers were renamed into a local store or streamed to it), each layer extracts on its own (the
+/// directories above its first entry come with it), and together they restore the tree.
+#[tokio::test]
+async fn a_large_directory_is_cut_into_reproducible_layers() {
+    let dir = site();
+    for i in 0..12u8 {
+        let body: String = (0..20_000)
+            .map(|n| char::from(b'a' + ((n * 7 + usize::from(i)) % 26) as u8))
+            .collect();
+        write(
+            &dir.join(format!("data/d{}/f{i:02}.txt", i % 3)),
+            &body,
+            0o640,
+        );
+    }
+    let options = oci::PackOptions {
+        layer_bytes: 50_000,
+        ..oci::PackOptions::default()
+    };
+    let (one, two) = (tmp("split-one"), tmp("split-two"));
+    let local = one.canonicalize().unwrap();
+    let renamed = oci::pack_with(store(&one).as_ref(), Some(&local), "", &dir, "v1", options)
+        .await
+        .unwrap();
+    let streamed = oci::pack_with(store(&two).as_ref(), None, "", &dir, "v1", options)
+        .await
+        .unwrap();
+    assert!(renamed.layers.len() >= 4, "{:?}", renamed.layers);
+    assert_eq!(renamed.manifest_digest, streamed.manifest_digest);
+    let digests = |r: &oci::PackReport| {
+        r.layers
+            .iter()
+            .map(|l| l.digest.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(digests(&renamed), digests(&streamed));
+    assert_eq!(
+        renamed.layers.iter().map(|l| l.entries).sum::<u64>(),
+        renamed.entries
+    );
+    for layer in &renamed.layers {
+        let mode = fs::metadata(blob_path(&one, &layer.digest))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o644,
+            "a renamed layer is readable like any stored object"
+        );
+    }
+    // Nothing of the build is left beside the layout.
+    let stray: Vec<_> = fs::read_dir(&one)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".respawn-pack"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+    assert!(respawn(&["image", "verify", &url(&one)]).status.success());
+
+    let dest = tmp("split-dest").join("restored");
+    let report = unpack(store(&one).as_ref(), "", "v1", &dest).await.unwrap();
+    assert_eq!(report.layers, renamed.layers.len());
+    for i in 0..12u8 {
+        let rel = format!("data/d{}/f{i:02}.txt", i % 3);
+        assert_eq!(
+            fs::read(dest.join(&rel)).unwrap(),
+            fs::read(dir.join(&rel)).unwrap()
+        );
+        let mode = fs::metadata(dest.join(&rel)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640, "{rel}");
+    }
+    assert_eq!(
+        fs::read_link(dest.join("data/deep/index.html")).unwrap(),
+        Path::new("../../index.html")
+    );
+    assert!(dest.join("empty").is_dir());
+
+    // Each layer extracts on its own: every directory above an entry is in the same layer.
+    for layer in &renamed.layers {
+        let tar = zstd::decode_all(&fs::read(blob_path(&one, &layer.digest)).unwrap()[..]).unwrap();
+        let mut archive = tar::Archive::new(&tar[..]);
+        let names: Vec<PathBuf> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().components().collect())
+            .collect();
+        for name in &names {
+            for above in name
+                .ancestors()
+                .skip(1)
+                .filter(|p| !p.as_os_str().is_empty())
+            {
+                assert!(
+                    names.iter().any(|n| n == above),
+                    "{} is above {} but not in its layer: {names:?}",
+                    above.display(),
+                    name.display()
+                );
+            }
+        }
+    }
+}

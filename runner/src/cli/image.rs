@@ -7,7 +7,7 @@ use std::sync::Arc;
 use respawn::data::DataError;
 use respawn::data::object_store::ObjectStore;
 use respawn::data::oci::{self, OciError};
-use respawn::data::stores::open_store_with;
+use respawn::data::stores::{local_root, open_store_with};
 
 use super::{Compression, ImageCommand, Usage, exit, setup};
 
@@ -40,7 +40,19 @@ fn pack(dir: &Path, url: &str, tag: &str, compression: Compression) -> anyhow::R
         Compression::Zstd => oci::LayerCompression::Zstd,
         Compression::Gzip => oci::LayerCompression::Gzip,
     };
-    let packed = setup::runtime()?.block_on(oci::pack(store.as_ref(), "", dir, tag, compression));
+    let options = oci::PackOptions {
+        compression,
+        ..oci::PackOptions::default()
+    };
+    let local = local_root(url, &std::env::current_dir()?);
+    let packed = setup::runtime()?.block_on(oci::pack_with(
+        store.as_ref(),
+        local.as_deref(),
+        "",
+        dir,
+        tag,
+        options,
+    ));
     let report = match packed {
         Ok(report) => report,
         Err(e @ OciError::BadTag { .. }) => return Err(Usage(e.to_string()).into()),
@@ -54,12 +66,14 @@ fn pack(dir: &Path, url: &str, tag: &str, compression: Compression) -> anyhow::R
     }
     out!("tag:      {}", report.tag);
     out!("manifest: {}", report.manifest_digest);
-    out!(
-        "layer:    {} ({} bytes, {} entries)",
-        report.layer_digest,
-        report.layer_size,
-        report.entries
-    );
+    for layer in &report.layers {
+        out!(
+            "layer:    {} ({} bytes, {} entries)",
+            layer.digest,
+            layer.size,
+            layer.entries
+        );
+    }
     out!("created:  {}", report.created);
     Ok(exit::OK)
 }

@@ -114,6 +114,20 @@ fn cloud_request_retries() -> object_store::RetryConfig {
     }
 }
 
+/// The directory a `file://` store URL names (relative paths against `base_dir`, as [`open_store`] resolves
+/// them), for writers that can put a large object in place by renaming a file they built beside it. `None` for
+/// every other store.
+pub fn local_root(url: &str, base_dir: &Path) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("file://").filter(|r| !r.is_empty())?;
+    let dir = if Path::new(rest).is_absolute() {
+        Path::new(rest).to_path_buf()
+    } else {
+        base_dir.join(rest)
+    };
+    // The same path object_store's local store resolves keys against.
+    dir.canonicalize().ok()
+}
+
 fn open_raw(
     url: &str,
     base_dir: &Path,
@@ -389,14 +403,16 @@ pub struct CopyResult {
 }
 
 /// Streams `from_key` into `to_key`, hashing as the bytes flow. Memory stays bounded by the multipart chunk
-/// size. With `expected_sha256`, a mismatch aborts the upload, so no object is left at `to_key`.
+/// size. With `expected_sha256`, a mismatch aborts the upload, so no object is left at `to_key`. Progress (bytes,
+/// the object's size, `what`) goes to `progress` and, when stderr is not a terminal, to the log every few seconds.
 pub async fn copy_blob(
     from: &dyn ObjectStore,
     from_key: &str,
     to: &dyn ObjectStore,
     to_key: &str,
     expected_sha256: Option<&str>,
-    mut progress: impl FnMut(u64),
+    what: &str,
+    progress: Option<crate::progress::ProgressFn>,
 ) -> Result<CopyResult, DataError> {
     let src = object_path(from_key)?;
     let dst = object_path(to_key)?;
@@ -406,6 +422,7 @@ pub async fn copy_blob(
         },
         other => DataError::Store(other),
     })?;
+    let meter = crate::progress::Meter::new(what, Some(got.meta.size), progress);
     let mut stream = crate::body_stream(got);
     let mut writer = WriteMultipart::new(to.put_multipart(&dst).await?);
     let mut hasher = Sha256::new();
@@ -420,7 +437,7 @@ pub async fn copy_blob(
         };
         hasher.update(&chunk);
         bytes += chunk.len() as u64;
-        progress(bytes);
+        meter.add(chunk.len() as u64);
         // Backpressure: at most a few parts in flight.
         if let Err(e) = writer.wait_for_capacity(4).await {
             let _ = writer.abort().await;
@@ -517,7 +534,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let ok = copy_blob(&src, "a/blob", &dst, "b/blob", None, |_| {})
+        let ok = copy_blob(&src, "a/blob", &dst, "b/blob", None, "copy", None)
             .await
             .unwrap();
         assert_eq!(ok.bytes, 5);
@@ -525,9 +542,17 @@ mod tests {
             ok.sha256,
             "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
         );
-        let err = copy_blob(&src, "a/blob", &dst, "c/blob", Some("sha256:00"), |_| {})
-            .await
-            .unwrap_err();
+        let err = copy_blob(
+            &src,
+            "a/blob",
+            &dst,
+            "c/blob",
+            Some("sha256:00"),
+            "copy",
+            None,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, DataError::DigestMismatch { .. }), "{err}");
         assert!(
             dst.head(&object_path("c/blob").unwrap()).await.is_err(),

@@ -5,6 +5,8 @@
 //! apply or verify outputs (`artifacts`, checked when the step ran by [`check_declared`]); the plugins the run
 //! loaded come last, by sha256.
 
+use std::collections::HashMap;
+
 use respawn_journal::replay::Replayed;
 use respawn_report::artifacts::{self, Artifact, Source, Witness};
 use respawn_report::record::{StepRecord, StepStatus};
@@ -15,9 +17,18 @@ use crate::{Phase, StepCall, StepError, StepResult};
 /// Every artifact the run used, in the report's order; `records` are the steps' and verifications' records.
 pub fn artifacts(r: &Replayed, records: &[&StepRecord], workflow: &Workflow) -> Vec<Artifact> {
     let mut out = Vec::new();
+    // By step id, so each step looks up its own (a scan per step made a 10,000-step report quadratic).
+    let mut images: HashMap<&str, Vec<_>> = HashMap::new();
+    for image in &r.images_restored {
+        images.entry(image.step.as_str()).or_default().push(image);
+    }
+    let mut succeeded: HashMap<&str, Vec<&StepRecord>> = HashMap::new();
+    for s in records.iter().filter(|s| s.status == StepStatus::Succeeded) {
+        succeeded.entry(s.id.as_str()).or_default().push(s);
+    }
     let ids = workflow.steps.iter().chain(&workflow.verify).map(|s| &s.id);
     for id in ids {
-        for image in r.images_restored.iter().filter(|i| &i.step == id) {
+        for image in images.get(id.as_str()).into_iter().flatten() {
             let url = image
                 .store
                 .as_ref()
@@ -43,29 +54,29 @@ pub fn artifacts(r: &Replayed, records: &[&StepRecord], workflow: &Workflow) -> 
                 .get(name)
                 .map(|url| artifacts::without_credentials(&beside(&r.start.workflow.path, url)))
         };
-        let declared = records
-            .iter()
-            .filter(|s| &s.id == id && s.status == StepStatus::Succeeded)
-            .flat_map(|s| match artifacts::declared(id, &s.outputs["outputs"]) {
-                // A workflow store named by the plugin is shown as its URL.
-                Ok(found) => found
-                    .into_iter()
-                    .map(|mut a| {
-                        if let Some(name) = a.source.store.take() {
-                            a.source.url = a.source.url.or_else(|| store_url(&name));
-                            if a.source.url.is_none() {
-                                a.source.store = Some(name);
+        let declared =
+            succeeded.get(id.as_str()).into_iter().flatten().flat_map(
+                |s| match artifacts::declared(id, &s.outputs["outputs"]) {
+                    // A workflow store named by the plugin is shown as its URL.
+                    Ok(found) => found
+                        .into_iter()
+                        .map(|mut a| {
+                            if let Some(name) = a.source.store.take() {
+                                a.source.url = a.source.url.or_else(|| store_url(&name));
+                                if a.source.url.is_none() {
+                                    a.source.store = Some(name);
+                                }
                             }
-                        }
-                        a
-                    })
-                    .collect(),
-                Err(why) => {
-                    // Checked when the step ran; a journal from an older runner may hold one that is not.
-                    tracing::warn!(step = %id, "artifacts not listed: {why}");
-                    Vec::new()
-                }
-            });
+                            a
+                        })
+                        .collect(),
+                    Err(why) => {
+                        // Checked when the step ran; a journal from an older runner may hold one that is not.
+                        tracing::warn!(step = %id, "artifacts not listed: {why}");
+                        Vec::new()
+                    }
+                },
+            );
         out.extend(declared);
     }
     for plugin in r.start.plugins.values() {

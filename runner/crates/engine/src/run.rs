@@ -277,12 +277,19 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
             }
             tokio::select! {
                 done = running.join_next_with_id() => {
-                    let Some(record) = done.and_then(|d| self.joined(&graph, phase, d)) else { continue };
-                    self.journal_finished(phase, &record).await;
-                    if let Some(at) = graph.position(&record.id) {
-                        settled.push((at, record.status == StepStatus::Succeeded));
+                    // Every step that has ended by now: their step-finished events are stored together (one
+                    // object when the journal is busy), and only then may their dependents start.
+                    let mut ended: Vec<StepRecord> = done.and_then(|d| self.joined(&graph, phase, d)).into_iter().collect();
+                    while let Some(more) = running.try_join_next_with_id() {
+                        ended.extend(self.joined(&graph, phase, more));
                     }
-                    records.insert(record.id.clone(), record);
+                    self.journal_all_finished(phase, ended.iter()).await;
+                    for record in ended {
+                        if let Some(at) = graph.position(&record.id) {
+                            settled.push((at, record.status == StepStatus::Succeeded));
+                        }
+                        records.insert(record.id.clone(), record);
+                    }
                 }
                 _ = cancel.changed() => {}
             }
@@ -604,6 +611,16 @@ impl<E: StepExecutor + 'static> Runner<'_, '_, E> {
 
     fn resumed_approval(&self, id: &str) -> Option<String> {
         self.spec.resume.as_ref()?.approvals.get(id).cloned()
+    }
+
+    /// Records the final results of steps that ended together, appended at once so that the journal stores them
+    /// in as few writes as it can; returns when all are stored (or the journal is lost).
+    pub(crate) async fn journal_all_finished<'r>(
+        &self,
+        phase: Phase,
+        records: impl Iterator<Item = &'r StepRecord>,
+    ) {
+        futures::future::join_all(records.map(|r| self.journal_finished(phase, r))).await;
     }
 
     /// Records a step's final result in this phase; a step that never reached a plugin is not journaled

@@ -490,10 +490,8 @@ async fn scheduling_grows_linearly_with_a_deep_graph() {
     let n = 200;
     let small = drill(n).await;
     let large = drill(4 * n).await;
-    assert!(
-        small.wakeups >= n as u64 && small.nodes >= n as u64,
-        "{small:?}"
-    );
+    // A wake-up settles every step that has ended by then, so there may be fewer wake-ups than steps.
+    assert!(small.wakeups > 0 && small.nodes >= n as u64, "{small:?}");
     for (name, a, b) in [
         ("steps examined", small.nodes, large.nodes),
         ("wake-ups", small.wakeups, large.wakeups),

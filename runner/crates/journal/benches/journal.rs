@@ -3,6 +3,8 @@
 //! - `append_file`: one heartbeat event appended to a `file://` state store (JSON encode, sha256, an exclusive
 //!   create of a new file).
 //! - `append_memory`: the same on `memory://`, i.e. the journal's own CPU cost without the filesystem.
+//! - `append_file_64_at_once`: 64 events appended at once to a `file://` store, as 64 steps ending together
+//!   do: group commit stores them in a few objects, not 64.
 //! - `audit_1000_file`: read, chain-check and replay a 1,000-event journal from a `file://` store (what
 //!   `resume`, `runs` and `audit verify` do per run).
 //!
@@ -73,6 +75,24 @@ fn append_file(bencher: Bencher) {
 fn append_memory(bencher: Bencher) {
     let journal = journal_on("memory://");
     bencher.bench_local(|| RT.block_on(journal.append(EventBody::Heartbeat)).unwrap());
+}
+
+#[divan::bench(sample_count = 30, sample_size = 5)]
+fn append_file_64_at_once(bencher: Bencher) {
+    let journal = std::sync::Arc::new(journal_on(&format!("file://{}", DIR.path().display())));
+    bencher.bench_local(|| {
+        RT.block_on(async {
+            let appends: Vec<_> = (0..64)
+                .map(|_| {
+                    let journal = journal.clone();
+                    tokio::spawn(async move { journal.append(EventBody::Heartbeat).await })
+                })
+                .collect();
+            for append in appends {
+                append.await.unwrap().unwrap();
+            }
+        })
+    });
 }
 
 #[divan::bench(sample_count = 10, sample_size = 1)]

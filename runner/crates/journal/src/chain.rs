@@ -52,22 +52,47 @@ pub async fn read_all(
     }
     keyed.sort_by_key(|(seq, _, _)| *seq);
     // In key order, several at once: every finished run's report is rendered from its journal read back, and a
-    // large run's journal on a cloud store is tens of thousands of small objects.
-    futures::stream::iter(keyed)
+    // large run's journal on a cloud store is thousands of small objects.
+    let objects: Vec<Vec<StoredEvent>> = futures::stream::iter(keyed)
         .map(|(key_seq, location, modified)| async move {
             let bytes = store.get(&location).await?.bytes().await?;
-            let sha256 = hex::encode(Sha256::digest(&bytes));
-            Ok(StoredEvent {
-                key_seq,
-                bytes,
-                sha256,
-                stored_at: Some(modified.into()),
-            })
+            Ok(split_object(key_seq, &bytes, Some(modified.into())))
         })
         .buffered(READ_CONCURRENCY)
         .try_collect()
         .await
-        .map_err(store_err)
+        .map_err(store_err)?;
+    Ok(objects.into_iter().flatten().collect())
+}
+
+/// The events of one stored object: one, or several separated by newlines (appended together while an earlier
+/// write was in flight). The object's key is its first event's number, so the others are numbered on from it;
+/// [`verify`] checks every number against the event's own `seq`.
+pub fn split_object(
+    key_seq: u64,
+    bytes: &bytes::Bytes,
+    stored_at: Option<std::time::SystemTime>,
+) -> Vec<StoredEvent> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, end) in bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(at, _)| at)
+        .chain([bytes.len()])
+        .enumerate()
+    {
+        let line = bytes.slice(start..end);
+        start = end + 1;
+        out.push(StoredEvent {
+            key_seq: key_seq + i as u64,
+            sha256: hex::encode(Sha256::digest(&line)),
+            bytes: line,
+            stored_at,
+        });
+    }
+    out
 }
 
 /// Events fetched at once when a journal is read back: enough to hide a cloud store's per-request latency, few

@@ -1,6 +1,6 @@
 //! Appending to a run's journal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use respawn_data::object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, oneshot, watch};
 
-use super::event::{Event, EventBody};
+use super::event::EventBody;
 use super::{JournalError, event_key};
 use respawn_report::now_rfc3339;
 
@@ -67,7 +67,26 @@ struct Head {
     prev: Option<String>,
 }
 
+/// An appended event waiting for the object that will hold it.
+struct Pending {
+    body: EventBody,
+    done: oneshot::Sender<Result<String, JournalError>>,
+}
+
+/// The most events one object holds. Batches form only from appends made while a write is in flight, so this
+/// bounds the object a burst makes (a thousand steps finishing at once), not the latency of a lone event.
+pub const MAX_BATCH_EVENTS: usize = 1024;
+
+/// A batch stops taking events once its object reaches this size: an object is read whole on resume and audit,
+/// and one event may itself be near a MiB (a workflow's text, a step's outputs).
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+
 /// The writer of one run's journal, owned by one runner process.
+///
+/// Events are stored in order, each chained to the one before, in objects written with `PutMode::Create` at
+/// `runs/RUN_ID/events/SEQ`, where SEQ is the object's first event. An object holds one event, or several
+/// (each compact JSON, separated by newlines) when they were appended while the previous object was being
+/// written; an append returns only once the object holding its event is stored.
 pub struct Journal {
     inner: Arc<Inner>,
 }
@@ -77,7 +96,10 @@ struct Inner {
     run_id: String,
     runner: String,
     redactor: Redactor,
+    /// Held by the one flush writing at a time.
     head: Mutex<Head>,
+    /// Events appended and not yet taken by a flush, in the order they were appended.
+    queue: std::sync::Mutex<VecDeque<Pending>>,
     /// Set once a write failed; every later write fails at once, and the run stops.
     lost: watch::Sender<Option<String>>,
     fenced: AtomicBool,
@@ -108,6 +130,7 @@ impl Journal {
                 runner: runner_id(),
                 redactor,
                 head: Mutex::new(Head { next_seq, prev }),
+                queue: std::sync::Mutex::new(VecDeque::new()),
                 lost: watch::channel(None).0,
                 fenced: false.into(),
                 epoch: 1,
@@ -147,14 +170,20 @@ impl Journal {
         &self.inner.redactor
     }
 
-    /// Writes the next event and returns its sha256. Fails with [`JournalError::Fenced`] when another runner
-    /// already wrote that sequence number, and with every later call once any write failed.
+    /// Writes the next event and returns its sha256 once it is stored. Fails with [`JournalError::Fenced`] when
+    /// another runner already wrote that sequence number, and with every later call once any write failed.
     ///
     /// The write runs on its own task: a caller cancelled mid-write (an interrupted step) cannot leave an
-    /// event stored but not counted, which would make the next write collide with it.
+    /// event stored but not counted, which would make the next write collide with it. Events appended while
+    /// another write is in flight are stored together in the next object.
     pub async fn append(&self, body: EventBody) -> Result<String, JournalError> {
+        let (done, stored) = oneshot::channel();
+        if let Ok(mut queue) = self.inner.queue.lock() {
+            queue.push_back(Pending { body, done });
+        }
         let inner = self.inner.clone();
-        match tokio::spawn(async move { inner.append(body).await }).await {
+        tokio::spawn(async move { inner.flush().await });
+        match stored.await {
             Ok(result) => result,
             Err(e) => Err(JournalError::Corrupt {
                 run_id: self.inner.run_id.clone(),
@@ -238,29 +267,132 @@ impl Journal {
 }
 
 impl Inner {
-    async fn append(&self, body: EventBody) -> Result<String, JournalError> {
+    /// Writes what is queued, oldest first, as one object (up to [`MAX_BATCH_EVENTS`] events or about
+    /// [`MAX_BATCH_BYTES`]); returns at once when an earlier flush already took everything.
+    ///
+    /// Every append spawns one flush, and each flush takes at least one event while any is queued, so no event
+    /// is left behind. The head lock makes flushes one at a time: while one object is being written, the next
+    /// appends queue up and go out together in the next object (group commit). No two writes are ever in flight:
+    /// a runner that lost the race for key n must never have written n+1.
+    async fn flush(&self) {
         let mut head = self.head.lock().await;
-        if let Some(why) = self.lost.borrow().clone() {
-            return Err(if self.fenced.load(Ordering::SeqCst) {
-                JournalError::Fenced {
-                    run_id: self.run_id.clone(),
-                    seq: head.next_seq,
+        let mut batch: Vec<(u64, String, Pending)> = Vec::new();
+        let mut bytes: Vec<u8> = Vec::new();
+        let first_seq = head.next_seq;
+        let mut prev = head.prev.clone();
+        while batch.len() < MAX_BATCH_EVENTS && bytes.len() < MAX_BATCH_BYTES {
+            let Some(pending) = self.queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+                break;
+            };
+            if let Some(why) = self.lost.borrow().clone() {
+                let seq = first_seq + batch.len() as u64;
+                let _ = pending.done.send(Err(self.lost_error(seq, &why)));
+                continue;
+            }
+            let seq = first_seq + batch.len() as u64;
+            let line = match self.encode(seq, prev.clone(), &pending.body) {
+                Ok(line) => line,
+                Err(e) => {
+                    let _ = pending.done.send(Err(e));
+                    continue;
                 }
-            } else {
-                JournalError::Corrupt {
-                    run_id: self.run_id.clone(),
-                    message: format!("the journal was lost earlier: {why}"),
-                }
-            });
+            };
+            let hash = hex::encode(Sha256::digest(&line));
+            if !bytes.is_empty() {
+                bytes.push(b'\n');
+            }
+            bytes.extend_from_slice(&line);
+            tracing::trace!(run = %self.run_id, seq, kind = pending.body.kind(), "journaling");
+            prev = Some(hash.clone());
+            batch.push((seq, hash, pending));
         }
-        let event = Event {
-            seq: head.next_seq,
+        if batch.is_empty() {
+            return;
+        }
+        let key = respawn_data::object_store::path::Path::from(event_key(&self.run_id, first_seq));
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let sent = Instant::now();
+        let outcome = self
+            .store
+            .put_opts(&key, PutPayload::from(bytes), options)
+            .await;
+        match outcome {
+            Ok(_) => {
+                head.next_seq += batch.len() as u64;
+                head.prev = prev;
+                if let Ok(mut last) = self.last_write_sent.lock() {
+                    *last = sent;
+                }
+                for (_, hash, pending) in batch {
+                    let _ = pending.done.send(Ok(hash));
+                }
+            }
+            Err(respawn_data::object_store::Error::AlreadyExists { .. }) => {
+                self.fenced.store(true, Ordering::SeqCst);
+                let err = JournalError::Fenced {
+                    run_id: self.run_id.clone(),
+                    seq: first_seq,
+                };
+                self.lost.send_replace(Some(err.to_string()));
+                for (seq, _, pending) in batch {
+                    let _ = pending.done.send(Err(JournalError::Fenced {
+                        run_id: self.run_id.clone(),
+                        seq,
+                    }));
+                }
+            }
+            Err(source) => {
+                let err = JournalError::Store {
+                    run_id: self.run_id.clone(),
+                    source,
+                };
+                let why = err.to_string();
+                self.lost.send_replace(Some(why.clone()));
+                let mut batch = batch.into_iter();
+                if let Some((_, _, pending)) = batch.next() {
+                    let _ = pending.done.send(Err(err));
+                }
+                for (seq, _, pending) in batch {
+                    let _ = pending.done.send(Err(self.lost_error(seq, &why)));
+                }
+            }
+        }
+    }
+
+    /// The error of an event that cannot be written because the journal was lost (taken over, or the store
+    /// failed).
+    fn lost_error(&self, seq: u64, why: &str) -> JournalError {
+        if self.fenced.load(Ordering::SeqCst) {
+            JournalError::Fenced {
+                run_id: self.run_id.clone(),
+                seq,
+            }
+        } else {
+            JournalError::Corrupt {
+                run_id: self.run_id.clone(),
+                message: format!("the journal was lost earlier: {why}"),
+            }
+        }
+    }
+
+    /// The event's stored bytes: compact JSON, so it holds no raw newline and a batch can be split on them.
+    fn encode(
+        &self,
+        seq: u64,
+        prev: Option<String>,
+        body: &EventBody,
+    ) -> Result<Vec<u8>, JournalError> {
+        let event = EventRef {
+            seq,
             at: now_rfc3339(),
-            runner: self.runner.clone(),
-            prev: head.prev.clone(),
+            runner: &self.runner,
+            prev,
             body,
         };
-        let kind = event.body.kind();
+        let kind = body.kind();
         let mut value = serde_json::to_value(&event).map_err(|e| JournalError::Corrupt {
             run_id: self.run_id.clone(),
             message: format!("cannot encode a {kind} event: {e}"),
@@ -269,50 +401,23 @@ impl Inner {
         // params and times, which the user wrote: resume re-checks the text against its sha256, so a secret value
         // that happens to occur in the workflow must not change it (secrets shorter than 4 characters are refused
         // at validation, so this cannot expose a value that also occurs by chance).
-        if !matches!(event.body, EventBody::RunStarted(_)) {
+        if !matches!(body, EventBody::RunStarted(_)) {
             self.redactor.redact(&mut value);
         }
-        let bytes = serde_json::to_vec(&value).unwrap_or_default();
-        let hash = hex::encode(Sha256::digest(&bytes));
-        let key = respawn_data::object_store::path::Path::from(event_key(&self.run_id, event.seq));
-        let options = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        let sent = Instant::now();
-        match self
-            .store
-            .put_opts(&key, PutPayload::from(bytes), options)
-            .await
-        {
-            Ok(_) => {
-                tracing::trace!(run = %self.run_id, seq = event.seq, kind, "journaled");
-                head.next_seq += 1;
-                head.prev = Some(hash.clone());
-                if let Ok(mut last) = self.last_write_sent.lock() {
-                    *last = sent;
-                }
-                Ok(hash)
-            }
-            Err(respawn_data::object_store::Error::AlreadyExists { .. }) => {
-                self.fenced.store(true, Ordering::SeqCst);
-                let err = JournalError::Fenced {
-                    run_id: self.run_id.clone(),
-                    seq: event.seq,
-                };
-                self.lost.send_replace(Some(err.to_string()));
-                Err(err)
-            }
-            Err(source) => {
-                let err = JournalError::Store {
-                    run_id: self.run_id.clone(),
-                    source,
-                };
-                self.lost.send_replace(Some(err.to_string()));
-                Err(err)
-            }
-        }
+        Ok(serde_json::to_vec(&value).unwrap_or_default())
     }
+}
+
+/// An [`Event`] borrowing its body, so a queued body is encoded without a copy.
+#[derive(serde::Serialize)]
+struct EventRef<'a> {
+    seq: u64,
+    at: String,
+    runner: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev: Option<String>,
+    #[serde(flatten)]
+    body: &'a EventBody,
 }
 
 /// `host:pid:random`: tells runners apart in the journal and in `respawn runs`.
@@ -391,6 +496,101 @@ mod tests {
         assert!(why.contains("lease"), "{why}");
         let err = journal.append(EventBody::Heartbeat).await.unwrap_err();
         assert!(err.to_string().contains("lease"), "{err}");
+    }
+
+    /// Events appended while a write is in flight go out together in one object, chained and numbered on from
+    /// its key; resume and audit read them back as separate events. A lone event is an object of its own, in
+    /// the same bytes as before batching existed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_appended_during_a_write_are_stored_together_and_read_back_apart() {
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(respawn_data::object_store::memory::InMemory::new());
+        let journal = Arc::new(Journal::open(
+            store.clone(),
+            "run-1",
+            Redactor::default(),
+            0,
+            None,
+        ));
+        let first = journal.append(EventBody::Heartbeat).await.unwrap();
+        // A write in flight: hold the head, as a flush does while the store works.
+        let held = journal.inner.head.lock().await;
+        let appends: Vec<_> = (0..50)
+            .map(|_| {
+                let journal = journal.clone();
+                tokio::spawn(async move { journal.append(EventBody::Heartbeat).await })
+            })
+            .collect();
+        while journal.inner.queue.lock().unwrap().len() < 50 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        let mut hashes = Vec::new();
+        for append in appends {
+            hashes.push(append.await.unwrap().unwrap());
+        }
+        let listed: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(store.list(None))
+            .await
+            .unwrap();
+        assert_eq!(
+            listed.len(),
+            2,
+            "one object for the lone event, one for the 50: {listed:?}"
+        );
+        let stored = crate::chain::read_all(&store, "run-1").await.unwrap();
+        assert_eq!(crate::chain::verify(&stored).unwrap().len(), 51);
+        assert_eq!(stored[0].sha256, first);
+        // Concurrent appends are stored in the order they were queued; each learns its own event's hash.
+        let mut got: Vec<String> = stored.iter().skip(1).map(|e| e.sha256.clone()).collect();
+        got.sort();
+        hashes.sort();
+        assert_eq!(got, hashes);
+        let lone: serde_json::Value = serde_json::from_slice(&stored[0].bytes).unwrap();
+        let parsed: crate::Event = serde_json::from_value(lone.clone()).unwrap();
+        assert_eq!(
+            serde_json::to_vec(&parsed).unwrap(),
+            stored[0].bytes.to_vec()
+        );
+        assert!(stored.iter().all(|e| e.stored_at.is_some()));
+        // The next event goes to the key after the batch.
+        journal.append(EventBody::Heartbeat).await.unwrap();
+        let stored = crate::chain::read_all(&store, "run-1").await.unwrap();
+        assert_eq!(crate::chain::verify(&stored).unwrap().len(), 52);
+    }
+
+    /// A batch that loses the race for its key fails every event in it, and stores none of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_that_loses_the_race_for_its_key_fails_whole() {
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(respawn_data::object_store::memory::InMemory::new());
+        let journal = Arc::new(Journal::open(
+            store.clone(),
+            "run-1",
+            Redactor::default(),
+            0,
+            None,
+        ));
+        let head = journal.append(EventBody::Heartbeat).await.unwrap();
+        let other = Journal::open(store.clone(), "run-1", Redactor::default(), 1, Some(head));
+        let held = journal.inner.head.lock().await;
+        let appends: Vec<_> = (0..10)
+            .map(|_| {
+                let journal = journal.clone();
+                tokio::spawn(async move { journal.append(EventBody::Heartbeat).await })
+            })
+            .collect();
+        while journal.inner.queue.lock().unwrap().len() < 10 {
+            tokio::task::yield_now().await;
+        }
+        other.append(EventBody::Heartbeat).await.unwrap();
+        drop(held);
+        for append in appends {
+            let err = append.await.unwrap().unwrap_err();
+            assert!(matches!(err, JournalError::Fenced { .. }), "{err}");
+        }
+        assert!(journal.is_fenced());
+        let stored = crate::chain::read_all(&store, "run-1").await.unwrap();
+        assert_eq!(crate::chain::verify(&stored).unwrap().len(), 2);
     }
 
     #[test]

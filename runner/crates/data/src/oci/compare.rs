@@ -1,5 +1,6 @@
 //! Checking a restored directory against its image: every regular file the image would leave (after whiteouts)
-//! must exist in the directory with the same sha256. Used by verification after a restore.
+//! must exist in the directory with the same sha256. Used by verification after a restore; reports progress as
+//! a restore does.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -13,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::pipeline::{copy_through, decode_in_threads};
 use super::walk::{Fail, Kind, io_at, resolves_inside, walk};
 use super::{OciError, fetch_blob, resolve};
+use crate::progress::{Counted, Meter, ProgressFn};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompareReport {
@@ -29,15 +31,37 @@ pub async fn compare(
     tag: &str,
     dir: &Path,
 ) -> Result<CompareReport, OciError> {
+    compare_with_progress(store, prefix, tag, dir, None).await
+}
+
+/// [`compare`], reporting bytes, totals and throughput to `progress` (and to the log every few seconds when
+/// stderr is not a terminal), as a restore does: the layers fetched, then read (of their compressed size), then
+/// the restored files hashed (of the image's file bytes).
+pub async fn compare_with_progress(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    tag: &str,
+    dir: &Path,
+    progress: Option<ProgressFn>,
+) -> Result<CompareReport, OciError> {
     let image = resolve(store, prefix, tag).await?;
+    let total: u64 = image.manifest.layers.iter().map(|l| l.size).sum();
+    let name = if tag.is_empty() { prefix } else { tag };
+    let fetching = Meter::new(format!("fetching {name}"), Some(total), progress.clone());
+    let reading = Meter::new(format!("reading {name}"), Some(total), progress.clone());
     let mut expected = Expected::default();
     for layer in &image.manifest.layers {
         let mut file = tempfile::tempfile().map_err(|e| OciError::io("the layer spool file", e))?;
         fetch_blob(store, prefix, layer, |chunk| {
+            fetching.add(chunk.len() as u64);
             file.write_all(chunk).map_err(|e| OciError::io("spool", e))
         })
         .await?;
         let digest = layer.digest.clone();
+        let file = Counted {
+            inner: file,
+            meter: reading.clone(),
+        };
         expected = tokio::task::spawn_blocking(move || {
             expected.apply_layer(file, &digest).map(|()| expected)
         })
@@ -45,16 +69,21 @@ pub async fn compare(
         .map_err(|e| OciError::io("comparing", io::Error::other(e)))??;
     }
     let expected = expected.files()?;
+    let bytes: u64 = expected.values().map(|(_, size)| size).sum();
+    let comparing = Meter::new(format!("comparing {name}"), Some(bytes), progress);
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let checked = expected.len() as u64;
-        let expected: Vec<(PathBuf, String)> = expected.into_iter().collect();
+        let expected: Vec<(PathBuf, String)> = expected
+            .into_iter()
+            .map(|(path, (digest, _))| (path, digest))
+            .collect();
         // Files are hashed on every core, each thread taking every n-th file; the report keeps path order.
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut bad: Vec<usize> = std::thread::scope(|s| {
             let workers: Vec<_> = (0..threads)
                 .map(|t| {
-                    let (dir, expected) = (&dir, &expected);
+                    let (dir, expected, meter) = (&dir, &expected, &comparing);
                     s.spawn(move || {
                         let mut buf = vec![0u8; crate::body::CHUNK];
                         let mut bad = Vec::new();
@@ -63,7 +92,7 @@ pub async fn compare(
                             // Never read through a symlink: a restored tree whose directory became a link to
                             // elsewhere does not match its image, whatever the file there holds.
                             let ok = real_parents(dir, rel)
-                                && file_sha256(&dir.join(rel), &mut buf)
+                                && file_sha256(&dir.join(rel), &mut buf, meter)
                                     .is_ok_and(|got| &got == want);
                             if !ok {
                                 bad.push(i);
@@ -98,8 +127,8 @@ pub async fn compare(
 /// What a path of the final tree holds, as far as the comparison cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Node {
-    /// A regular file with its sha256.
-    File(String),
+    /// A regular file with its sha256 and size.
+    File(String, u64),
     Symlink(PathBuf),
     Dir,
 }
@@ -113,7 +142,7 @@ struct Expected {
 }
 
 impl Expected {
-    fn apply_layer(&mut self, file: File, layer: &str) -> Result<(), OciError> {
+    fn apply_layer(&mut self, file: Counted<File>, layer: &str) -> Result<(), OciError> {
         let reader = super::unpack::decompressed(file).map_err(|e| OciError::Layer {
             layer: layer.to_string(),
             why: e.to_string(),
@@ -154,8 +183,8 @@ impl Expected {
             Kind::Dir => Node::Dir,
             Kind::File => {
                 let mut hasher = Sha256::new();
-                io::copy(entry, &mut HashWriter(&mut hasher)).map_err(io_at(rel))?;
-                Node::File(hex::encode(hasher.finalize()))
+                let size = io::copy(entry, &mut HashWriter(&mut hasher)).map_err(io_at(rel))?;
+                Node::File(hex::encode(hasher.finalize()), size)
             }
             Kind::Symlink(target) => {
                 let parent = rel.parent().unwrap_or(Path::new(""));
@@ -170,7 +199,7 @@ impl Expected {
             Kind::HardLink(source) => {
                 self.no_symlink_above(&source)?;
                 match self.tree.get(&source) {
-                    Some(Node::File(digest)) => Node::File(digest.clone()),
+                    Some(Node::File(digest, size)) => Node::File(digest.clone(), *size),
                     _ => {
                         return Err(Fail::Refuse(format!(
                             "hard link target `{}` is not a regular file inside the destination",
@@ -209,7 +238,7 @@ impl Expected {
                         p.display()
                     )));
                 }
-                Some(Node::File(_)) => {
+                Some(Node::File(..)) => {
                     return Err(Fail::Refuse(format!(
                         "`{}` is not a directory",
                         p.display()
@@ -230,9 +259,9 @@ impl Expected {
         }
     }
 
-    /// Every regular file of the final tree with its sha256, once every symlink is checked again against the
-    /// final tree (a later entry may have changed what a target resolves through), as unpack does.
-    fn files(self) -> Result<BTreeMap<PathBuf, String>, OciError> {
+    /// Every regular file of the final tree with its sha256 and size, once every symlink is checked again
+    /// against the final tree (a later entry may have changed what a target resolves through), as unpack does.
+    fn files(self) -> Result<BTreeMap<PathBuf, (String, u64)>, OciError> {
         for (rel, node) in &self.tree {
             if let Node::Symlink(target) = node
                 && !resolves_inside(
@@ -255,7 +284,7 @@ impl Expected {
             .tree
             .into_iter()
             .filter_map(|(p, n)| match n {
-                Node::File(digest) => Some((p, digest)),
+                Node::File(digest, size) => Some((p, (digest, size))),
                 _ => None,
             })
             .collect())
@@ -287,14 +316,18 @@ impl Write for HashWriter<'_> {
 }
 
 /// The sha256 of the regular file at `path`; a symlink there is an error (`O_NOFOLLOW`), not followed.
-fn file_sha256(path: &Path, buf: &mut [u8]) -> io::Result<String> {
-    let mut file = std::fs::OpenOptions::new()
+fn file_sha256(path: &Path, buf: &mut [u8], meter: &std::sync::Arc<Meter>) -> io::Result<String> {
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
     if !file.metadata()?.is_file() {
         return Err(io::Error::other("not a regular file"));
     }
+    let mut file = Counted {
+        inner: file,
+        meter: meter.clone(),
+    };
     let mut hasher = Sha256::new();
     copy_through(&mut file, &mut HashWriter(&mut hasher), buf)?;
     Ok(hex::encode(hasher.finalize()))

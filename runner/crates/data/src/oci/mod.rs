@@ -17,12 +17,13 @@ use crate::stores::{DataError, object_path};
 
 pub mod compare;
 pub mod pack;
+mod pack_layers;
 mod pipeline;
 pub mod unpack;
 pub mod verify;
 mod walk;
 
-pub use pack::{LayerCompression, PackReport, pack};
+pub use pack::{LayerCompression, PackOptions, PackReport, PackedLayer, pack, pack_with};
 pub use verify::{BlobProblem, VerifyReport, verify};
 
 pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";

@@ -1,26 +1,25 @@
-//! `respawn image pack`: a directory as a one-layer OCI image, built reproducibly. Entries are sorted, owners
-//! and times are zeroed, gzip carries no name or time, and the config's `created` is the newest input mtime, so
-//! the same input gives the same manifest digest. The layer is built into a temporary file while both of its
-//! digests are computed, then streamed to the store.
+//! `respawn image pack`: a directory as an OCI image, built reproducibly. Entries are sorted, owners and times
+//! are zeroed, gzip carries no name or time, and the config's `created` is the newest input mtime, so the same
+//! input gives the same manifest digest.
 //!
 //! Layers are zstd by default, compressed on every core (libzstd's multi-threaded mode, whose output is the
 //! same for any number of worker threads, so the digest does not depend on the machine); gzip on request, for
-//! tools that cannot read zstd layers.
+//! tools that cannot read zstd layers. A directory larger than [`LAYER_BYTES`] is cut into several layers of
+//! about that size ([`pack_layers`](super::pack_layers)), built at once, one a core: the tar walk and both hashes
+//! then run on every core too, and a restore fetches and checks one layer while it extracts the one before.
+//! Into a local store, each layer is built beside the layout and renamed into place; any other store gets it
+//! streamed from a temporary file.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::UNIX_EPOCH;
 
-use flate2::{Compression, GzBuilder};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
-use super::walk::link_escapes;
+use super::pack_layers::{BuiltLayer, build_layers, plan_layers, scan};
 use super::{
     Descriptor, Index, MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD,
     MEDIA_MANIFEST, Manifest, OciError, REF_NAME, blob_rel, layout_key, oci_architecture,
@@ -35,16 +34,25 @@ pub struct PackReport {
     pub manifest_digest: String,
     pub manifest_size: u64,
     pub config_digest: String,
-    pub layer_digest: String,
-    pub layer_size: u64,
-    /// sha256 of the uncompressed tar (the config's rootfs diff_id).
-    pub diff_id: String,
+    /// The layers, in the order they apply.
+    pub layers: Vec<PackedLayer>,
     /// RFC 3339: the newest mtime among the packed entries.
     pub created: String,
     /// Files, directories and symlinks packed.
     pub entries: u64,
     /// Sockets, FIFOs and devices, which are left out.
-    pub skipped: Vec<PathBuf>,
+    pub skipped: Vec<std::path::PathBuf>,
+}
+
+/// One layer `pack` made.
+#[derive(Debug, Clone)]
+pub struct PackedLayer {
+    pub digest: String,
+    pub size: u64,
+    /// sha256 of the uncompressed tar (the config's rootfs diff_id).
+    pub diff_id: String,
+    /// Entries of the directory in this layer.
+    pub entries: u64,
 }
 
 /// How a packed layer is compressed.
@@ -58,13 +66,39 @@ pub enum LayerCompression {
 }
 
 /// zstd's default level: what `zstd` and `tar --zstd` use, and the baseline pack is measured against.
-const ZSTD_LEVEL: i32 = 3;
+pub(super) const ZSTD_LEVEL: i32 = 3;
+
+/// A directory whose regular files hold more than this is cut into layers of about this size: large enough
+/// that a layer's fixed costs (a fetch, a digest check, a spool file) do not show, small enough that a GiB
+/// makes several layers to build on several cores and to fetch while another extracts.
+pub const LAYER_BYTES: u64 = 256 << 20;
+
+/// At most this many layers (larger layers past 16 × [`LAYER_BYTES`]): some registries and runtimes refuse
+/// images with very many layers, and each is a round trip on restore.
+pub const MAX_LAYERS: usize = 16;
 
 impl LayerCompression {
     fn media_type(self) -> &'static str {
         match self {
             LayerCompression::Zstd => MEDIA_LAYER_ZSTD,
             LayerCompression::Gzip => MEDIA_LAYER_GZIP,
+        }
+    }
+}
+
+/// How `pack` builds an image.
+#[derive(Debug, Clone, Copy)]
+pub struct PackOptions {
+    pub compression: LayerCompression,
+    /// Where a directory is cut into layers ([`LAYER_BYTES`]; tests make it small).
+    pub layer_bytes: u64,
+}
+
+impl Default for PackOptions {
+    fn default() -> PackOptions {
+        PackOptions {
+            compression: LayerCompression::default(),
+            layer_bytes: LAYER_BYTES,
         }
     }
 }
@@ -78,21 +112,65 @@ pub async fn pack(
     tag: &str,
     compression: LayerCompression,
 ) -> Result<PackReport, OciError> {
+    let options = PackOptions {
+        compression,
+        ..PackOptions::default()
+    };
+    pack_with(store, None, prefix, dir, tag, options).await
+}
+
+/// [`pack`] with its options. `local_root` is the directory of `store` when it is a `file://` store
+/// ([`local_root`](crate::stores::local_root)): layers are then built beside the layout and renamed into place,
+/// instead of being written twice.
+pub async fn pack_with(
+    store: &dyn ObjectStore,
+    local_root: Option<&Path>,
+    prefix: &str,
+    dir: &Path,
+    tag: &str,
+    options: PackOptions,
+) -> Result<PackReport, OciError> {
     check_tag(tag)?;
     let owned = dir.to_path_buf();
-    let layer = tokio::task::spawn_blocking(move || build_layer(&owned, compression))
-        .await
-        .map_err(|e| OciError::io("packing", io::Error::other(e)))??;
-    let layer_desc = Descriptor::new(compression.media_type(), layer.digest.clone(), layer.size);
-    put_file(
-        store,
-        &layout_key(prefix, &blob_rel(&layer.digest)?),
-        layer.file.path(),
-        &layer.digest,
-    )
-    .await?;
+    // Spool beside the layout when it is local: the same filesystem, so a layer is renamed into place.
+    let spool_dir = local_root.map(|root| root.join(layout_key(prefix, "")));
+    if let Some(d) = &spool_dir {
+        std::fs::create_dir_all(d.join("blobs/sha256"))
+            .map_err(|e| OciError::io(d.display(), e))?;
+    }
+    let spool = spool_dir.clone();
+    let (built, entries, skipped, newest) = tokio::task::spawn_blocking(move || {
+        let (entries, skipped) = scan(&owned)?;
+        let newest = entries
+            .iter()
+            .map(|(_, m)| m.modified().unwrap_or(UNIX_EPOCH))
+            .max()
+            .unwrap_or(UNIX_EPOCH);
+        let plan = plan_layers(&entries, options.layer_bytes);
+        let built = build_layers(
+            &owned,
+            &entries,
+            &plan,
+            options.compression,
+            spool.as_deref(),
+        )?;
+        Ok::<_, OciError>((built, entries.len() as u64, skipped, newest))
+    })
+    .await
+    .map_err(|e| OciError::io("packing", std::io::Error::other(e)))??;
+    let mut layers = Vec::with_capacity(built.len());
+    for layer in built {
+        let key = layout_key(prefix, &blob_rel(&layer.digest)?);
+        layers.push(PackedLayer {
+            digest: layer.digest.clone(),
+            size: layer.size,
+            diff_id: layer.diff_id.clone(),
+            entries: layer.entries,
+        });
+        store_layer(store, local_root, &key, layer).await?;
+    }
 
-    let created = humantime::format_rfc3339_seconds(layer.newest).to_string();
+    let created = humantime::format_rfc3339_seconds(newest).to_string();
     let config = ImageConfig {
         created: &created,
         architecture: oci_architecture(),
@@ -100,7 +178,7 @@ pub async fn pack(
         config: serde_json::Map::new(),
         rootfs: RootFsOut {
             kind: "layers",
-            diff_ids: vec![layer.diff_id.clone()],
+            diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect(),
         },
         history: vec![History {
             created: &created,
@@ -108,11 +186,15 @@ pub async fn pack(
         }],
     };
     let config_desc = put_blob(store, prefix, MEDIA_CONFIG, &config).await?;
+    let media = options.compression.media_type();
     let manifest = Manifest {
         schema_version: 2,
         media_type: MEDIA_MANIFEST.to_string(),
         config: config_desc.clone(),
-        layers: vec![layer_desc],
+        layers: layers
+            .iter()
+            .map(|l| Descriptor::new(media, l.digest.clone(), l.size))
+            .collect(),
         annotations: Default::default(),
         extra: serde_json::Map::new(),
     };
@@ -123,13 +205,32 @@ pub async fn pack(
         manifest_digest: manifest_desc.digest,
         manifest_size: manifest_desc.size,
         config_digest: config_desc.digest,
-        layer_digest: layer.digest,
-        layer_size: layer.size,
-        diff_id: layer.diff_id,
+        layers,
         created,
-        entries: layer.entries,
-        skipped: layer.skipped,
+        entries,
+        skipped,
     })
+}
+
+/// Puts a built layer at `key`: renamed into a local store's directory, else streamed to the store.
+async fn store_layer(
+    store: &dyn ObjectStore,
+    local_root: Option<&Path>,
+    key: &str,
+    layer: BuiltLayer,
+) -> Result<(), OciError> {
+    if let Some(root) = local_root {
+        use std::os::unix::fs::PermissionsExt;
+        // object_store's local store maps a key to this path, and writes objects readable by all, as here
+        // (a temporary file is private).
+        let path = root.join(key);
+        let fail = |e: std::io::Error| OciError::io(path.display(), e);
+        let perms = std::fs::Permissions::from_mode(0o644);
+        std::fs::set_permissions(layer.file.path(), perms).map_err(fail)?;
+        layer.file.persist(&path).map_err(|e| fail(e.error))?;
+        return Ok(());
+    }
+    put_file(store, key, layer.file.path(), &layer.digest).await
 }
 
 #[derive(Serialize)]
@@ -174,257 +275,6 @@ fn check_tag(tag: &str) -> Result<(), OciError> {
         return Err(bad("use letters, digits and . _ - : / @ +"));
     }
     Ok(())
-}
-
-struct BuiltLayer {
-    /// Removed when dropped.
-    file: tempfile::NamedTempFile,
-    digest: String,
-    size: u64,
-    diff_id: String,
-    newest: SystemTime,
-    entries: u64,
-    skipped: Vec<PathBuf>,
-}
-
-/// Builds the layer (tar + zstd or gzip) of `dir` into a temporary file, hashing it compressed and
-/// uncompressed.
-fn build_layer(dir: &Path, compression: LayerCompression) -> Result<BuiltLayer, OciError> {
-    let meta = fs::metadata(dir).map_err(|e| OciError::io(dir.display(), e))?;
-    if !meta.is_dir() {
-        return Err(OciError::io(
-            dir.display(),
-            io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
-        ));
-    }
-    let mut entries = Vec::new();
-    let mut skipped = Vec::new();
-    walk(dir, Path::new(""), &mut entries, &mut skipped)?;
-
-    let file = tempfile::Builder::new()
-        .prefix(".respawn-pack-")
-        .tempfile()
-        .map_err(|e| OciError::io(std::env::temp_dir().display(), e))?;
-    let handle = file
-        .as_file()
-        .try_clone()
-        .map_err(|e| OciError::io(file.path().display(), e))?;
-    let compressed = HashWriter::new(BufWriter::with_capacity(1 << 20, handle));
-    let encoder = Encoder::new(compressed, compression)
-        .map_err(|e| OciError::io(file.path().display(), e))?;
-    let mut builder = tar::Builder::new(HashWriter::new(encoder));
-    let mut newest = UNIX_EPOCH;
-    for (rel, meta) in &entries {
-        let abs = dir.join(rel);
-        let fail = |e: io::Error| OciError::io(abs.display(), e);
-        newest = newest.max(meta.modified().unwrap_or(UNIX_EPOCH));
-        let mut header = tar::Header::new_gnu();
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mode(meta.mode() & 0o7777);
-        let kind = meta.file_type();
-        if kind.is_dir() {
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_size(0);
-            builder
-                .append_data(&mut header, rel, io::empty())
-                .map_err(fail)?;
-        } else if kind.is_symlink() {
-            let target = fs::read_link(&abs).map_err(fail)?;
-            if link_escapes(rel.parent().unwrap_or(Path::new("")), &target) {
-                return Err(OciError::Unsafe {
-                    layer: "(being packed)".into(),
-                    entry: rel.display().to_string(),
-                    why: format!(
-                        "symlink target `{}` is absolute or leaves the directory, and would be refused on unpack",
-                        target.display()
-                    ),
-                });
-            }
-            header.set_entry_type(tar::EntryType::Symlink);
-            header.set_size(0);
-            builder
-                .append_link(&mut header, rel, &target)
-                .map_err(fail)?;
-        } else {
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_size(meta.len());
-            let reader = ExactReader {
-                inner: File::open(&abs).map_err(fail)?,
-                remaining: meta.len(),
-            };
-            builder
-                .append_data(&mut header, rel, reader)
-                .map_err(fail)?;
-        }
-    }
-    let layer_err = |e: io::Error| OciError::io(file.path().display(), e);
-    let (encoder, diff_id, _) = builder.into_inner().map_err(layer_err)?.finish();
-    let (buffered, digest, size) = encoder.finish().map_err(layer_err)?.finish();
-    let handle = buffered
-        .into_inner()
-        .map_err(|e| layer_err(e.into_error()))?;
-    handle.sync_all().map_err(layer_err)?;
-    Ok(BuiltLayer {
-        file,
-        digest,
-        size,
-        diff_id,
-        newest,
-        entries: entries.len() as u64,
-        skipped,
-    })
-}
-
-/// The layer's compressor.
-enum Encoder<W: Write> {
-    Zstd(zstd::stream::write::Encoder<'static, W>),
-    Gzip(flate2::write::GzEncoder<W>),
-}
-
-impl<W: Write> Encoder<W> {
-    fn new(inner: W, compression: LayerCompression) -> io::Result<Encoder<W>> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Encoder::with_workers(inner, compression, cores as u32)
-    }
-
-    fn with_workers(
-        inner: W,
-        compression: LayerCompression,
-        workers: u32,
-    ) -> io::Result<Encoder<W>> {
-        Ok(match compression {
-            LayerCompression::Zstd => {
-                let mut zstd = zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL)?;
-                // Multi-threaded mode even on one core: its output is the same for any worker count (and
-                // differs from single-threaded mode's), so the digest does not depend on the machine.
-                zstd.multithread(workers.max(1))?;
-                Encoder::Zstd(zstd)
-            }
-            LayerCompression::Gzip => Encoder::Gzip(
-                GzBuilder::new()
-                    .mtime(0)
-                    .write(inner, Compression::default()),
-            ),
-        })
-    }
-
-    fn finish(self) -> io::Result<W> {
-        match self {
-            Encoder::Zstd(z) => z.finish(),
-            Encoder::Gzip(g) => g.finish(),
-        }
-    }
-}
-
-impl<W: Write> Write for Encoder<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Encoder::Zstd(z) => z.write(buf),
-            Encoder::Gzip(g) => g.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Encoder::Zstd(z) => z.flush(),
-            Encoder::Gzip(g) => g.flush(),
-        }
-    }
-}
-
-/// Depth first, each directory's names in byte order; symlinks are not followed.
-fn walk(
-    root: &Path,
-    rel: &Path,
-    out: &mut Vec<(PathBuf, fs::Metadata)>,
-    skipped: &mut Vec<PathBuf>,
-) -> Result<(), OciError> {
-    let abs = root.join(rel);
-    let mut names = fs::read_dir(&abs)
-        .and_then(|it| {
-            it.map(|e| e.map(|e| e.file_name()))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(|e| OciError::io(abs.display(), e))?;
-    names.sort();
-    for name in names {
-        let child = rel.join(&name);
-        let meta = fs::symlink_metadata(root.join(&child))
-            .map_err(|e| OciError::io(child.display(), e))?;
-        let kind = meta.file_type();
-        if kind.is_dir() {
-            out.push((child.clone(), meta));
-            walk(root, &child, out, skipped)?;
-        } else if kind.is_file() || kind.is_symlink() {
-            out.push((child, meta));
-        } else {
-            skipped.push(child);
-        }
-    }
-    Ok(())
-}
-
-/// Reads exactly `remaining` bytes, failing if the file shrank while it was packed.
-struct ExactReader {
-    inner: File,
-    remaining: u64,
-}
-
-impl Read for ExactReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.remaining == 0 {
-            return Ok(0);
-        }
-        let want = buf
-            .len()
-            .min(self.remaining.try_into().unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while it was being packed",
-            ));
-        }
-        self.remaining -= n as u64;
-        Ok(n)
-    }
-}
-
-struct HashWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<W: Write> HashWriter<W> {
-    fn new(inner: W) -> Self {
-        HashWriter {
-            inner,
-            hasher: Sha256::new(),
-            bytes: 0,
-        }
-    }
-
-    /// The writer, the `sha256:` digest and the byte count of what went through.
-    fn finish(self) -> (W, String, u64) {
-        let digest = format!("sha256:{}", hex::encode(self.hasher.finalize()));
-        (self.inner, digest, self.bytes)
-    }
-}
-
-impl<W: Write> Write for HashWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Streams a local file to `key` with a multipart upload, re-hashing it on the way; a mismatch aborts.
@@ -530,30 +380,4 @@ async fn put_json(
         .put(&object_path(key)?, PutPayload::from(bytes))
         .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The same input gives the same zstd layer whatever the number of cores that compressed it.
-    #[test]
-    fn zstd_layers_do_not_depend_on_the_number_of_workers() {
-        let mut input = Vec::new();
-        let mut x = 7u32;
-        // Several of libzstd's jobs (a few MiB each at level 3), so that workers really split the work.
-        while input.len() < 24 << 20 {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            input.extend_from_slice(format!("line {} of {}\n", x >> 16, x % 97).as_bytes());
-        }
-        let layer = |workers| {
-            let mut e = Encoder::with_workers(Vec::new(), LayerCompression::Zstd, workers).unwrap();
-            e.write_all(&input).unwrap();
-            e.finish().unwrap()
-        };
-        let one = layer(1);
-        assert_eq!(one, layer(2));
-        assert_eq!(one, layer(4));
-        assert_eq!(zstd::decode_all(&one[..]).unwrap(), input);
-    }
 }

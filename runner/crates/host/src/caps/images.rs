@@ -118,6 +118,16 @@ fn from_oci(e: OciError) -> Failure {
     failure(kind, e.to_string())
 }
 
+/// A data move's bytes, total and throughput for the step's progress bar, as a plugin's own reports go there.
+fn to_bar(v: &ImagesView<'_>) -> Option<respawn_data::progress::ProgressFn> {
+    v.ctx.run.progress.clone().map(|sink| {
+        let step = v.ctx.step_id.clone();
+        let to_bar: respawn_data::progress::ProgressFn =
+            std::sync::Arc::new(move |done, total, what: &str| sink(&step, done, total, what));
+        to_bar
+    })
+}
+
 async fn unpack(
     v: &mut ImagesView<'_>,
     store: &str,
@@ -140,13 +150,7 @@ async fn unpack(
             format!("restore into {dir}: not inside a directory granted rw"),
         )));
     }
-    // The restore's bytes, total and throughput go to the step's progress bar, as a plugin's own reports do.
-    let progress = v.ctx.run.progress.clone().map(|sink| {
-        let step = v.ctx.step_id.clone();
-        let to_bar: respawn_data::progress::ProgressFn =
-            std::sync::Arc::new(move |done, total, what: &str| sink(&step, done, total, what));
-        to_bar
-    });
+    let progress = to_bar(v);
     let report = respawn_data::oci::unpack::unpack_with_progress(
         st.as_ref(),
         prefix,
@@ -250,9 +254,16 @@ async fn compare(
             format!("compare {dir}: not inside a granted directory"),
         )));
     }
-    let report = respawn_data::oci::compare::compare(st.as_ref(), prefix, tag, &target)
-        .await
-        .map_err(from_oci)?;
+    let progress = to_bar(v);
+    let report = respawn_data::oci::compare::compare_with_progress(
+        st.as_ref(),
+        prefix,
+        tag,
+        &target,
+        progress,
+    )
+    .await
+    .map_err(from_oci)?;
     Ok(CompareResult {
         checked: report.checked,
         mismatches: report.mismatches,

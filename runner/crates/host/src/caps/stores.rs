@@ -264,8 +264,13 @@ async fn copy(
 ) -> Result<CopyResult, Failure> {
     let src = v.open(from.0, from.1, Need::Read)?;
     let dst = v.open(to.0, to.1, Need::Write)?;
-    let sink = v.progress.clone();
-    let step = v.ctx.step_id.clone();
+    // Bytes, total and throughput to the step's progress bar (and the log, off a terminal), as a restore's.
+    let progress = v.progress.clone().map(|sink| {
+        let step = v.ctx.step_id.clone();
+        let to_bar: respawn_data::progress::ProgressFn =
+            std::sync::Arc::new(move |done, total, what: &str| sink(&step, done, total, what));
+        to_bar
+    });
     let label = format!("copy {}:{}", from.0, from.1);
     let done = copy_blob(
         src.as_ref(),
@@ -273,11 +278,8 @@ async fn copy(
         dst.as_ref(),
         to.1,
         expected_sha256,
-        |bytes| {
-            if let Some(sink) = &sink {
-                sink(&step, bytes, None, &label);
-            }
-        },
+        &label,
+        progress,
     )
     .await
     .map_err(from_data)?;

@@ -54,13 +54,22 @@ fn start_drill(dir: &Path, state: &Path, report: &str, port: u16, env: &[(&str, 
     cmd.spawn().unwrap()
 }
 
-/// The only run in a state store, waiting (bounded) until its first event exists.
+/// The only run in a state store, waiting (bounded) until its first event is stored: a file named by its
+/// number, not object_store's staging file (`000000000000#1`), which a runner killed at once leaves behind.
 fn wait_for_run(state: &Path, deadline: Duration) -> Option<String> {
     let start = Instant::now();
     while start.elapsed() < deadline {
         if let Ok(mut runs) = std::fs::read_dir(state.join("runs"))
             && let Some(Ok(run)) = runs.next()
-            && std::fs::read_dir(run.path().join("events")).is_ok_and(|mut e| e.next().is_some())
+            && std::fs::read_dir(run.path().join("events")).is_ok_and(|mut e| {
+                e.any(|f| {
+                    f.is_ok_and(|f| {
+                        let name = f.file_name();
+                        let name = name.to_string_lossy();
+                        name.len() == 12 && name.bytes().all(|b| b.is_ascii_digit())
+                    })
+                })
+            })
         {
             return Some(run.file_name().to_string_lossy().into_owned());
         }

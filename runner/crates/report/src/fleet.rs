@@ -3,6 +3,8 @@
 //! the last. JSON (docs/fleet-report.schema.json), Markdown and JUnit with one test case per member.
 
 use std::fmt::Write;
+
+use crate::junit::esc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -269,12 +271,6 @@ impl FleetReport {
 
     /// One test case per member; a member that did not pass is a failure, with why.
     pub fn junit(&self) -> String {
-        let esc = |s: &str| {
-            s.replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-                .replace('"', "&quot;")
-        };
         let failures = self
             .members
             .iter()

@@ -6,7 +6,8 @@ use std::fmt::Write;
 use super::Report;
 use crate::record::{StepRecord, StepStatus};
 
-fn esc(s: &str) -> String {
+/// `s` escaped for an XML attribute or text.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

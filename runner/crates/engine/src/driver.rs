@@ -174,7 +174,8 @@ pub async fn drive<H: RunHost + 'static>(d: Drive<'_, H>) -> Result<Driven, Driv
         });
     }
     // The report is rendered from the journal as stored, as any later `respawn report --state` renders it.
-    let report = match read_back(&journal).await {
+    drop(record);
+    let report = match read_back(&journal, spec.loaded).await {
         Ok(report) => report,
         Err(why) => return Ok(Driven::JournalLost { why }),
     };
@@ -210,11 +211,14 @@ fn settled(record: &respawn_report::record::RunRecord) -> Vec<SettledStep> {
 }
 
 /// The finished run's report, from its journal read back from the state store and chain-checked.
-async fn read_back(journal: &Journal) -> Result<Report, String> {
+async fn read_back(
+    journal: &Journal,
+    ran: &respawn_workflow::LoadedWorkflow,
+) -> Result<Report, String> {
     let (stored, replayed) = respawn_journal::read_run(journal.store(), journal.run_id())
         .await
         .map_err(|e| format!("reading the journal back for the report: {e}"))?;
-    match crate::resume::report_from_journal(&stored, &replayed) {
+    match crate::resume::report_from_journal_of(&stored, &replayed, ran) {
         Ok(Some(report)) => Ok(report),
         Ok(None) => Err("the journal read back holds no run-finished".to_string()),
         Err(e) => Err(e.to_string()),

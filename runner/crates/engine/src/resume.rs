@@ -8,7 +8,7 @@ use respawn_journal::StepFinished;
 use respawn_journal::chain::StoredEvent;
 use respawn_journal::replay::Replayed;
 use respawn_report::record::{RunRecord, StepRecord, StepStatus, Teardown};
-use respawn_report::{Report, objectives};
+use respawn_report::{Report, WorkflowInfo, objectives};
 use respawn_workflow::{Invalid, LoadedWorkflow, Workflow};
 
 use super::Phase;
@@ -102,15 +102,39 @@ pub fn report_from_journal(
     stored: &[StoredEvent],
     replayed: &Replayed,
 ) -> Result<Option<Report>, ResumeError> {
-    let (start, Some(finished)) = (&replayed.start, &replayed.finished) else {
+    if replayed.finished.is_none() {
         return Ok(None);
-    };
+    }
     let loaded = journaled_workflow(replayed)?;
-    let Some(record) = finished_record(replayed, &loaded.workflow) else {
-        return Ok(None);
+    Ok(render(stored, replayed, &loaded.workflow))
+}
+
+/// [`report_from_journal`] for the runner that ran the workflow `ran`: when it is the text the journal recorded
+/// (the same sha256), parsing that text again would give the same `Workflow`, so `ran` is used instead of
+/// holding a second copy of a 10,000-step workflow while the report is rendered.
+pub fn report_from_journal_of(
+    stored: &[StoredEvent],
+    replayed: &Replayed,
+    ran: &LoadedWorkflow,
+) -> Result<Option<Report>, ResumeError> {
+    if ran.sha256 != replayed.start.workflow.sha256 {
+        return report_from_journal(stored, replayed);
+    }
+    Ok(render(stored, replayed, &ran.workflow))
+}
+
+/// The report of a finished run from its replayed journal and the workflow its journal recorded.
+fn render(stored: &[StoredEvent], replayed: &Replayed, workflow: &Workflow) -> Option<Report> {
+    let start = &replayed.start;
+    let finished = replayed.finished.as_ref()?;
+    let record = finished_record(replayed, workflow)?;
+    let info = WorkflowInfo {
+        name: workflow.name.clone(),
+        version: workflow.version.clone(),
+        sha256: start.workflow.sha256.clone(),
+        file: start.workflow.path.clone(),
     };
-    let workflow = &loaded.workflow;
-    let mut report = Report::new(&loaded, start.params.clone(), start.plugins.clone(), record);
+    let mut report = Report::new(info, start.params.clone(), start.plugins.clone(), record);
     report.rpo_seconds = finished.rpo_seconds;
     report.recovery_points = finished.recovery_points.clone();
     report.objectives = objectives::judge(
@@ -129,7 +153,7 @@ pub fn report_from_journal(
     report.artifacts = crate::evidence::artifacts(replayed, &records, workflow);
     report.reverifications = replayed.reverifications.clone();
     report.journal_head = stored.last().map(|e| e.sha256.clone());
-    Ok(Some(report))
+    Some(report)
 }
 
 /// Where a run's report goes: `report_dir` if given, else where its runner wrote it, else the default.
@@ -230,7 +254,6 @@ impl ResumeSeed {
 /// journaling the end of the run but before writing the report. `None` while the run has not finished.
 pub fn finished_record(r: &Replayed, workflow: &Workflow) -> Option<RunRecord> {
     let finished = r.finished.as_ref()?;
-    let seed = ResumeSeed::from_replay(r);
     let digest = |uses: Option<&str>| {
         let alias = uses?.split_once('/')?.0;
         r.start.plugins.get(alias).map(|p| p.sha256.clone())
@@ -277,7 +300,12 @@ pub fn finished_record(r: &Replayed, workflow: &Workflow) -> Option<RunRecord> {
     let teardown_steps = r
         .destroyed_order
         .iter()
-        .filter(|id| seed.done.contains_key(&(Phase::Destroy, id.to_string())))
+        .filter(|id| {
+            let progress = r.steps.get(&(Phase::Destroy, id.to_string()));
+            progress
+                .and_then(|p| p.finished.as_ref())
+                .is_some_and(|f| f.status != StepStatus::Cancelled)
+        })
         .map(|id| {
             let uses = workflow.step(id).and_then(|s| s.uses.as_ref());
             record(Phase::Destroy, id, uses)

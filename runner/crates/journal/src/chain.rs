@@ -136,9 +136,23 @@ pub enum ChainError {
 
 /// Checks numbering, parsing and every `prev` link; returns the parsed events on success.
 pub fn verify(events: &[StoredEvent]) -> Result<Vec<Event>, ChainError> {
-    let mut parsed: Vec<Event> = Vec::with_capacity(events.len());
-    for (i, stored) in events.iter().enumerate() {
-        let i = i as u64;
+    let mut checker = ChainChecker::default();
+    events.iter().map(|stored| checker.check(stored)).collect()
+}
+
+/// Checks a chain one stored event at a time, in key order, so a long journal can be checked and folded
+/// without holding every parsed event: [`verify`] over an iterator.
+#[derive(Debug, Default)]
+pub struct ChainChecker {
+    next: u64,
+    /// The sha256 and kind of the event checked last.
+    previous: Option<(String, &'static str)>,
+}
+
+impl ChainChecker {
+    /// Parses the next event and checks its number and its link to the one before.
+    pub fn check(&mut self, stored: &StoredEvent) -> Result<Event, ChainError> {
+        let i = self.next;
         if stored.key_seq != i {
             return Err(ChainError::Missing {
                 seq: i.min(stored.key_seq),
@@ -155,8 +169,7 @@ pub fn verify(events: &[StoredEvent]) -> Result<Vec<Event>, ChainError> {
                 claimed: event.seq,
             });
         }
-        if i > 0 {
-            let before = &events[(i - 1) as usize];
+        if let Some((before, kind)) = &self.previous {
             match &event.prev {
                 None => {
                     return Err(ChainError::Unchained {
@@ -164,11 +177,11 @@ pub fn verify(events: &[StoredEvent]) -> Result<Vec<Event>, ChainError> {
                         prev: i - 1,
                     });
                 }
-                Some(recorded) if *recorded != before.sha256 => {
+                Some(recorded) if recorded != before => {
                     return Err(ChainError::Altered {
                         seq: i - 1,
-                        kind: parsed[(i - 1) as usize].body.kind().to_string(),
-                        actual: before.sha256.clone(),
+                        kind: kind.to_string(),
+                        actual: before.clone(),
                         next: i,
                         recorded: recorded.clone(),
                     });
@@ -176,9 +189,10 @@ pub fn verify(events: &[StoredEvent]) -> Result<Vec<Event>, ChainError> {
                 Some(_) => {}
             }
         }
-        parsed.push(event);
+        self.previous = Some((stored.sha256.clone(), event.body.kind()));
+        self.next += 1;
+        Ok(event)
     }
-    Ok(parsed)
 }
 
 #[cfg(test)]

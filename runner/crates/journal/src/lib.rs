@@ -89,15 +89,35 @@ pub async fn read_run(
 ) -> Result<(Vec<chain::StoredEvent>, replay::Replayed), JournalError> {
     check_run_id(run_id).map_err(JournalError::BadRunId)?;
     let stored = chain::read_all(store, run_id).await?;
-    let events = chain::verify(&stored).map_err(|source| JournalError::Untrusted {
+    let untrusted = |source| JournalError::Untrusted {
         run_id: run_id.to_string(),
         source,
-    })?;
-    let mut replayed =
-        replay::Replayed::from_events(&events).map_err(|message| JournalError::Corrupt {
-            run_id: run_id.to_string(),
-            message,
-        })?;
+    };
+    let corrupt = |message| JournalError::Corrupt {
+        run_id: run_id.to_string(),
+        message,
+    };
+    // Each event is checked and folded in as it is parsed, never all held at once. A chain that does not verify
+    // is reported before an event that does not replay, wherever each is.
+    let mut checker = chain::ChainChecker::default();
+    let mut events = stored.iter();
+    let first = checker
+        .check(
+            events
+                .next()
+                .ok_or_else(|| corrupt("the journal is empty".into()))?,
+        )
+        .map_err(untrusted)?;
+    let mut replayer = replay::Replayer::new(first);
+    for event in events {
+        let event = checker.check(event).map_err(untrusted)?;
+        if let Ok(r) = &mut replayer
+            && let Err(message) = r.push(event)
+        {
+            replayer = Err(message);
+        }
+    }
+    let mut replayed = replayer.map_err(corrupt)?.finish();
     replayed.last_stored_at = stored.last().and_then(|e| e.stored_at);
     Ok((stored, replayed))
 }

@@ -1,7 +1,7 @@
 //! Folding a run's events back into what the run had done: the seed of `respawn resume`, and the status shown
 //! by `respawn runs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use super::event::{Event, EventBody, RunStarted, ServiceLogs, StepFinished};
@@ -110,209 +110,13 @@ pub struct Replayed {
 impl Replayed {
     /// Folds events (already chain-checked) into a run. The first must be `run-started`.
     pub fn from_events(events: &[Event]) -> Result<Replayed, String> {
-        let first = events.first().ok_or("the journal is empty")?;
-        let EventBody::RunStarted(start) = &first.body else {
-            return Err(format!(
-                "the first event is {}, not run-started",
-                first.body.kind()
-            ));
-        };
-        let mut r = Replayed {
-            start: (**start).clone(),
-            steps: BTreeMap::new(),
-            applied_order: Vec::new(),
-            destroyed_order: Vec::new(),
-            approvals: BTreeMap::new(),
-            services: Vec::new(),
-            images_created: Vec::new(),
-            images_restored: Vec::new(),
-            finished: None,
-            destroyed_at: None,
-            destroying: false,
-            destroy_failed: false,
-            reverifications: Vec::new(),
-            last_at: first.at.clone(),
-            last_stored_at: None,
-            last_runner: first.runner.clone(),
-            epoch: 1,
-            applies_succeeded: BTreeMap::new(),
-            events: events.len(),
-        };
-        // Sets beside the orders, so each event is O(1) (a scan of the order made a 10,000-step run quadratic).
-        let mut applied: std::collections::HashSet<String> = std::collections::HashSet::new();
-        // Step -> when its latest destroy finished; the order is rebuilt from it at the end.
-        let mut destroyed: std::collections::HashMap<String, usize> =
-            std::collections::HashMap::new();
-        for (at, event) in events.iter().enumerate().skip(1) {
-            if event.runner != r.last_runner {
-                r.epoch += 1;
-            }
-            r.last_at = event.at.clone();
-            r.last_runner = event.runner.clone();
-            match &event.body {
-                EventBody::RunStarted(_) => {
-                    return Err(format!("event {} starts the run a second time", event.seq));
-                }
-                EventBody::Heartbeat => {}
-                // A resumed interrupted run is unfinished again until its new run-finished.
-                EventBody::Resumed { .. } => r.finished = None,
-                EventBody::StepStarted {
-                    step,
-                    phase,
-                    attempt,
-                    params,
-                } => {
-                    if *phase == Phase::Apply && applied.insert(step.clone()) {
-                        r.applied_order.push(step.clone());
-                    }
-                    let p = r.steps.entry((*phase, step.clone())).or_default();
-                    p.attempts_started = p.attempts_started.max(*attempt);
-                    p.params = params.clone();
-                    p.finished = None;
-                }
-                EventBody::StateWritten {
-                    step,
-                    phase,
-                    key,
-                    value,
-                } => {
-                    let p = r.steps.entry((*phase, step.clone())).or_default();
-                    match value {
-                        Some(v) => p.state.insert(key.clone(), v.clone()),
-                        None => p.state.remove(key),
-                    };
-                }
-                EventBody::AttemptFailed {
-                    step, phase, state, ..
-                } => {
-                    let p = r.steps.entry((*phase, step.clone())).or_default();
-                    p.state = state.clone();
-                }
-                EventBody::StepFinished(f) => {
-                    if f.phase == Phase::Apply
-                        && f.status == respawn_report::record::StepStatus::Succeeded
-                        && f.attempts > 0
-                    {
-                        *r.applies_succeeded.entry(f.step.clone()).or_default() += 1;
-                    }
-                    if f.phase == Phase::Apply && f.applied && applied.insert(f.step.clone()) {
-                        r.applied_order.push(f.step.clone());
-                    }
-                    if f.phase == Phase::Destroy {
-                        destroyed.insert(f.step.clone(), at);
-                    }
-                    let p = r.steps.entry((f.phase, f.step.clone())).or_default();
-                    p.state = f.state.clone();
-                    p.finished = Some((**f).clone());
-                }
-                EventBody::ApprovalGiven { step, how, .. } => {
-                    r.approvals.insert(step.clone(), how.clone());
-                }
-                EventBody::ServiceStarted {
-                    step,
-                    pid,
-                    program,
-                    start_ticks,
-                    detached,
-                    logs,
-                } => r.services.push(ServiceRecord {
-                    step: step.clone(),
-                    pid: *pid,
-                    program: program.clone(),
-                    start_ticks: *start_ticks,
-                    detached: *detached,
-                    logs: logs.clone(),
-                }),
-                EventBody::ImageRestored {
-                    step,
-                    created,
-                    store,
-                    prefix,
-                    tag,
-                    manifest_digest,
-                } => {
-                    if let Some(created) = created {
-                        r.images_created.push(ImageCreated {
-                            step: step.clone(),
-                            created: created.clone(),
-                        });
-                    }
-                    if let Some(digest) = manifest_digest {
-                        r.images_restored.push(ImageRestored {
-                            step: step.clone(),
-                            created: created.clone(),
-                            store: store.clone(),
-                            prefix: prefix.clone(),
-                            tag: tag.clone(),
-                            manifest_digest: digest.clone(),
-                        });
-                    }
-                }
-                EventBody::RunFinished {
-                    outcome,
-                    rto_seconds,
-                    rpo_seconds,
-                    recovery_points,
-                    teardown,
-                    report_dir,
-                    started_at,
-                    finished_at,
-                    settled,
-                } => {
-                    r.finished = Some(Finished {
-                        settled: settled.clone(),
-                        outcome: *outcome,
-                        rto_seconds: *rto_seconds,
-                        rpo_seconds: *rpo_seconds,
-                        recovery_points: recovery_points.clone(),
-                        teardown: teardown.clone(),
-                        at: event.at.clone(),
-                        report_dir: report_dir.clone(),
-                        started_at: started_at.clone(),
-                        finished_at: finished_at.clone(),
-                    });
-                }
-                EventBody::Reverified {
-                    outcome,
-                    started_at,
-                    finished_at,
-                    verifications,
-                } => r.reverifications.push(Reverification {
-                    outcome: *outcome,
-                    started_at: started_at.clone(),
-                    finished_at: finished_at.clone(),
-                    verifications: verifications.clone(),
-                }),
-                EventBody::DestroyStarted { .. } => r.destroying = true,
-                EventBody::Destroyed { teardown } => {
-                    r.destroy_failed = teardown != "succeeded";
-                    r.destroying = r.destroy_failed;
-                    if !r.destroy_failed {
-                        r.destroyed_at = Some(event.at.clone());
-                    }
-                    // A run whose runner died mid-apply ends here: interrupted, and torn down.
-                    let finished = r.finished.get_or_insert_with(|| Finished {
-                        outcome: Outcome::Interrupted,
-                        rto_seconds: None,
-                        rpo_seconds: None,
-                        recovery_points: Vec::new(),
-                        teardown: String::new(),
-                        at: event.at.clone(),
-                        report_dir: None,
-                        started_at: None,
-                        finished_at: Some(event.at.clone()),
-                        settled: Vec::new(),
-                    });
-                    finished.teardown = teardown.clone();
-                }
-            }
+        let mut events = events.iter().cloned();
+        let first = events.next().ok_or("the journal is empty")?;
+        let mut replayer = Replayer::new(first)?;
+        for event in events {
+            replayer.push(event)?;
         }
-        // In the order of each step's latest destroy.
-        let mut destroyed: Vec<(usize, String)> =
-            destroyed.into_iter().map(|(s, at)| (at, s)).collect();
-        destroyed.sort_unstable();
-        r.destroyed_order = destroyed.into_iter().map(|(_, s)| s).collect();
-        Ok(r)
+        Ok(replayer.finish())
     }
 
     /// How long ago the newest event was written, by this machine's clock.
@@ -376,6 +180,245 @@ impl Replayed {
             None => true,
             Some(f) => f.outcome == Outcome::Interrupted && f.teardown == "skipped",
         }
+    }
+}
+
+/// Folds a run's events into [`Replayed`] one at a time, taking each by value: a journal read back is replayed as
+/// it is checked, so its events are never all held at once beside what they fold into (a 10,000-step run's
+/// report is rendered this way at the end of every run).
+pub struct Replayer {
+    r: Replayed,
+    /// Beside the orders, so each event is O(1) (a scan of the order made a 10,000-step run quadratic).
+    applied: HashSet<String>,
+    /// Step -> the position of its latest finished destroy; the order is rebuilt from it at the end.
+    destroyed: HashMap<String, usize>,
+}
+
+impl Replayer {
+    /// Starts from the run's first event, which must be `run-started`.
+    pub fn new(first: Event) -> Result<Replayer, String> {
+        let EventBody::RunStarted(start) = first.body else {
+            return Err(format!(
+                "the first event is {}, not run-started",
+                first.body.kind()
+            ));
+        };
+        let r = Replayed {
+            start: *start,
+            steps: BTreeMap::new(),
+            applied_order: Vec::new(),
+            destroyed_order: Vec::new(),
+            approvals: BTreeMap::new(),
+            services: Vec::new(),
+            images_created: Vec::new(),
+            images_restored: Vec::new(),
+            finished: None,
+            destroyed_at: None,
+            destroying: false,
+            destroy_failed: false,
+            reverifications: Vec::new(),
+            last_at: first.at,
+            last_stored_at: None,
+            last_runner: first.runner,
+            epoch: 1,
+            applies_succeeded: BTreeMap::new(),
+            events: 1,
+        };
+        Ok(Replayer {
+            r,
+            applied: HashSet::new(),
+            destroyed: HashMap::new(),
+        })
+    }
+
+    /// Folds the next event in.
+    pub fn push(&mut self, event: Event) -> Result<(), String> {
+        let Replayer {
+            r,
+            applied,
+            destroyed,
+        } = self;
+        let at = r.events;
+        r.events += 1;
+        if event.runner != r.last_runner {
+            r.epoch += 1;
+            r.last_runner = event.runner;
+        }
+        r.last_at = event.at;
+        match event.body {
+            EventBody::RunStarted(_) => {
+                return Err(format!("event {} starts the run a second time", event.seq));
+            }
+            EventBody::Heartbeat => {}
+            // A resumed interrupted run is unfinished again until its new run-finished.
+            EventBody::Resumed { .. } => r.finished = None,
+            EventBody::StepStarted {
+                step,
+                phase,
+                attempt,
+                params,
+            } => {
+                if phase == Phase::Apply && !applied.contains(&step) {
+                    applied.insert(step.clone());
+                    r.applied_order.push(step.clone());
+                }
+                let p = r.steps.entry((phase, step)).or_default();
+                p.attempts_started = p.attempts_started.max(attempt);
+                p.params = params;
+                p.finished = None;
+            }
+            EventBody::StateWritten {
+                step,
+                phase,
+                key,
+                value,
+            } => {
+                let p = r.steps.entry((phase, step)).or_default();
+                match value {
+                    Some(v) => p.state.insert(key, v),
+                    None => p.state.remove(&key),
+                };
+            }
+            EventBody::AttemptFailed {
+                step, phase, state, ..
+            } => {
+                r.steps.entry((phase, step)).or_default().state = state;
+            }
+            EventBody::StepFinished(f) => {
+                let f = *f;
+                if f.phase == Phase::Apply
+                    && f.status == respawn_report::record::StepStatus::Succeeded
+                    && f.attempts > 0
+                {
+                    *r.applies_succeeded.entry(f.step.clone()).or_default() += 1;
+                }
+                if f.phase == Phase::Apply && f.applied && !applied.contains(&f.step) {
+                    applied.insert(f.step.clone());
+                    r.applied_order.push(f.step.clone());
+                }
+                if f.phase == Phase::Destroy {
+                    destroyed.insert(f.step.clone(), at);
+                }
+                let p = r.steps.entry((f.phase, f.step.clone())).or_default();
+                p.state = f.state.clone();
+                p.finished = Some(f);
+            }
+            EventBody::ApprovalGiven { step, how, .. } => {
+                r.approvals.insert(step, how);
+            }
+            EventBody::ServiceStarted {
+                step,
+                pid,
+                program,
+                start_ticks,
+                detached,
+                logs,
+            } => r.services.push(ServiceRecord {
+                step,
+                pid,
+                program,
+                start_ticks,
+                detached,
+                logs,
+            }),
+            EventBody::ImageRestored {
+                step,
+                created,
+                store,
+                prefix,
+                tag,
+                manifest_digest,
+            } => {
+                if let Some(created) = &created {
+                    r.images_created.push(ImageCreated {
+                        step: step.clone(),
+                        created: created.clone(),
+                    });
+                }
+                if let Some(digest) = manifest_digest {
+                    r.images_restored.push(ImageRestored {
+                        step,
+                        created,
+                        store,
+                        prefix,
+                        tag,
+                        manifest_digest: digest,
+                    });
+                }
+            }
+            EventBody::RunFinished {
+                outcome,
+                rto_seconds,
+                rpo_seconds,
+                recovery_points,
+                teardown,
+                report_dir,
+                started_at,
+                finished_at,
+                settled,
+            } => {
+                r.finished = Some(Finished {
+                    settled,
+                    outcome,
+                    rto_seconds,
+                    rpo_seconds,
+                    recovery_points,
+                    teardown,
+                    at: r.last_at.clone(),
+                    report_dir,
+                    started_at,
+                    finished_at,
+                });
+            }
+            EventBody::Reverified {
+                outcome,
+                started_at,
+                finished_at,
+                verifications,
+            } => r.reverifications.push(Reverification {
+                outcome,
+                started_at,
+                finished_at,
+                verifications,
+            }),
+            EventBody::DestroyStarted { .. } => r.destroying = true,
+            EventBody::Destroyed { teardown } => {
+                r.destroy_failed = teardown != "succeeded";
+                r.destroying = r.destroy_failed;
+                if !r.destroy_failed {
+                    r.destroyed_at = Some(r.last_at.clone());
+                }
+                // A run whose runner died mid-apply ends here: interrupted, and torn down.
+                let at = r.last_at.clone();
+                let finished = r.finished.get_or_insert_with(|| Finished {
+                    outcome: Outcome::Interrupted,
+                    rto_seconds: None,
+                    rpo_seconds: None,
+                    recovery_points: Vec::new(),
+                    teardown: String::new(),
+                    at: at.clone(),
+                    report_dir: None,
+                    started_at: None,
+                    finished_at: Some(at),
+                    settled: Vec::new(),
+                });
+                finished.teardown = teardown;
+            }
+        }
+        Ok(())
+    }
+
+    /// The run as its events so far say.
+    pub fn finish(self) -> Replayed {
+        let Replayer {
+            mut r, destroyed, ..
+        } = self;
+        // In the order of each step's latest destroy.
+        let mut destroyed: Vec<(usize, String)> =
+            destroyed.into_iter().map(|(s, at)| (at, s)).collect();
+        destroyed.sort_unstable();
+        r.destroyed_order = destroyed.into_iter().map(|(_, s)| s).collect();
+        r
     }
 }
 

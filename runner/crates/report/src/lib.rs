@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::record::{Outcome, RecoveryPoint, RunRecord, StepRecord, Teardown};
-use respawn_workflow::LoadedWorkflow;
 use respawn_workflow::Mode;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,22 +81,16 @@ pub struct Reverification {
 
 impl Report {
     pub fn new(
-        loaded: &LoadedWorkflow,
+        workflow: WorkflowInfo,
         params: BTreeMap<String, serde_json::Value>,
         plugins: BTreeMap<String, PluginInfo>,
         record: RunRecord,
     ) -> Report {
-        let w = &loaded.workflow;
         Report {
             run_id: record.run_id,
             mode: record.mode,
             outcome: record.outcome,
-            workflow: WorkflowInfo {
-                name: w.name.clone(),
-                version: w.version.clone(),
-                sha256: loaded.sha256.clone(),
-                file: loaded.path.display().to_string(),
-            },
+            workflow,
             params,
             plugins,
             started_at: record.started_at,

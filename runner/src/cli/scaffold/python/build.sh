@@ -11,6 +11,11 @@ cpy=${COMPONENTIZE_PY:-componentize-py}
 if [ "$("$cpy" --version 2>/dev/null || true)" != "$want" ]; then
   venv=${XDG_CACHE_HOME:-$HOME/.cache}/respawn/componentize-py-$version
   cpy=$venv/bin/componentize-py
+  # Two builds at once on a fresh machine would install into one virtualenv together: one installs, the
+  # other waits for it (flock, where util-linux has it) and then finds it installed.
+  mkdir -p "$(dirname "$venv")"
+  exec 9>"$venv.lock"
+  if command -v flock >/dev/null 2>&1; then flock 9; fi
   if [ "$("$cpy" --version 2>/dev/null || true)" != "$want" ]; then
     echo "build.sh: installing componentize-py $version into $venv" >&2
     python3 -m venv "$venv"

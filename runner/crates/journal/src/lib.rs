@@ -221,3 +221,63 @@ pub async fn get_signature(
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use respawn_data::object_store::memory::InMemory;
+    use respawn_data::object_store::{ObjectStoreExt, PutPayload, path::Path};
+    use sha2::{Digest, Sha256};
+
+    /// Stores `bodies` as a chained journal of run `r`, one event an object; `tamper` may edit an event's bytes
+    /// after the next one recorded their hash.
+    async fn store(bodies: Vec<EventBody>, tamper: Option<u64>) -> Arc<dyn ObjectStore> {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let mut prev = None;
+        for (seq, body) in bodies.into_iter().enumerate() {
+            let event = Event {
+                seq: seq as u64,
+                at: "2026-12-02T06:00:00Z".into(),
+                runner: "r".into(),
+                prev: prev.take(),
+                body,
+            };
+            let mut bytes = serde_json::to_vec(&event).unwrap();
+            prev = Some(hex::encode(Sha256::digest(&bytes)));
+            if tamper == Some(seq as u64) {
+                bytes = String::from_utf8(bytes)
+                    .unwrap()
+                    .replace("06:00:00", "06:00:01")
+                    .into_bytes();
+            }
+            let key = Path::from(event_key("r", seq as u64));
+            store.put(&key, PutPayload::from(bytes)).await.unwrap();
+        }
+        store
+    }
+
+    /// Replay runs as the chain is checked, but a chain that does not verify is still what is reported, even
+    /// when an earlier event does not replay: tampering is never passed off as a malformed journal.
+    #[tokio::test]
+    async fn a_broken_chain_is_reported_before_an_event_that_does_not_replay() {
+        let heartbeats = || vec![EventBody::Heartbeat; 5];
+        let no_start = store(heartbeats(), None).await;
+        let err = read_run(&no_start, "r").await.unwrap_err();
+        assert!(
+            matches!(&err, JournalError::Corrupt { message, .. } if message.contains("not run-started")),
+            "{err}"
+        );
+        let tampered = store(heartbeats(), Some(3)).await;
+        let err = read_run(&tampered, "r").await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                JournalError::Untrusted {
+                    source: chain::ChainError::Altered { seq: 3, .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}

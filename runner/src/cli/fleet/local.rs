@@ -202,19 +202,43 @@ async fn member(
                 if failures > retries {
                     return Ok(Ended::Failed(code));
                 }
+                // As a Job controller backs off: a member that crashes at once does not spin.
+                let delay = restart_delay(failures);
                 tracing::warn!(
                     log = %log.display(),
-                    "member ended with {}; starting it again ({failures} of {retries})",
+                    "member ended with {}; starting it again in {delay:?} ({failures} of {retries})",
                     code.map_or("a signal".to_string(), |c| format!("exit {c}"))
                 );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = interrupted(&mut cancel) => return Ok(Ended::Cancelled),
+                }
             }
         }
     }
+}
+
+/// How long to wait before the `failures`-th restart of a member: 0.5 s, doubling, at most 8 s.
+fn restart_delay(failures: u32) -> std::time::Duration {
+    let first = std::time::Duration::from_millis(500);
+    (first * 2u32.saturating_pow(failures.saturating_sub(1))).min(std::time::Duration::from_secs(8))
 }
 
 /// Resolves when the fleet is interrupted; never when the signal watcher is gone without one.
 async fn interrupted(cancel: &mut tokio::sync::watch::Receiver<bool>) {
     if cancel.wait_for(|c| *c).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn restarts_back_off_doubling_to_a_cap() {
+        let secs: Vec<f64> = (1..=7)
+            .map(|n| super::restart_delay(n).as_secs_f64())
+            .collect();
+        assert_eq!(secs, [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]);
+        assert_eq!(super::restart_delay(u32::MAX).as_secs(), 8);
     }
 }

@@ -15,8 +15,6 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use divan::Bencher;
-use respawn_journal::chain;
-use respawn_journal::replay::Replayed;
 use respawn_journal::{EventBody, Journal, Redactor, RunStarted, WorkflowSnapshot};
 
 static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
@@ -104,9 +102,9 @@ fn audit_1000_file(bencher: Bencher) {
     }
     let store = respawn_data::open_store(&url, Path::new("/")).unwrap();
     let run_id = journal.run_id().to_string();
+    // What `resume`, `runs` and every end-of-run report do: read, chain-check and replay as one pass.
     bencher.bench_local(|| {
-        let stored = RT.block_on(chain::read_all(&store, &run_id)).unwrap();
-        let events = chain::verify(&stored).unwrap();
-        Replayed::from_events(&events).unwrap()
+        RT.block_on(respawn_journal::read_run(&store, &run_id))
+            .unwrap()
     });
 }
